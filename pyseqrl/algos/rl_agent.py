@@ -1,0 +1,274 @@
+"""The SAC agent shared by online SAC, Cal-QL/CQL pretraining and WSRL fine-tuning.
+
+One :class:`SACAgent` holds the actor, the critic ensemble and its target, the temperature and their optimizers.
+Its update is the standard SAC update with the REDQ/WSRL ensemble rule:
+
+* critic: ``y = s * r + b + gamma * (1 - d) * (min_{i in M} Q'_i(s', a') - [alpha * log pi(a'|s')])`` where ``M`` is
+  a random subset of ``critic_subsample`` (default 2) of the ``N`` target critics and ``a' ~ pi(s')``; every critic
+  regresses onto the same ``y``. Cal-QL/CQL add a regulariser to this loss (see ``pyseqrl.algos.calql``).
+* actor: ``alpha * log pi(a|s) - agg_i Q_i(s, a)`` with ``agg`` the min (or mean) over all ``N`` critics.
+* temperature: ``-log_alpha * (log pi(a|s) + target_entropy)`` with target entropy ``-|A|`` by default.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from pyseqrl.algos.rl_nets import CriticEnsemble, TanhGaussianActor, soft_update
+from pyseqrl.policies.base import Policy
+
+Batch = dict[str, torch.Tensor]
+"""A minibatch of transitions: observations f32[B,S], actions f32[B,A], rewards f32[B], next_observations
+f32[B,S], terminals f32[B] (1.0 where the episode terminated), and optionally mc_returns f32[B]."""
+
+
+@dataclass
+class AgentConfig:
+    """Hyperparameters of the SAC agent (networks, losses, optimizers)."""
+
+    hidden_dims: tuple[int, ...] = (256, 256)
+    """widths of the hidden layers of actor and critics"""
+    num_critics: int = 10
+    """number of critics in the ensemble"""
+    critic_subsample: int = 2
+    """the TD target takes the min over this many randomly chosen target critics"""
+    critic_layer_norm: bool = True
+    """LayerNorm after every hidden layer of the critics"""
+    actor_q_agg: str = "min"
+    """how the actor aggregates the ensemble: 'min' or 'mean'"""
+    gamma: float = 0.99
+    """discount factor"""
+    tau: float = 0.005
+    """Polyak rate of the target critics"""
+    actor_lr: float = 3e-4
+    """actor learning rate"""
+    critic_lr: float = 3e-4
+    """critic learning rate"""
+    temperature_lr: float = 3e-4
+    """temperature learning rate"""
+    init_temperature: float = 1.0
+    """initial entropy temperature alpha"""
+    target_entropy: float | None = None
+    """entropy target of the temperature; None means -|A|"""
+    backup_entropy: bool = True
+    """subtract alpha * log pi(a'|s') in the TD target (Cal-QL pretraining turns it off)"""
+    reward_scale: float = 1.0
+    """rewards are used as reward_scale * r + reward_bias"""
+    reward_bias: float = 0.0
+    """see reward_scale"""
+
+
+class SACAgent(nn.Module):
+    """Actor, critic ensemble, target critics, temperature and their Adam optimizers.
+
+    Args:
+        observation_dim: ``S``.
+        action_dim: ``A``.
+        config: hyperparameters.
+        action_low: lower action bounds, float ``(A,)`` (default -1).
+        action_high: upper action bounds, float ``(A,)`` (default 1).
+
+    Example:
+        >>> agent = SACAgent(3, 1, AgentConfig(hidden_dims=(32, 32), num_critics=4))
+        >>> b = {"observations": torch.zeros(8, 3), "actions": torch.zeros(8, 1), "rewards": torch.zeros(8),
+        ...      "next_observations": torch.zeros(8, 3), "terminals": torch.zeros(8)}
+        >>> metrics = agent.update_critic(b); metrics = agent.update_actor(b)
+    """
+
+    def __init__(
+        self,
+        observation_dim: int,
+        action_dim: int,
+        config: AgentConfig,
+        action_low: np.ndarray | float = -1.0,
+        action_high: np.ndarray | float = 1.0,
+    ):
+        super().__init__()
+        if config.actor_q_agg not in ("min", "mean"):
+            raise ValueError(f"actor_q_agg must be 'min' or 'mean', got {config.actor_q_agg!r}")
+        if not 1 <= config.critic_subsample <= config.num_critics:
+            raise ValueError(
+                f"critic_subsample must be in [1, num_critics={config.num_critics}], got {config.critic_subsample}"
+            )
+        self.config = config
+        self.observation_dim, self.action_dim = observation_dim, action_dim
+        hidden = tuple(config.hidden_dims)
+        low = torch.as_tensor(np.asarray(action_low, dtype=np.float32))
+        high = torch.as_tensor(np.asarray(action_high, dtype=np.float32))
+        self.actor = TanhGaussianActor(observation_dim, action_dim, hidden, low, high)
+        self.critic = CriticEnsemble(observation_dim, action_dim, hidden, config.num_critics, config.critic_layer_norm)
+        self.target_critic = copy.deepcopy(self.critic).requires_grad_(False)
+        self.log_alpha = nn.Parameter(torch.tensor(math.log(config.init_temperature), dtype=torch.float32))
+        self.target_entropy = float(-action_dim if config.target_entropy is None else config.target_entropy)
+        self.actor_optim = torch.optim.Adam(self.actor.parameters(), lr=config.actor_lr, foreach=True)
+        self.critic_optim = torch.optim.Adam(self.critic.parameters(), lr=config.critic_lr, foreach=True)
+        self.alpha_optim = torch.optim.Adam([self.log_alpha], lr=config.temperature_lr)
+        self.num_updates = 0
+        """critic updates performed so far (tests use it to prove that no update happened)"""
+
+    @property
+    def alpha(self) -> torch.Tensor:
+        return self.log_alpha.detach().exp()
+
+    # ------------------------------------------------------------------------------------------------ acting
+    @torch.no_grad()
+    def act(self, observations: np.ndarray, deterministic: bool = False) -> np.ndarray:
+        """Actions for a batch of observations: float32 ``[n, S]`` -> float32 ``[n, A]``."""
+        obs = torch.as_tensor(np.asarray(observations, dtype=np.float32))
+        actions, _ = self.actor(obs, deterministic=deterministic, with_log_prob=False)
+        return actions.numpy()
+
+    # ---------------------------------------------------------------------------------------------- critic
+    def td_target(self, batch: Batch) -> torch.Tensor:
+        """The TD target ``y`` float32 ``(B,)`` (no gradient)."""
+        cfg = self.config
+        with torch.no_grad():
+            next_actions, next_log_prob = self.actor(batch["next_observations"])  # (B, A), (B,)
+            members = torch.randperm(cfg.num_critics)[: cfg.critic_subsample]  # the random target subset
+            next_q = self.target_critic(batch["next_observations"], next_actions, members).amin(0)  # (B,)
+            if cfg.backup_entropy:
+                next_q = next_q - self.alpha * next_log_prob
+            rewards = cfg.reward_scale * batch["rewards"] + cfg.reward_bias
+            return rewards + cfg.gamma * (1.0 - batch["terminals"]) * next_q
+
+    def update_critic(
+        self, batch: Batch, regularizer: Callable[["SACAgent", Batch, torch.Tensor], tuple[torch.Tensor, dict]] | None = None
+    ) -> dict[str, float | torch.Tensor]:
+        """One gradient step of the critic ensemble, then a Polyak step of its target.
+
+        Args:
+            batch: a minibatch (see :data:`Batch`).
+            regularizer: optional ``f(agent, batch, q_data (N, B)) -> (loss, metrics)`` added to the TD loss
+                (the CQL / Cal-QL term).
+
+        Returns:
+            metrics as 0-dim tensors (call ``float`` only when logging, to avoid a sync per update).
+        """
+        target = self.td_target(batch)  # (B,)
+        q = self.critic(batch["observations"], batch["actions"])  # (N, B)
+        td_loss = (q - target).pow(2).mean(1).sum(0) * 0.5  # sum over critics of each critic's MSE / 2
+        loss = td_loss
+        metrics: dict[str, Any] = {"critic/td_loss": td_loss.detach(), "critic/q_data": q.detach().mean()}
+        if regularizer is not None:
+            reg_loss, reg_metrics = regularizer(self, batch, q)
+            loss = loss + reg_loss
+            metrics.update(reg_metrics)
+        self.critic_optim.zero_grad(set_to_none=True)
+        loss.backward()
+        self.critic_optim.step()
+        soft_update(self.target_critic, self.critic, self.config.tau)
+        self.num_updates += 1
+        metrics["critic/target"] = target.mean()
+        return metrics
+
+    # ------------------------------------------------------------------------------------- actor, temperature
+    def update_actor(self, batch: Batch) -> dict[str, float | torch.Tensor]:
+        """One gradient step of the actor and of the temperature on ``batch["observations"]``."""
+        actions, log_prob = self.actor(batch["observations"])  # (B, A), (B,)
+        self.critic.requires_grad_(False)  # no weight gradients for the critics: only d Q / d a is needed
+        q = self.critic(batch["observations"], actions)  # (N, B)
+        self.critic.requires_grad_(True)
+        q_agg = q.amin(0) if self.config.actor_q_agg == "min" else q.mean(0)  # (B,)
+        actor_loss = (self.alpha * log_prob - q_agg).mean()
+        self.actor_optim.zero_grad(set_to_none=True)
+        actor_loss.backward()
+        self.actor_optim.step()
+
+        alpha_loss = -(self.log_alpha * (log_prob.detach() + self.target_entropy)).mean()
+        self.alpha_optim.zero_grad(set_to_none=True)
+        alpha_loss.backward()
+        self.alpha_optim.step()
+        return {
+            "actor/loss": actor_loss.detach(),
+            "actor/entropy": -log_prob.detach().mean(),
+            "actor/temperature": self.alpha,
+            "actor/q_pi": q_agg.detach().mean(),
+        }
+
+    # ------------------------------------------------------------------------------------------- state
+    def full_state_dict(self) -> dict[str, Any]:
+        """Everything needed to resume: weights, targets, temperature, optimizer states, config."""
+        return {
+            "model": self.state_dict(),
+            "actor_optim": self.actor_optim.state_dict(),
+            "critic_optim": self.critic_optim.state_dict(),
+            "alpha_optim": self.alpha_optim.state_dict(),
+            "num_updates": self.num_updates,
+            "config": asdict(self.config),
+            "dims": (self.observation_dim, self.action_dim),
+            "action_bounds": (
+                (self.actor.action_bias - self.actor.action_scale).numpy(),
+                (self.actor.action_bias + self.actor.action_scale).numpy(),
+            ),
+        }
+
+    def load_full_state_dict(self, state: dict[str, Any], optimizers: bool = True) -> None:
+        """Inverse of :meth:`full_state_dict` (``optimizers=False`` loads the weights and temperature only)."""
+        self.load_state_dict(state["model"])
+        if optimizers:
+            self.actor_optim.load_state_dict(state["actor_optim"])
+            self.critic_optim.load_state_dict(state["critic_optim"])
+            self.alpha_optim.load_state_dict(state["alpha_optim"])
+            self.num_updates = int(state["num_updates"])
+
+    @classmethod
+    def from_state_dict(cls, state: dict[str, Any], **config_overrides: Any) -> "SACAgent":
+        """Rebuild an agent saved with :meth:`full_state_dict`; ``config_overrides`` change loss settings
+        (e.g. ``backup_entropy``) but not network shapes."""
+        cfg = dict(state["config"])
+        cfg["hidden_dims"] = tuple(cfg["hidden_dims"])
+        cfg.update(config_overrides)
+        low, high = state["action_bounds"]
+        agent = cls(*state["dims"], AgentConfig(**cfg), action_low=low, action_high=high)
+        agent.load_full_state_dict(state)
+        return agent
+
+
+def to_torch(batch: dict[str, np.ndarray]) -> Batch:
+    """A numpy minibatch (as returned by ``ReplayBuffer.sample``) as float32 torch tensors, zero-copy."""
+    return {k: torch.from_numpy(np.asarray(v, dtype=np.float32)) for k, v in batch.items() if k != "indices"}
+
+
+class SACPolicy(Policy):
+    """A trained SAC actor as a batched :class:`~pyseqrl.policies.base.Policy` (deterministic by default).
+
+    Args:
+        actor: the actor network.
+        deterministic: act with ``tanh(mean)`` instead of sampling.
+
+    Example:
+        >>> policy = SACPolicy.from_checkpoint("runs/sac/checkpoint.pt")  # doctest: +SKIP
+        >>> actions = policy.act(observations)                              # doctest: +SKIP
+    """
+
+    name = "sac"
+
+    def __init__(self, actor: TanhGaussianActor, deterministic: bool = True):
+        self.actor = actor.eval()
+        self.deterministic = deterministic
+
+    @torch.no_grad()
+    def act(self, observations: np.ndarray) -> np.ndarray:
+        obs = torch.as_tensor(np.asarray(observations, dtype=np.float32))
+        actions, _ = self.actor(obs, deterministic=self.deterministic, with_log_prob=False)
+        return actions.numpy()
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, deterministic: bool = True) -> "SACPolicy":
+        """Load the actor of a checkpoint written by ``pyseqrl train sac|calql|wsrl`` (or an actor file under
+        ``pyseqrl/assets/policies``)."""
+        from pyseqrl.utils.checkpoint import load_torch
+
+        state = load_torch(path)
+        agent_state = state.get("agent", state)
+        if "model" not in agent_state:
+            raise ValueError(f"{str(path)!r} is not a pyseqrl SAC/Cal-QL/WSRL checkpoint (no 'agent' entry)")
+        return cls(SACAgent.from_state_dict(agent_state).actor, deterministic=deterministic)
