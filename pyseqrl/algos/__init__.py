@@ -1,0 +1,1 @@
+"""Training algorithms (SAC/Cal-QL/WSRL, Decision Transformers)."""
