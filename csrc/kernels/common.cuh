@@ -1,0 +1,105 @@
+// Small device helpers shared by the kernels: dtype conversion, warp reductions, Philox, launch checks.
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+
+namespace pyseqrl {
+namespace kernels {
+
+// Throws std::runtime_error naming the kernel when the last launch (or an earlier asynchronous error) failed.
+inline void check_launch(const char* what) {
+  const cudaError_t err = cudaGetLastError();
+  if (err != cudaSuccess)
+    throw std::runtime_error(std::string("pyseqrl CUDA kernel '") + what + "' failed to launch: " +
+                             cudaGetErrorName(err) + ": " + cudaGetErrorString(err));
+}
+
+inline void check_cuda(cudaError_t err, const char* what) {
+  if (err != cudaSuccess)
+    throw std::runtime_error(std::string("pyseqrl CUDA call '") + what + "' failed: " + cudaGetErrorName(err) +
+                             ": " + cudaGetErrorString(err));
+}
+
+// Raise the dynamic shared memory limit of `kernel` to `bytes` (needed above 48 KiB); once per device.
+template <typename Kernel>
+void allow_dynamic_smem(Kernel kernel, int bytes, const char* what) {
+  static bool done[64] = {};
+  int device = 0;
+  check_cuda(cudaGetDevice(&device), "cudaGetDevice");
+  if (device < 64 && done[device]) return;
+  check_cuda(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes), what);
+  if (device < 64) done[device] = true;
+}
+
+template <typename T>
+__device__ __forceinline__ float to_float(T x);
+template <>
+__device__ __forceinline__ float to_float<float>(float x) { return x; }
+template <>
+__device__ __forceinline__ float to_float<__nv_bfloat16>(__nv_bfloat16 x) { return __bfloat162float(x); }
+template <>
+__device__ __forceinline__ float to_float<__half>(__half x) { return __half2float(x); }
+
+template <typename T>
+__device__ __forceinline__ T from_float(float x);
+template <>
+__device__ __forceinline__ float from_float<float>(float x) { return x; }
+template <>
+__device__ __forceinline__ __nv_bfloat16 from_float<__nv_bfloat16>(float x) { return __float2bfloat16(x); }
+template <>
+__device__ __forceinline__ __half from_float<__half>(float x) { return __float2half(x); }
+
+__device__ __forceinline__ float warp_max(float x) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) x = fmaxf(x, __shfl_xor_sync(0xffffffffu, x, o));
+  return x;
+}
+
+__device__ __forceinline__ float warp_sum(float x) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) x += __shfl_xor_sync(0xffffffffu, x, o);
+  return x;
+}
+
+// Philox4x32-10 (Salmon et al. 2011, the Random123 reference constants); returns the first of its four words.
+__host__ __device__ __forceinline__ uint32_t philox4x32_10(uint32_t c0, uint32_t c1, uint32_t c2, uint32_t c3,
+                                                         uint32_t k0, uint32_t k1) {
+  constexpr uint32_t kM0 = 0xD2511F53u, kM1 = 0xCD9E8D57u, kW0 = 0x9E3779B9u, kW1 = 0xBB67AE85u;
+#pragma unroll
+  for (int round = 0; round < 10; ++round) {
+    const uint64_t p0 = static_cast<uint64_t>(kM0) * c0;
+    const uint64_t p1 = static_cast<uint64_t>(kM1) * c2;
+    const uint32_t hi0 = static_cast<uint32_t>(p0 >> 32), lo0 = static_cast<uint32_t>(p0);
+    const uint32_t hi1 = static_cast<uint32_t>(p1 >> 32), lo1 = static_cast<uint32_t>(p1);
+    c0 = hi1 ^ c1 ^ k0;
+    c1 = lo1;
+    c2 = hi0 ^ c3 ^ k1;
+    c3 = lo0;
+    k0 += kW0;
+    k1 += kW1;
+  }
+  return c0;
+}
+
+// Whether attention weight (bh, i, j) survives dropout. `threshold` = dropout_p * 2^32 (words below it drop).
+__device__ __forceinline__ bool dropout_keep(uint64_t seed, uint64_t offset, int bh, int i, int j, int L,
+                                             uint32_t threshold) {
+  const uint32_t word = philox4x32_10(static_cast<uint32_t>(i * L + j), static_cast<uint32_t>(bh),
+                                      static_cast<uint32_t>(offset), static_cast<uint32_t>(offset >> 32),
+                                      static_cast<uint32_t>(seed), static_cast<uint32_t>(seed >> 32));
+  return word >= threshold;
+}
+
+inline uint32_t dropout_threshold(float p) {
+  const double t = static_cast<double>(p) * 4294967296.0;
+  return t >= 4294967295.0 ? 0xFFFFFFFFu : static_cast<uint32_t>(t);
+}
+
+}  // namespace kernels
+}  // namespace pyseqrl
