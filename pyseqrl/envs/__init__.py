@@ -1,0 +1,9 @@
+"""Vectorised environments (EnvPool first, gymnasium.vector as fallback) with explicit next-step autoreset.
+
+See :mod:`pyseqrl.envs.vector` for the semantics of ``info["reset_step"]`` and
+:class:`pyseqrl.collect.EnvRunner` for stepping a policy and getting only real transitions.
+"""
+
+from pyseqrl.envs.vector import BACKENDS, VectorEnv, make
+
+__all__ = ["BACKENDS", "VectorEnv", "make"]
