@@ -1,0 +1,246 @@
+#include "core/segment_sampler.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+#include "core/check.hpp"
+#include "core/returns.hpp"
+#include "core/rng.hpp"
+
+namespace pyseqrl {
+
+SegmentBatch::SegmentBatch(int64_t B, int64_t K, int64_t S, int64_t A)
+    : states(new float[B * K * S]),
+      actions(new float[B * K * A]),
+      rewards(new float[B * K]),
+      returns_to_go(new float[B * K]),
+      mask(new float[B * K]),
+      timesteps(new int64_t[B * K]) {}
+
+std::unique_ptr<SegmentBatch> BatchPool::take() {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (free_.empty()) return nullptr;
+  auto b = std::move(free_.back());
+  free_.pop_back();
+  return b;
+}
+
+void BatchPool::give(std::unique_ptr<SegmentBatch> batch) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (free_.size() < max_free_) free_.push_back(std::move(batch));
+}
+
+SegmentSampler::SegmentSampler(const float* observations, const float* actions, const float* rewards,
+                               int64_t num_steps, int64_t state_dim, int64_t action_dim,
+                               const int64_t* episode_ends, int64_t num_episodes, const float* state_mean,
+                               const float* state_std, const SegmentSamplerConfig& config)
+    : obs_(observations),
+      act_(actions),
+      rew_(rewards),
+      N_(num_steps),
+      S_(state_dim),
+      A_(action_dim),
+      cfg_(config),
+      pool_(std::max(1, config.num_threads)),
+      pool_buffers_(std::make_shared<BatchPool>(static_cast<size_t>(std::max(0, config.prefetch)) + 4)) {
+  PYSEQRL_CHECK(cfg_.context_len > 0, "context_len: expected a positive integer, got ", cfg_.context_len);
+  PYSEQRL_CHECK(cfg_.batch_size > 0, "batch_size: expected a positive integer, got ", cfg_.batch_size);
+  PYSEQRL_CHECK(cfg_.max_ep_len > 0, "max_ep_len: expected a positive integer, got ", cfg_.max_ep_len);
+  PYSEQRL_CHECK(std::isfinite(cfg_.return_scale) && cfg_.return_scale != 0.0,
+                "return_scale: expected a finite non-zero number, got ", cfg_.return_scale);
+  PYSEQRL_CHECK(cfg_.gamma >= 0.0 && cfg_.gamma <= 1.0, "gamma: expected a value in [0, 1], got ", cfg_.gamma);
+  PYSEQRL_CHECK(cfg_.prefetch >= 0, "prefetch: expected >= 0, got ", cfg_.prefetch);
+  PYSEQRL_CHECK(num_steps > 0, "dataset: expected at least one step, got 0");
+  PYSEQRL_CHECK(state_dim > 0, "observations: expected a positive state dimension, got ", state_dim);
+  PYSEQRL_CHECK(action_dim > 0, "actions: expected a positive action dimension, got ", action_dim);
+  check_episode_ends(episode_ends, num_episodes, num_steps);
+  ends_.assign(episode_ends, episode_ends + num_episodes);
+  starts_.resize(num_episodes);
+  for (int64_t e = 0; e < num_episodes; ++e) starts_[e] = e == 0 ? 0 : ends_[e - 1];
+
+  for (int64_t i = 0; i < N_ * S_; ++i)
+    PYSEQRL_CHECK(std::isfinite(obs_[i]), "observations: expected finite values, got ", obs_[i], " at step ", i / S_,
+                  ", dimension ", i % S_);
+  for (int64_t i = 0; i < N_ * A_; ++i)
+    PYSEQRL_CHECK(std::isfinite(act_[i]), "actions: expected finite values, got ", act_[i], " at step ", i / A_,
+                  ", dimension ", i % A_);
+  rtg_.resize(N_);
+  pyseqrl::returns_to_go(rew_, N_, ends_.data(), num_episodes, cfg_.gamma, rtg_.data(), &pool_);
+
+  PYSEQRL_CHECK((state_mean == nullptr) == (state_std == nullptr),
+                "state_mean/state_std: give both or neither");
+  pad_state_.assign(S_, 0.0f);
+  if (state_mean != nullptr) {
+    mean_.assign(state_mean, state_mean + S_);
+    inv_std_.resize(S_);
+    for (int64_t j = 0; j < S_; ++j) {
+      PYSEQRL_CHECK(std::isfinite(state_mean[j]), "state_mean: expected finite values, got ", state_mean[j],
+                    " at index ", j);
+      PYSEQRL_CHECK(std::isfinite(state_std[j]) && state_std[j] > 0.0f,
+                    "state_std: expected finite positive values, got ", state_std[j], " at index ", j);
+      inv_std_[j] = 1.0f / state_std[j];
+      pad_state_[j] = (0.0f - mean_[j]) * inv_std_[j];
+    }
+  }
+  if (cfg_.prefetch > 0) start_worker();
+}
+
+SegmentSampler::~SegmentSampler() { stop_worker(); }
+
+void SegmentSampler::draw(int64_t batch_index, int64_t row, int64_t* episode, int64_t* start) const {
+  const uint64_t b = static_cast<uint64_t>(batch_index), r = static_cast<uint64_t>(row);
+  const uint64_t u0 = counter_hash(cfg_.seed, b, r, 0);
+  const uint64_t u1 = counter_hash(cfg_.seed, b, r, 1);
+  int64_t e;
+  if (cfg_.sample_by_length) {
+    // A uniform step picks its episode with probability proportional to the episode's length.
+    const int64_t step = static_cast<int64_t>(uniform_below(u0, static_cast<uint64_t>(N_)));
+    e = std::upper_bound(ends_.begin(), ends_.end(), step) - ends_.begin();
+  } else {
+    e = static_cast<int64_t>(uniform_below(u0, ends_.size()));
+  }
+  const int64_t len = ends_[e] - starts_[e];
+  *episode = e;
+  *start = static_cast<int64_t>(uniform_below(u1, static_cast<uint64_t>(len)));
+}
+
+void SegmentSampler::fill(int64_t index, float* states, float* actions, float* rewards, float* rtg,
+                          int64_t* timesteps, float* mask) {
+  const int64_t K = cfg_.context_len, S = S_, A = A_;
+  const float inv_scale = static_cast<float>(1.0 / cfg_.return_scale);
+  const bool normalise = !mean_.empty();
+  auto rows = [&](int64_t lo, int64_t hi) {
+    for (int64_t r = lo; r < hi; ++r) {
+      int64_t e, si;
+      draw(index, r, &e, &si);
+      const int64_t base = starts_[e] + si;
+      const int64_t tlen = std::min(K, ends_[e] - base);
+      const int64_t pad = K - tlen;
+      float* st = states + r * K * S;
+      float* ac = actions + r * K * A;
+      // padding first: (B, pad) positions on the left
+      for (int64_t k = 0; k < pad; ++k) {
+        std::memcpy(st + k * S, pad_state_.data(), S * sizeof(float));
+        std::fill(ac + k * A, ac + (k + 1) * A, cfg_.pad_action);
+        rewards[r * K + k] = 0.0f;
+        rtg[r * K + k] = 0.0f;
+        timesteps[r * K + k] = 0;
+        mask[r * K + k] = 0.0f;
+      }
+      // real steps: (B, tlen) positions on the right
+      if (normalise) {
+        for (int64_t k = 0; k < tlen; ++k) {
+          const float* src = obs_ + (base + k) * S;
+          float* dst = st + (pad + k) * S;
+          for (int64_t j = 0; j < S; ++j) dst[j] = (src[j] - mean_[j]) * inv_std_[j];
+        }
+      } else {
+        std::memcpy(st + pad * S, obs_ + base * S, tlen * S * sizeof(float));
+      }
+      std::memcpy(ac + pad * A, act_ + base * A, tlen * A * sizeof(float));
+      for (int64_t k = 0; k < tlen; ++k) {
+        rewards[r * K + pad + k] = rew_[base + k];
+        rtg[r * K + pad + k] = rtg_[base + k] * inv_scale;
+        timesteps[r * K + pad + k] = std::min(si + k, cfg_.max_ep_len - 1);
+        mask[r * K + pad + k] = 1.0f;
+      }
+    }
+  };
+  std::lock_guard<std::mutex> lock(fill_mu_);
+  pool_.parallel_for(cfg_.batch_size, rows, 16);
+}
+
+void SegmentSampler::next_into(float* states, float* actions, float* rewards, float* rtg, int64_t* timesteps,
+                               float* mask) {
+  if (cfg_.prefetch == 0) {
+    fill(consumed_++, states, actions, rewards, rtg, timesteps, mask);
+    return;
+  }
+  auto b = next();
+  const int64_t BK = cfg_.batch_size * cfg_.context_len;
+  std::memcpy(states, b->states.get(), BK * S_ * sizeof(float));
+  std::memcpy(actions, b->actions.get(), BK * A_ * sizeof(float));
+  std::memcpy(rewards, b->rewards.get(), BK * sizeof(float));
+  std::memcpy(rtg, b->returns_to_go.get(), BK * sizeof(float));
+  std::memcpy(timesteps, b->timesteps.get(), BK * sizeof(int64_t));
+  std::memcpy(mask, b->mask.get(), BK * sizeof(float));
+  pool_buffers_->give(std::move(b));
+}
+
+std::unique_ptr<SegmentBatch> SegmentSampler::make_batch(int64_t index) {
+  auto b = pool_buffers_->take();
+  if (!b) b = std::make_unique<SegmentBatch>(cfg_.batch_size, cfg_.context_len, S_, A_);
+  b->index = index;
+  fill(index, b->states.get(), b->actions.get(), b->rewards.get(), b->returns_to_go.get(), b->timesteps.get(),
+       b->mask.get());
+  return b;
+}
+
+void SegmentSampler::start_worker() {
+  stop_ = false;
+  produced_ = consumed_;
+  worker_error_ = nullptr;
+  worker_ = std::thread([this] { worker_loop(); });
+}
+
+void SegmentSampler::stop_worker() {
+  if (!worker_.joinable()) return;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stop_ = true;
+  }
+  cv_.notify_all();
+  worker_.join();
+  for (auto& b : ready_) pool_buffers_->give(std::move(b));
+  ready_.clear();
+}
+
+void SegmentSampler::worker_loop() {
+  while (true) {
+    int64_t index;
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      cv_.wait(lock, [&] { return stop_ || static_cast<int>(ready_.size()) < cfg_.prefetch; });
+      if (stop_) return;
+      index = produced_++;
+    }
+    std::unique_ptr<SegmentBatch> b;
+    try {
+      b = make_batch(index);
+    } catch (...) {
+      std::lock_guard<std::mutex> lock(mu_);
+      worker_error_ = std::current_exception();
+      cv_.notify_all();
+      return;
+    }
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      ready_.push_back(std::move(b));
+    }
+    cv_.notify_all();
+  }
+}
+
+std::unique_ptr<SegmentBatch> SegmentSampler::next() {
+  if (cfg_.prefetch == 0) return make_batch(consumed_++);
+  std::unique_lock<std::mutex> lock(mu_);
+  cv_.wait(lock, [&] { return !ready_.empty() || worker_error_; });
+  if (ready_.empty() && worker_error_) std::rethrow_exception(worker_error_);
+  auto b = std::move(ready_.front());
+  ready_.pop_front();
+  ++consumed_;
+  lock.unlock();
+  cv_.notify_all();
+  return b;
+}
+
+void SegmentSampler::set_position(int64_t index) {
+  PYSEQRL_CHECK(index >= 0, "position: expected a non-negative batch index, got ", index);
+  const bool prefetching = worker_.joinable();
+  stop_worker();
+  consumed_ = index;
+  if (prefetching) start_worker();
+}
+
+}  // namespace pyseqrl

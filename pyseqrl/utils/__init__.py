@@ -1,0 +1,1 @@
+"""Small shared utilities: atomic checkpoints, run directories and metric logging."""

@@ -1,0 +1,74 @@
+"""Atomic checkpoint writing and torch RNG state capture.
+
+A checkpoint is written to a temporary file in the same directory, flushed and fsynced, then renamed over the
+target, so an interrupted save never leaves a truncated file behind (the previous checkpoint stays intact).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import tempfile
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[Any], None], mode: str = "wb") -> Path:
+    """Call ``write(fileobj)`` on a temporary file and atomically rename it to ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, mode) as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def save_torch(obj: Any, path: str | os.PathLike) -> Path:
+    """``torch.save`` written atomically."""
+    import torch
+
+    return atomic_write(path, lambda f: torch.save(obj, f))
+
+
+def load_torch(path: str | os.PathLike, map_location: Any = "cpu") -> Any:
+    """Load a checkpoint written by :func:`save_torch`, with a clear error when it is missing or corrupt."""
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {str(path)!r} does not exist")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=False)
+    except Exception as e:  # truncated zip, wrong format, ...
+        raise ValueError(f"checkpoint {str(path)!r} is corrupt or not a torch checkpoint: {e}") from e
+
+
+def rng_state() -> dict[str, Any]:
+    """The state of every RNG a training run uses (python, numpy, torch CPU and CUDA)."""
+    import torch
+
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore what :func:`rng_state` captured."""
+    import torch
+
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
