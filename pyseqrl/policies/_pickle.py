@@ -22,11 +22,13 @@ _ALLOWED = {
     ("builtins", "frozenset"),
     ("builtins", "bytearray"),
     ("builtins", "slice"),
+    ("_codecs", "encode"),  # bytes in protocol-2 pickles
     ("numpy", "ndarray"),
     ("numpy", "dtype"),
     ("numpy", "bool_"),
     ("numpy._core.multiarray", "_reconstruct"),
     ("numpy._core.multiarray", "scalar"),
+    ("numpy._core.numeric", "_frombuffer"),
     ("numpy.random._pickle", "__randomstate_ctor"),
     ("numpy.random._pickle", "__bit_generator_ctor"),
     ("numpy.random._pickle", "__generator_ctor"),

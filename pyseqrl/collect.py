@@ -1,0 +1,408 @@
+"""Roll policies out in vectorised environments and build D4RL-style datasets: ``pyseqrl collect``.
+
+Stepping a policy and getting only real transitions (the public helper for online RL too)::
+
+    from pyseqrl.envs import make
+    from pyseqrl.collect import EnvRunner
+
+    env = make("Hopper-v4", num_envs=8, seed=0)
+    runner = EnvRunner(env)                    # resets the envs
+    for _ in range(1000):
+        t = runner.step(policy)                # one vector step; autoreset rows are already dropped
+        buffer.add(t.observations, t.actions, t.rewards, t.next_observations, t.terminated)
+        for r in t.episode_returns: ...        # returns of the episodes that ended at this step
+
+:class:`EnvRunner` calls ``policy.reset(ids)`` whenever environments start an episode (and once more before the
+throw-away action of an autoreset step), ``policy.act(obs)`` and ``policy.observe(rewards)``, in the order of
+:class:`pyseqrl.policies.Policy`. The policy may change between calls (warmup policy, then the learner).
+
+Building a dataset::
+
+    ds = collect("sb3:../shared/data/policies/tqc_Hopper-v3.zip", "Hopper-v4", num_envs=16, steps=100_000, seed=0)
+    ds.save("hopper-expert.h5")
+
+or ``pyseqrl collect --env-id Hopper-v4 --recipe expert --policy sb3:... --steps 100000 --out hopper-expert.h5``.
+Recipes: ``random`` (uniform actions), ``medium`` / ``expert`` (the given policy), ``medium-expert`` (the
+concatenation of a medium and an expert dataset of equal size) and ``medium-replay`` (everything an online SAC run
+from scratch collected until it reached the medium level; uses :func:`pyseqrl.algos.sac.sac_replay_dataset`).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any, Iterator
+
+import numpy as np
+
+from pyseqrl.policies.base import Policy
+
+log = logging.getLogger(__name__)
+
+RECIPES = ("custom", "random", "medium", "expert", "medium-expert", "medium-replay")
+
+
+@dataclass
+class Transitions:
+    """The real transitions of one vector step (rows of autoreset steps removed); ``m <= num_envs`` rows."""
+
+    observations: np.ndarray
+    """float32 [m, S]"""
+    actions: np.ndarray
+    """float32 [m, A]"""
+    rewards: np.ndarray
+    """float32 [m]"""
+    next_observations: np.ndarray
+    """float32 [m, S]: the final observation when the episode ended at this step"""
+    terminated: np.ndarray
+    """bool [m]"""
+    truncated: np.ndarray
+    """bool [m]"""
+    env_ids: np.ndarray
+    """int64 [m]: which environment each row came from"""
+    episode_returns: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    """float64 [k]: returns of the k episodes that ended at this step"""
+    episode_lengths: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    """int64 [k]"""
+    episode_env_ids: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    """int64 [k]"""
+
+    def __len__(self) -> int:
+        return len(self.rewards)
+
+
+class EnvRunner:
+    """Steps policies in a :class:`pyseqrl.envs.VectorEnv` and returns only real transitions.
+
+    Args:
+        env: the vectorised environment; it is reset here.
+    """
+
+    def __init__(self, env: Any) -> None:
+        self.env = env
+        self.observations = env.reset()  # float32 [n, S]: what the next act() sees
+        self._start = np.ones(env.num_envs, bool)  # these envs begin an episode at the next act()
+        self.steps = 0  # vector steps taken
+        self.transitions = 0  # real transitions returned
+
+    def step(self, policy: Policy) -> Transitions:
+        """One vector step with ``policy``; returns the real transitions it produced."""
+        n = self.env.num_envs
+        if self._start.any():
+            policy.reset(np.flatnonzero(self._start).astype(np.int64))
+        obs = self.observations
+        actions = np.asarray(policy.act(obs), dtype=np.float32)
+        if actions.shape != (n, self.env.action_dim):
+            raise ValueError(
+                f"policy {getattr(policy, 'name', policy)!r} returned actions of shape {actions.shape}, "
+                f"expected (num_envs, action_dim) = ({n}, {self.env.action_dim})"
+            )
+        next_obs, rewards, terminated, truncated, info = self.env.step(actions)
+        policy.observe(rewards)
+        real = ~info["reset_step"]
+        done = info["episode_done"]
+        # an env that just ended takes a throw-away autoreset step next: reset the policy's state for it now (so
+        # a history never runs past the episode), and again after the autoreset, when its first obs arrives.
+        self._start = done | info["reset_step"]
+        self.observations = next_obs
+        self.steps += 1
+        ids = np.flatnonzero(real).astype(np.int64)
+        self.transitions += len(ids)
+        ended = np.flatnonzero(done).astype(np.int64)
+        return Transitions(
+            observations=obs[ids],
+            actions=actions[ids],
+            rewards=rewards[ids],
+            next_observations=next_obs[ids],
+            terminated=terminated[ids],
+            truncated=truncated[ids],
+            env_ids=ids,
+            episode_returns=info["episode_return"][ended].astype(np.float64),
+            episode_lengths=info["episode_length"][ended].astype(np.int64),
+            episode_env_ids=ended,
+        )
+
+
+def rollout(env: Any, policy: Policy, steps: int) -> Iterator[Transitions]:
+    """Yield :class:`Transitions` of ``policy`` in ``env`` until at least ``steps`` real transitions were made."""
+    runner = EnvRunner(env)
+    while runner.transitions < steps:
+        yield runner.step(policy)
+
+
+def episodes_from_transitions(chunks: list[Transitions], cut_unfinished: bool = True) -> list[dict[str, Any]]:
+    """Group per-step transitions into episodes (dicts for ``EpisodeDataset.from_episodes``).
+
+    Episodes are ordered by environment, then time. An episode still running at the end is kept as truncated
+    (``cut_unfinished``) or dropped.
+    """
+    if not chunks:
+        return []
+    cat = {k: np.concatenate([getattr(c, k) for c in chunks]) for k in (
+        "observations", "actions", "rewards", "next_observations", "terminated", "truncated", "env_ids")}
+    order = np.argsort(cat["env_ids"], kind="stable")  # per env, in time order
+    cat = {k: v[order] for k, v in cat.items()}
+    ends = cat["terminated"] | cat["truncated"] | np.r_[cat["env_ids"][1:] != cat["env_ids"][:-1], True]
+    episodes, start = [], 0
+    for end in np.flatnonzero(ends):
+        sl = slice(start, end + 1)
+        finished = bool(cat["terminated"][end] or cat["truncated"][end])
+        start = end + 1
+        if not finished and not cut_unfinished:
+            continue
+        episodes.append({
+            "observations": np.concatenate([cat["observations"][sl], cat["next_observations"][end:end + 1]]),
+            "actions": cat["actions"][sl],
+            "rewards": cat["rewards"][sl],
+            "terminated": bool(cat["terminated"][end]),
+            "truncated": not bool(cat["terminated"][end]),  # time limit, or cut by the collection budget
+        })
+    return episodes
+
+
+def _make_policy(policy: Policy | str, env: Any, seed: int, noise_std: float, epsilon: float) -> Policy:
+    from pyseqrl.policies import EpsilonRandom, GaussianNoise, load_policy
+
+    seeds = np.random.SeedSequence(seed).generate_state(3)
+    if isinstance(policy, str):
+        policy = load_policy(policy, env, seed=int(seeds[0]))
+    if noise_std > 0:
+        policy = GaussianNoise(policy, noise_std, env.action_low, env.action_high, seed=int(seeds[1]))
+    if epsilon > 0:
+        policy = EpsilonRandom(policy, epsilon, env.action_low, env.action_high, seed=int(seeds[2]))
+    return policy
+
+
+def collect(
+    policy: Policy | str,
+    env_id: str,
+    num_envs: int = 16,
+    steps: int | None = None,
+    episodes: int | None = None,
+    seed: int = 0,
+    noise_std: float = 0.0,
+    epsilon: float = 0.0,
+    backend: str = "auto",
+    env_kwargs: dict[str, Any] | None = None,
+    progress: bool = True,
+    metadata: dict[str, Any] | None = None,
+) -> Any:
+    """Roll ``policy`` out in ``num_envs`` parallel environments and return an EpisodeDataset.
+
+    Args:
+        policy: a :class:`Policy` or a spec for :func:`pyseqrl.policies.load_policy` (``"random"``, ``"sb3:..."``).
+        env_id: environment id, e.g. ``"Hopper-v4"``.
+        num_envs: parallel environments.
+        steps: collect exactly this many transitions; episodes still running at the end are kept as truncated.
+        episodes: or collect exactly this many complete episodes (each env runs a fixed share, so short episodes
+            are not favoured).
+        seed: seeds the environments (env ``i``: ``seed + i``), a spec-loaded random policy and the noise.
+        noise_std: Gaussian action noise, relative to the half-width of the action range (0: none).
+        epsilon: probability of a uniform random action per step (0: none).
+        backend: :func:`pyseqrl.envs.make` backend.
+        env_kwargs: extra environment keyword arguments (e.g. ``max_episode_steps``).
+        progress: show a tqdm progress bar.
+        metadata: extra metadata entries.
+
+    Returns:
+        ``EpisodeDataset`` with observations, next observations and metadata ``env_id``, ``policy``, ``seed``,
+        ``noise_std``, ``epsilon``, ``num_envs``, ``backend``, ``return_mean/std/min/max``, reference scores.
+    """
+    from tqdm.auto import tqdm
+
+    from pyseqrl.data import EpisodeDataset
+    from pyseqrl.envs import make
+
+    if (steps is None) == (episodes is None):
+        raise ValueError(f"give exactly one of steps= and episodes=, got steps={steps!r}, episodes={episodes!r}")
+    budget = steps if steps is not None else episodes
+    if not isinstance(budget, (int, np.integer)) or budget < 1:
+        raise ValueError(f"steps/episodes must be a positive integer, got {budget!r}")
+    if episodes is not None:
+        num_envs = min(num_envs, episodes)
+    env = make(env_id, num_envs, seed=seed, backend=backend, **(env_kwargs or {}))
+    try:
+        policy = _make_policy(policy, env, seed, noise_std, epsilon)
+        runner = EnvRunner(env)
+        chunks: list[Transitions] = []
+        if steps is not None:
+            bar = tqdm(total=steps, desc=f"collect {env_id}", unit="step", disable=not progress)
+            while runner.transitions < steps:
+                t = runner.step(policy)
+                over = runner.transitions - steps
+                if over > 0:  # keep exactly `steps`: drop the last rows (highest env ids) of the last step
+                    keep = len(t) - over
+                    t = Transitions(*(getattr(t, k)[:keep] for k in (
+                        "observations", "actions", "rewards", "next_observations", "terminated", "truncated",
+                        "env_ids")))
+                chunks.append(t)
+                bar.update(len(t))
+            bar.close()
+            eps = episodes_from_transitions(chunks, cut_unfinished=True)
+        else:
+            quota = np.full(num_envs, episodes // num_envs) + (np.arange(num_envs) < episodes % num_envs)
+            done_count = np.zeros(num_envs, np.int64)
+            bar = tqdm(total=episodes, desc=f"collect {env_id}", unit="episode", disable=not progress)
+            while (done_count < quota).any():
+                t = runner.step(policy)
+                active = done_count[t.env_ids] < quota[t.env_ids]
+                chunks.append(Transitions(*(getattr(t, k)[active] for k in (
+                    "observations", "actions", "rewards", "next_observations", "terminated", "truncated",
+                    "env_ids"))))
+                finished = t.episode_env_ids[done_count[t.episode_env_ids] < quota[t.episode_env_ids]]
+                done_count[finished] += 1
+                bar.update(len(finished))
+            bar.close()
+            eps = episodes_from_transitions(chunks, cut_unfinished=False)
+    finally:
+        env.close()
+
+    returns = np.array([float(e["rewards"].sum()) for e in eps]) if eps else np.zeros(1)
+    meta: dict[str, Any] = {
+        "env_id": env_id,
+        "policy": getattr(policy, "name", type(policy).__name__),
+        "seed": int(seed),
+        "noise_std": float(noise_std),
+        "epsilon": float(epsilon),
+        "num_envs": int(num_envs),
+        "backend": env.backend,
+        "return_mean": float(returns.mean()),
+        "return_std": float(returns.std()),
+        "return_min": float(returns.min()),
+        "return_max": float(returns.max()),
+    }
+    try:
+        from pyseqrl.scores import reference_scores
+
+        meta["ref_min_score"], meta["ref_max_score"] = reference_scores(env_id)
+    except KeyError:
+        pass
+    meta.update(metadata or {})
+    ds = EpisodeDataset.from_episodes(eps, metadata=meta)
+    log.info("collected %d transitions in %d episodes of %s with %s: return %.1f +- %.1f", len(ds),
+             ds.num_episodes, env_id, meta["policy"], meta["return_mean"], meta["return_std"])
+    return ds
+
+
+def build_recipe(
+    recipe: str,
+    env_id: str,
+    policy: str | None = None,
+    expert_policy: str | None = None,
+    steps: int = 1_000_000,
+    num_envs: int = 16,
+    seed: int = 0,
+    backend: str = "auto",
+    progress: bool = True,
+    medium_return: float | None = None,
+    **kwargs: Any,
+) -> Any:
+    """A dataset of one of the D4RL families.
+
+    Args:
+        recipe: ``random``, ``medium``, ``expert``, ``medium-expert``, ``medium-replay`` or ``custom``.
+        env_id: environment id.
+        policy: the behaviour policy spec (the medium policy for ``medium-expert``); unused by ``random`` and
+            ``medium-replay``.
+        expert_policy: the expert policy spec of ``medium-expert``.
+        steps: transitions (per half for ``medium-expert``; the SAC budget for ``medium-replay``).
+        num_envs, seed, backend, progress: as for :func:`collect`.
+        medium_return: ``medium-replay`` stops SAC once its recent training return reaches this.
+        **kwargs: more :func:`collect` arguments (``noise_std``, ``epsilon``, ``env_kwargs``).
+    """
+    if recipe not in RECIPES:
+        raise ValueError(f"unknown recipe {recipe!r}; expected one of {RECIPES}")
+    common = dict(env_id=env_id, num_envs=num_envs, steps=steps, backend=backend, progress=progress, **kwargs)
+    if recipe == "random":
+        return collect("random", seed=seed, metadata={"recipe": recipe}, **common)
+    if recipe == "medium-replay":
+        # D4RL's medium-replay: the replay buffer of an online SAC run trained up to the medium level.
+        try:
+            from pyseqrl.algos.sac import sac_replay_dataset
+        except ImportError as e:
+            raise RuntimeError("the medium-replay recipe needs the SAC trainer (pyseqrl.algos.sac)") from e
+        ds = sac_replay_dataset(env_id, total_steps=steps, seed=seed, stop_return=medium_return, backend=backend,
+                                progress=progress)
+        ds.metadata["recipe"] = recipe
+        return ds
+    if policy is None:
+        raise ValueError(f"recipe {recipe!r} needs a behaviour policy spec (--policy), e.g. 'sb3:sac_Hopper-v3.zip'")
+    if recipe != "medium-expert":
+        return collect(policy, seed=seed, metadata={"recipe": recipe}, **common)
+    if expert_policy is None:
+        raise ValueError("recipe 'medium-expert' needs --expert-policy as well as --policy (the medium policy)")
+    from pyseqrl.data import EpisodeDataset
+
+    medium = collect(policy, seed=seed, metadata={"recipe": "medium"}, **common)
+    expert = collect(expert_policy, seed=seed + 1_000_003, metadata={"recipe": "expert"}, **common)
+    ds = EpisodeDataset.concatenate([medium, expert])
+    ds.metadata.update(recipe=recipe, policy=f"{medium.metadata['policy']} + {expert.metadata['policy']}")
+    return ds
+
+
+@dataclass
+class CollectConfig:
+    """pyseqrl collect: roll a policy out in parallel environments and write an EpisodeDataset file."""
+
+    out: str
+    """output dataset file (pyseqrl HDF5), e.g. data/hopper-expert.h5"""
+    env_id: str = "Hopper-v4"
+    """environment id (EnvPool when it has it, else gymnasium)"""
+    policy: str | None = None
+    """behaviour policy spec: random, sb3:<zip>, cs285:<pkl>, pyseqrl:<checkpoint> (the medium one for medium-expert)"""
+    expert_policy: str | None = None
+    """expert policy spec for --recipe medium-expert"""
+    recipe: str = "custom"
+    """custom, random, medium, expert, medium-expert or medium-replay (metadata 'recipe')"""
+    steps: int | None = None
+    """number of transitions (default 1,000,000 unless --episodes is given)"""
+    episodes: int | None = None
+    """or: number of complete episodes"""
+    num_envs: int = 16
+    """parallel environments"""
+    seed: int = 0
+    """seed of environments, random policy and noise"""
+    noise_std: float = 0.0
+    """Gaussian action noise relative to the half action range"""
+    epsilon: float = 0.0
+    """probability of a uniform random action"""
+    backend: str = "auto"
+    """auto, envpool, gymnasium or gymnasium-async"""
+    max_episode_steps: int | None = None
+    """override the environment's time limit"""
+    medium_return: float | None = None
+    """medium-replay: stop SAC once its training return reaches this"""
+    progress: bool = True
+    """show a progress bar"""
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``pyseqrl collect [options]``."""
+    import tyro
+
+    cfg = tyro.cli(CollectConfig, args=argv)
+    env_kwargs = {} if cfg.max_episode_steps is None else {"max_episode_steps": cfg.max_episode_steps}
+    kwargs: dict[str, Any] = dict(noise_std=cfg.noise_std, epsilon=cfg.epsilon, env_kwargs=env_kwargs)
+    if cfg.recipe == "custom" or cfg.episodes is not None:
+        if cfg.recipe not in ("custom", "random", "medium", "expert"):
+            raise SystemExit(f"--episodes is only supported with recipes custom/random/medium/expert, not {cfg.recipe}")
+        policy = "random" if cfg.recipe == "random" else cfg.policy
+        if policy is None:
+            raise SystemExit("pyseqrl collect: give --policy (e.g. random, sb3:path.zip) or a --recipe")
+        steps = cfg.steps if cfg.steps is not None or cfg.episodes is not None else 1_000_000
+        ds = collect(policy, cfg.env_id, cfg.num_envs, steps=steps, episodes=cfg.episodes, seed=cfg.seed,
+                     backend=cfg.backend, progress=cfg.progress, metadata={"recipe": cfg.recipe}, **kwargs)
+    else:
+        ds = build_recipe(cfg.recipe, cfg.env_id, cfg.policy, cfg.expert_policy, steps=cfg.steps or 1_000_000,
+                          num_envs=cfg.num_envs, seed=cfg.seed, backend=cfg.backend, progress=cfg.progress,
+                          medium_return=cfg.medium_return, **kwargs)
+    ds.save(cfg.out)
+    returns = ds.episode_returns()
+    line = (f"wrote {cfg.out}: {len(ds)} transitions, {ds.num_episodes} episodes of {cfg.env_id}, "
+            f"return {returns.mean():.1f} +- {returns.std():.1f}")
+    try:
+        line += f", D4RL score {ds.normalized_scores().mean():.1f}"
+    except (KeyError, ValueError):
+        pass
+    print(line)
+    return 0
