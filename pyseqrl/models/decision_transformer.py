@@ -90,14 +90,16 @@ def _embedding(kind: str, in_dim: int, hidden: int) -> nn.Module:
     raise ValueError(f"embedding must be 'linear' or 'mlp', got {kind!r}")
 
 
-def load_backbone(cfg: DTConfig) -> GPT2Model:
-    """Build or load the GPT-2 backbone named by ``cfg.backbone``.
+def load_backbone(cfg: DTConfig, gpt2_config: GPT2Config | None = None) -> GPT2Model:
+    """Build or load the GPT-2 backbone named by ``cfg.backbone`` (or build ``gpt2_config`` untrained).
 
     Raises:
         FileNotFoundError: ``cfg.backbone`` looks like a path (contains a separator or starts with '.') but is
             not a directory holding a ``config.json``.
     """
     name = cfg.backbone
+    if gpt2_config is not None:  # weights come from a state dict (exported models)
+        return GPT2Model(gpt2_config)
     if name == "random":
         gcfg = GPT2Config(
             vocab_size=1,  # no text; LM co-training needs a pretrained backbone
@@ -164,7 +166,7 @@ class DecisionTransformer(nn.Module):
         torch.Size([4, 20, 3])
     """
 
-    def __init__(self, cfg: DTConfig):
+    def __init__(self, cfg: DTConfig, gpt2_config: GPT2Config | None = None):
         super().__init__()
         if cfg.state_dim < 1 or cfg.act_dim < 1 or cfg.context_len < 1:
             raise ValueError(
@@ -172,7 +174,7 @@ class DecisionTransformer(nn.Module):
                 f"{cfg.context_len}"
             )
         self.cfg = cfg
-        self.transformer = load_backbone(cfg)
+        self.transformer = load_backbone(cfg, gpt2_config)
         H = self.transformer.config.n_embd
         self.hidden_size = H
         pretrained = cfg.backbone != "random"
