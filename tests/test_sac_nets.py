@@ -74,7 +74,10 @@ def test_actor_log_prob_matches_change_of_variables() -> None:
     obs = torch.randn(64, 4)
     torch.manual_seed(1)
     actions, log_prob = actor(obs)
-    assert ((actions >= actor.action_bias - actor.action_scale) & (actions <= actor.action_bias + actor.action_scale)).all()
+    assert (
+        (actions >= actor.action_bias - actor.action_scale)
+        & (actions <= actor.action_bias + actor.action_scale)
+    ).all()
     # reference: Normal(mean, std) with TransformedDistribution(tanh, affine)
     mean, log_std = actor.head(actor.trunk(obs)).chunk(2, -1)
     log_std = log_std.clamp(actor.log_std_min, actor.log_std_max)

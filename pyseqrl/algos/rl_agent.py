@@ -1,11 +1,12 @@
 """The SAC agent shared by online SAC, Cal-QL/CQL pretraining and WSRL fine-tuning.
 
-One :class:`SACAgent` holds the actor, the critic ensemble and its target, the temperature and their optimizers.
-Its update is the standard SAC update with the REDQ/WSRL ensemble rule:
+One :class:`SACAgent` holds the actor, the critic ensemble and its target, the temperature and their
+optimizers. Its update is the standard SAC update with the REDQ/WSRL ensemble rule:
 
-* critic: ``y = s * r + b + gamma * (1 - d) * (min_{i in M} Q'_i(s', a') - [alpha * log pi(a'|s')])`` where ``M`` is
-  a random subset of ``critic_subsample`` (default 2) of the ``N`` target critics and ``a' ~ pi(s')``; every critic
-  regresses onto the same ``y``. Cal-QL/CQL add a regulariser to this loss (see ``pyseqrl.algos.calql``).
+* critic: ``y = s * r + b + gamma * (1 - d) * (min_{i in M} Q'_i(s', a') - [alpha * log pi(a'|s')])`` where
+  ``M`` is a random subset of ``critic_subsample`` (default 2) of the ``N`` target critics and ``a' ~
+  pi(s')``; every critic regresses onto the same ``y``. Cal-QL/CQL add a regulariser to this loss (see
+  ``pyseqrl.algos.calql``).
 * actor: ``alpha * log pi(a|s) - agg_i Q_i(s, a)`` with ``agg`` the min (or mean) over all ``N`` critics.
 * temperature: ``-log_alpha * (log pi(a|s) + target_entropy)`` with target entropy ``-|A|`` by default.
 """
@@ -14,9 +15,10 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -96,7 +98,8 @@ class SACAgent(nn.Module):
             raise ValueError(f"actor_q_agg must be 'min' or 'mean', got {config.actor_q_agg!r}")
         if not 1 <= config.critic_subsample <= config.num_critics:
             raise ValueError(
-                f"critic_subsample must be in [1, num_critics={config.num_critics}], got {config.critic_subsample}"
+                f"critic_subsample must be in [1, num_critics={config.num_critics}], "
+                f"got {config.critic_subsample}"
             )
         self.config = config
         self.observation_dim, self.action_dim = observation_dim, action_dim
@@ -104,7 +107,9 @@ class SACAgent(nn.Module):
         low = torch.as_tensor(np.asarray(action_low, dtype=np.float32))
         high = torch.as_tensor(np.asarray(action_high, dtype=np.float32))
         self.actor = TanhGaussianActor(observation_dim, action_dim, hidden, low, high)
-        self.critic = CriticEnsemble(observation_dim, action_dim, hidden, config.num_critics, config.critic_layer_norm)
+        self.critic = CriticEnsemble(
+            observation_dim, action_dim, hidden, config.num_critics, config.critic_layer_norm
+        )
         self.target_critic = copy.deepcopy(self.critic).requires_grad_(False)
         self.log_alpha = nn.Parameter(torch.tensor(math.log(config.init_temperature), dtype=torch.float32))
         self.target_entropy = float(-action_dim if config.target_entropy is None else config.target_entropy)
@@ -140,7 +145,9 @@ class SACAgent(nn.Module):
             return rewards + cfg.gamma * (1.0 - batch["terminals"]) * next_q
 
     def update_critic(
-        self, batch: Batch, regularizer: Callable[["SACAgent", Batch, torch.Tensor], tuple[torch.Tensor, dict]] | None = None
+        self,
+        batch: Batch,
+        regularizer: Callable[[SACAgent, Batch, torch.Tensor], tuple[torch.Tensor, dict]] | None = None,
     ) -> dict[str, float | torch.Tensor]:
         """One gradient step of the critic ensemble, then a Polyak step of its target.
 
@@ -154,7 +161,7 @@ class SACAgent(nn.Module):
         """
         target = self.td_target(batch)  # (B,)
         q = self.critic(batch["observations"], batch["actions"])  # (N, B)
-        td_loss = (q - target).pow(2).mean(1).sum(0) * 0.5  # sum over critics of each critic's MSE / 2
+        td_loss = (q - target).pow(2).mean(1).sum(0)  # sum over critics of each critic's MSE (as Cal-QL/CORL)
         loss = td_loss
         metrics: dict[str, Any] = {"critic/td_loss": td_loss.detach(), "critic/q_data": q.detach().mean()}
         if regularizer is not None:
@@ -211,7 +218,7 @@ class SACAgent(nn.Module):
         }
 
     def load_full_state_dict(self, state: dict[str, Any], optimizers: bool = True) -> None:
-        """Inverse of :meth:`full_state_dict` (``optimizers=False`` loads the weights and temperature only)."""
+        """Inverse of :meth:`full_state_dict` (``optimizers=False``: weights and temperature only)."""
         self.load_state_dict(state["model"])
         if optimizers:
             self.actor_optim.load_state_dict(state["actor_optim"])
@@ -220,7 +227,7 @@ class SACAgent(nn.Module):
             self.num_updates = int(state["num_updates"])
 
     @classmethod
-    def from_state_dict(cls, state: dict[str, Any], **config_overrides: Any) -> "SACAgent":
+    def from_state_dict(cls, state: dict[str, Any], **config_overrides: Any) -> SACAgent:
         """Rebuild an agent saved with :meth:`full_state_dict`; ``config_overrides`` change loss settings
         (e.g. ``backup_entropy``) but not network shapes."""
         cfg = dict(state["config"])
@@ -262,7 +269,7 @@ class SACPolicy(Policy):
         return actions.numpy()
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path, deterministic: bool = True) -> "SACPolicy":
+    def from_checkpoint(cls, path: str | Path, deterministic: bool = True) -> SACPolicy:
         """Load the actor of a checkpoint written by ``pyseqrl train sac|calql|wsrl`` (or an actor file under
         ``pyseqrl/assets/policies``)."""
         from pyseqrl.utils.checkpoint import load_torch

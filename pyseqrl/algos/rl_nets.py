@@ -1,9 +1,9 @@
 """Networks of the SAC family: a tanh-Gaussian actor and a critic ensemble computed as one batched network.
 
-The ensemble keeps the weights of its ``N`` critics stacked (``[N, in, out]``) and evaluates all of them with one
-``torch.baddbmm`` per layer, so a 10-critic ensemble costs a handful of kernel launches instead of ten networks'
-worth. Each critic has its own LayerNorm affine parameters, exactly like ``N`` independent
-``Linear -> LayerNorm -> ReLU`` MLPs (``tests/test_sac.py`` checks it against a per-critic loop).
+The ensemble keeps the weights of its ``N`` critics stacked (``[N, in, out]``) and evaluates all of them with
+one ``torch.baddbmm`` per layer, so a 10-critic ensemble costs a handful of kernel launches instead of ten
+networks' worth. Each critic has its own LayerNorm affine parameters, exactly like ``N`` independent ``Linear
+-> LayerNorm -> ReLU`` MLPs (``tests/test_sac.py`` checks it against a per-critic loop).
 """
 
 from __future__ import annotations
@@ -186,7 +186,7 @@ class TanhGaussianActor(nn.Module):
 
 
 def soft_update(target: nn.Module, source: nn.Module, tau: float) -> None:
-    """Polyak averaging ``target <- (1 - tau) * target + tau * source`` on all parameters (in place, no grad)."""
+    """Polyak averaging ``target <- (1 - tau) * target + tau * source`` of all parameters, in place."""
     with torch.no_grad():
         tp = [p for p in target.parameters()]
         sp = [p for p in source.parameters()]

@@ -1,0 +1,292 @@
+"""Offline pretraining with Cal-QL or CQL on an EpisodeDataset: ``pyseqrl train calql``.
+
+CQL (Kumar et al. 2020) adds to the SAC critic loss, for every critic ``i``,
+
+    alpha * E_s[ T * logsumexp_a( Q_i(s, a) / T ) - E_{a ~ data} Q_i(s, a) ]
+
+where the log-sum-exp runs over ``n`` uniform random actions and ``n`` policy actions at ``s`` and at ``s'``
+(with importance weights). Cal-QL (Nakamoto et al. 2023) calibrates it: the policy actions' Q-values inside
+the log-sum-exp are clipped from below by the Monte-Carlo return of the data, ``max(Q_i(s, a_pi), G(s))``,
+with ``G = returns_to_go(reward_scale * r + reward_bias, gamma)``, so the regulariser never pushes Q below a
+return the behaviour policy already achieved. The resulting checkpoint is what ``pyseqrl train wsrl``
+fine-tunes.
+
+Example:
+    pyseqrl train calql --dataset data/hopper-medium.h5 --steps 1000000 --run-dir runs/calql_hopper
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from pyseqrl.algos.rl_agent import AgentConfig, Batch, SACAgent
+from pyseqrl.utils.checkpoint import load_torch, rng_state, save_torch, set_rng_state
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class CQLConfig:
+    """The CQL / Cal-QL regulariser."""
+
+    calql: bool = True
+    """clip the policy actions' Q-values from below by Monte-Carlo returns (Cal-QL); False: plain CQL"""
+    alpha: float = 5.0
+    """weight of the regulariser"""
+    num_actions: int = 10
+    """random and policy actions per state inside the log-sum-exp"""
+    temperature: float = 1.0
+    """temperature T of the log-sum-exp"""
+    importance_sample: bool = True
+    """subtract the log-density of each sampled action (CQL(H) with importance sampling)"""
+
+
+@dataclass
+class CalQLConfig:
+    """Offline Cal-QL / CQL pretraining."""
+
+    dataset: str = ""
+    """dataset file (anything pyseqrl.data.load reads: pyseqrl HDF5, D4RL hdf5, Minari, DT pickle)"""
+    env_id: str | None = None
+    """environment for evaluation; default: the dataset's metadata env_id"""
+    steps: int = 1_000_000
+    """gradient steps"""
+    batch_size: int = 256
+    """minibatch size"""
+    seed: int = 0
+    """seed of networks and sampling"""
+    cql: CQLConfig = field(default_factory=CQLConfig)
+    """the regulariser"""
+    agent: AgentConfig = field(default_factory=lambda: AgentConfig(backup_entropy=False, actor_lr=1e-4))
+    """networks and SAC losses (Cal-QL uses no entropy backup and actor lr 1e-4)"""
+    run_dir: str = "runs/calql"
+    """where metrics, config and checkpoint.pt go"""
+    resume: bool = False
+    """continue from <run_dir>/checkpoint.pt if it exists"""
+    log_every: int = 1000
+    """log training metrics every this many steps"""
+    eval_every: int = 50_000
+    """evaluate every this many steps (0: never); needs pyseqrl.evaluation and an env id"""
+    eval_episodes: int = 10
+    """episodes per evaluation"""
+    checkpoint_every: int = 50_000
+    """checkpoint every this many steps (and at the end)"""
+    tensorboard: bool = True
+    """also write TensorBoard event files"""
+    progress: bool = True
+    """show a progress bar"""
+    threads: int = 0
+    """torch CPU threads (0: leave torch's default)"""
+
+
+def offline_transitions(
+    ds: Any, gamma: float, reward_scale: float = 1.0, reward_bias: float = 0.0
+) -> dict[str, torch.Tensor]:
+    """The transitions of an EpisodeDataset with their Monte-Carlo returns, as torch tensors.
+
+    A step ``t`` of an episode is a transition when its next observation is known (stored in
+    ``ds.next_observations``, or the observation ``t + 1`` of the same episode) or it is terminal.
+    ``mc_returns`` is ``pyseqrl.returns_to_go(reward_scale * r + reward_bias, episode_ends, gamma)`` at ``t``:
+    the discounted return of the rest of the episode as the data recorded it.
+
+    Returns:
+        observations f32[M,S], actions f32[M,A], rewards f32[M] (unscaled), next_observations f32[M,S],
+        terminals f32[M], mc_returns f32[M].
+    """
+    import pyseqrl
+
+    obs = np.asarray(ds.observations, np.float32)
+    n = len(obs)
+    rewards = np.asarray(ds.rewards, np.float32)
+    terminals = np.asarray(ds.terminals, bool)
+    ends = np.asarray(ds.episode_ends, np.int64)
+    mc = np.asarray(
+        pyseqrl.returns_to_go(reward_scale * rewards + np.float32(reward_bias), ends, gamma), np.float32
+    )
+    last = np.zeros(n, bool)
+    last[ends - 1] = True  # last step of each episode
+    if ds.next_observations is not None:
+        next_obs = np.asarray(ds.next_observations, np.float32)
+        valid = np.ones(n, bool)
+    else:
+        next_obs = np.empty_like(obs)
+        next_obs[:-1] = obs[1:]
+        next_obs[last] = obs[last]  # only used where terminal (then it is multiplied by 0)
+        valid = ~last | terminals
+    idx = np.flatnonzero(valid)
+    out = {
+        "observations": obs[idx],
+        "actions": np.asarray(ds.actions, np.float32)[idx],
+        "rewards": rewards[idx],
+        "next_observations": next_obs[idx],
+        "terminals": terminals[idx].astype(np.float32),
+        "mc_returns": mc[idx],
+    }
+    return {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in out.items()}
+
+
+def cql_regularizer(cfg: CQLConfig) -> Callable[[SACAgent, Batch, torch.Tensor], tuple[torch.Tensor, dict]]:
+    """The CQL / Cal-QL term for :meth:`SACAgent.update_critic` (needs ``batch["mc_returns"]`` for Cal-QL)."""
+
+    def regularizer(agent: SACAgent, batch: Batch, q_data: torch.Tensor) -> tuple[torch.Tensor, dict]:
+        obs, next_obs = batch["observations"], batch["next_observations"]
+        b, n, big_n = obs.shape[0], cfg.num_actions, q_data.shape[0]
+        obs_rep = obs.repeat_interleave(n, 0)  # (B*n, S): each state n times
+        with torch.no_grad():
+            scale, bias = agent.actor.action_scale, agent.actor.action_bias
+            rand_a = bias + scale * (
+                2 * torch.rand(b * n, agent.action_dim) - 1
+            )  # (B*n, A) uniform in bounds
+            cur_a, cur_lp = agent.actor(obs_rep)  # (B*n, A), (B*n,)
+            next_a, next_lp = agent.actor(next_obs.repeat_interleave(n, 0))
+        # one ensemble call for the three action sets, all evaluated at s
+        q = agent.critic(obs_rep.repeat(3, 1), torch.cat([rand_a, cur_a, next_a]))  # (N, 3*B*n)
+        q_rand, q_cur, q_next = q.view(big_n, 3, b, n).unbind(1)  # each (N, B, n)
+        metrics: dict[str, Any] = {}
+        if cfg.calql:
+            # ---- Cal-QL: the policy's Q-values are bounded below by the data's Monte-Carlo return
+            lower = batch["mc_returns"].view(1, b, 1)  # (1, B, 1)
+            metrics["calql/bound_rate"] = (q_cur < lower).float().mean().detach()
+            q_cur = torch.maximum(q_cur, lower)
+            q_next = torch.maximum(q_next, lower)
+        if cfg.importance_sample:
+            rand_log_density = -torch.log(2 * scale).sum()  # uniform density over the action box
+            cat = torch.cat(
+                [q_rand - rand_log_density, q_next - next_lp.view(1, b, n), q_cur - cur_lp.view(1, b, n)],
+                dim=-1,
+            )  # (N, B, 3n)
+        else:
+            cat = torch.cat([q_rand, q_next, q_cur, q_data.unsqueeze(-1)], dim=-1)  # (N, B, 3n+1)
+        lse = torch.logsumexp(cat / cfg.temperature, dim=-1) * cfg.temperature  # (N, B)
+        gap = (lse - q_data).mean(1)  # (N,): per critic
+        metrics.update(
+            {
+                "cql/gap": gap.mean().detach(),
+                "cql/q_rand": q_rand.mean().detach(),
+                "cql/q_pi": q_cur.mean().detach(),
+            }
+        )
+        return cfg.alpha * gap.sum(), metrics
+
+    return regularizer
+
+
+def train_calql(cfg: CalQLConfig, dataset: Any = None) -> SACAgent:
+    """Pretrain an agent offline; writes ``<run_dir>/checkpoint.pt`` (the input of ``pyseqrl train wsrl``).
+
+    Args:
+        cfg: the configuration.
+        dataset: an EpisodeDataset to use instead of loading ``cfg.dataset``.
+    """
+    from pyseqrl.algos.rl_online import try_evaluate
+    from pyseqrl.utils.logger import RunLogger
+
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    if dataset is None:
+        if not cfg.dataset:
+            raise ValueError(
+                "CalQLConfig.dataset is empty: pass --dataset PATH (or a dataset to train_calql)"
+            )
+        from pyseqrl.data import load
+
+        dataset = load(cfg.dataset)
+    env_id = cfg.env_id or (dataset.metadata or {}).get("env_id")
+    run_dir = Path(cfg.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    ckpt_path = run_dir / "checkpoint.pt"
+    (run_dir / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
+    torch.manual_seed(cfg.seed)
+    np.random.seed(cfg.seed)
+
+    a = cfg.agent
+    data = offline_transitions(dataset, a.gamma, a.reward_scale, a.reward_bias)
+    m = len(data["rewards"])
+    if m == 0:
+        raise ValueError("the dataset has no usable transition (every episode is a single non-terminal step)")
+    act = data["actions"]
+    low, high = act.amin(0).numpy(), act.amax(0).numpy()
+    bounds = (
+        np.minimum(low, -1.0),
+        np.maximum(high, 1.0),
+    )  # MuJoCo boxes are [-1, 1]; wider data widens them
+    if env_id is not None:
+        try:
+            from pyseqrl.envs import make
+
+            env = make(env_id, 1, seed=0)
+            bounds = (env.action_low, env.action_high)
+            env.close()
+        except Exception as e:  # noqa: BLE001 -- env not installed: fall back on the data's range
+            log.warning(
+                "could not create %s to read its action bounds (%s); using [-1, 1] / the data range",
+                env_id,
+                e,
+            )
+    agent = SACAgent(dataset.observation_dim, dataset.action_dim, a, *bounds)
+    regularizer = cql_regularizer(cfg.cql)
+    gen = torch.Generator().manual_seed(cfg.seed)
+
+    start = 0
+    if cfg.resume and ckpt_path.exists():
+        state = load_torch(ckpt_path)
+        agent.load_full_state_dict(state["agent"])
+        set_rng_state(state["rng"])
+        gen.set_state(state["sampler_rng"])
+        start = int(state["step"])
+        log.info("resumed %s at step %d", ckpt_path, start)
+    logger = RunLogger(run_dir, tensorboard=cfg.tensorboard, resume_step=start if start else None)
+
+    def save(step: int) -> None:
+        save_torch(
+            {
+                "step": step,
+                "agent": agent.full_state_dict(),
+                "rng": rng_state(),
+                "sampler_rng": gen.get_state(),
+                "config": asdict(cfg),
+                "env_id": env_id,
+                "algo": "calql" if cfg.cql.calql else "cql",
+            },
+            ckpt_path,
+        )
+
+    metrics: dict[str, Any] = {}
+    for step in tqdm(
+        range(start, cfg.steps), initial=start, total=cfg.steps, disable=not cfg.progress, desc="calql"
+    ):
+        idx = torch.randint(m, (cfg.batch_size,), generator=gen)
+        batch = {k: v[idx] for k, v in data.items()}
+        metrics.update(agent.update_critic(batch, regularizer))
+        metrics.update(agent.update_actor(batch))
+        done = step + 1
+        if done % cfg.log_every == 0:
+            logger.log(done, {k: float(v) for k, v in metrics.items()})
+        if cfg.eval_every and env_id and (done % cfg.eval_every == 0 or done == cfg.steps):
+            ev = try_evaluate(agent, env_id, cfg.eval_episodes, cfg.seed + done)
+            if ev:
+                logger.log(done, ev)
+                log.info("step %d: %s", done, ", ".join(f"{k}={v:.4g}" for k, v in ev.items()))
+        if (cfg.checkpoint_every and done % cfg.checkpoint_every == 0) or done == cfg.steps:
+            save(done)
+    logger.close()
+    return agent
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``pyseqrl train calql [options]``."""
+    import tyro
+
+    cfg = tyro.cli(CalQLConfig, args=argv, description=__doc__.split("\n\n")[0])
+    train_calql(cfg)
+    print(f"checkpoint: {Path(cfg.run_dir) / 'checkpoint.pt'}")
+    return 0

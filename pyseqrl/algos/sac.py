@@ -1,0 +1,221 @@
+"""Online SAC from scratch with a critic ensemble: ``pyseqrl train sac``.
+
+Random actions for ``learning_starts`` steps, then SAC with ``utd`` critic updates per environment step (see
+:mod:`pyseqrl.algos.rl_agent` for the losses and :mod:`pyseqrl.algos.rl_online` for the loop). The run can
+also hand back everything it collected as an EpisodeDataset (:func:`sac_replay_dataset`), which is how D4RL
+built its "medium-replay" datasets.
+
+Example:
+    pyseqrl train sac --env-id Hopper-v4 --total-steps 300000 --agent.num-critics 2 --run-dir runs/sac_hopper
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from pyseqrl.algos.rl_agent import AgentConfig, SACAgent
+from pyseqrl.algos.rl_online import (
+    EnvCollector,
+    OnlineLoop,
+    numpy_to_batch,
+    random_actions,
+    restore_loop_state,
+)
+from pyseqrl.utils.checkpoint import load_torch
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SACConfig:
+    """Online SAC from scratch."""
+
+    env_id: str = "Hopper-v4"
+    """environment id (EnvPool when it has it, else gymnasium)"""
+    total_steps: int = 1_000_000
+    """vectorised environment steps (transitions = total_steps * num_envs)"""
+    num_envs: int = 1
+    """parallel environments"""
+    seed: int = 0
+    """seed of networks, environments and sampling"""
+    learning_starts: int = 5000
+    """vectorised steps of uniform random actions before the first update"""
+    utd: int = 1
+    """critic updates per collected transition (update-to-data ratio)"""
+    actor_every_update: bool = False
+    """update the actor after every critic update instead of once per transition"""
+    batch_size: int = 256
+    """minibatch size"""
+    buffer_size: int = 1_000_000
+    """replay buffer capacity (transitions)"""
+    agent: AgentConfig = field(default_factory=AgentConfig)
+    """networks and losses"""
+    backend: str = "auto"
+    """environment backend: auto, envpool, gymnasium"""
+    run_dir: str = "runs/sac"
+    """where metrics, config and checkpoint.pt go"""
+    resume: bool = False
+    """continue from <run_dir>/checkpoint.pt if it exists"""
+    log_every: int = 1000
+    """log training metrics every this many steps"""
+    eval_every: int = 10_000
+    """evaluate the deterministic policy every this many steps (0: never)"""
+    eval_episodes: int = 10
+    """episodes per evaluation"""
+    checkpoint_every: int = 50_000
+    """checkpoint every this many steps (also at the end); running episodes are cut there"""
+    stop_return: float | None = None
+    """stop once the mean return of the last 10 training episodes reaches this"""
+    save_replay: str | None = None
+    """write everything collected as an EpisodeDataset file here (e.g. a medium-replay dataset)"""
+    tensorboard: bool = True
+    """also write TensorBoard event files"""
+    progress: bool = True
+    """show a progress bar"""
+    threads: int = 0
+    """torch CPU threads (0: leave torch's default)"""
+
+
+@dataclass
+class SACResult:
+    """What :func:`train_sac` returns."""
+
+    agent: SACAgent
+    episode_returns: list[float]
+    """returns of the training episodes, in order"""
+    replay: Any = None
+    """EpisodeDataset of every collected transition (when asked for)"""
+
+
+def train_sac(cfg: SACConfig, record_episodes: bool = False) -> SACResult:
+    """Train SAC online from scratch.
+
+    Args:
+        cfg: the configuration.
+        record_episodes: keep every transition and return it as ``result.replay`` (an EpisodeDataset).
+    """
+    import pyseqrl
+    from pyseqrl.utils.logger import RunLogger
+
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    run_dir = Path(cfg.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    ckpt_path = run_dir / "checkpoint.pt"
+    state = load_torch(ckpt_path) if cfg.resume and ckpt_path.exists() else None
+    (run_dir / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
+    torch.manual_seed(cfg.seed)
+    np.random.seed(cfg.seed)
+
+    record = record_episodes or cfg.save_replay is not None
+    collector = EnvCollector(cfg.env_id, cfg.num_envs, cfg.seed, cfg.backend, record_episodes=record)
+    env = collector.env
+    agent = SACAgent(env.observation_dim, env.action_dim, cfg.agent, env.action_low, env.action_high)
+    buffer = pyseqrl.ReplayBuffer(
+        cfg.buffer_size, obs_shape=(env.observation_dim,), action_shape=(env.action_dim,), seed=cfg.seed
+    )
+    start, returns = 0, []
+    if state is not None:
+        start, returns = restore_loop_state(state, agent, collector)
+        buffer.load_state_dict(state["buffer"])
+        log.info("resumed %s at step %d", ckpt_path, start)
+    logger = RunLogger(run_dir, tensorboard=cfg.tensorboard, resume_step=start if state is not None else None)
+
+    def add(t: dict[str, np.ndarray]) -> None:
+        if len(t["rewards"]):
+            buffer.add(t["observations"], t["actions"], t["rewards"], t["next_observations"], t["terminated"])
+
+    loop = OnlineLoop(
+        agent=agent,
+        collector=collector,
+        add=add,
+        sample_batch=lambda: numpy_to_batch(buffer.sample(cfg.batch_size)),
+        warmup_act=random_actions(env.action_low, env.action_high),
+        total_steps=cfg.total_steps,
+        warmup_steps=cfg.learning_starts,
+        utd=cfg.utd,
+        actor_every_update=cfg.actor_every_update,
+        log_every=cfg.log_every,
+        eval_every=cfg.eval_every,
+        eval_episodes=cfg.eval_episodes,
+        checkpoint_every=cfg.checkpoint_every,
+        checkpoint_path=ckpt_path,
+        checkpoint_extra=lambda: {"buffer": buffer.state_dict(), "config": asdict(cfg)},
+        logger=logger,
+        stop_return=cfg.stop_return,
+        seed=cfg.seed,
+        progress=cfg.progress,
+    )
+    returns = loop.run(start, returns)
+    logger.close()
+    replay = None
+    if record:
+        from pyseqrl.data import EpisodeDataset
+
+        replay = EpisodeDataset.from_episodes(
+            collector.episodes(include_running=True),
+            metadata={
+                "env_id": cfg.env_id,
+                "policy": "sac-replay",
+                "seed": cfg.seed,
+                "steps": cfg.total_steps,
+            },
+        )
+        if cfg.save_replay is not None:
+            replay.save(cfg.save_replay)
+            log.info(
+                "wrote %d transitions (%d episodes) to %s", len(replay), replay.num_episodes, cfg.save_replay
+            )
+    collector.close()
+    if returns:
+        log.info(
+            "SAC finished: %d episodes, mean return of the last 10: %.1f",
+            len(returns),
+            np.mean(returns[-10:]),
+        )
+    return SACResult(agent=agent, episode_returns=returns, replay=replay)
+
+
+def sac_replay_dataset(
+    env_id: str, total_steps: int, seed: int = 0, stop_return: float | None = None, **overrides: Any
+) -> Any:
+    """Train SAC from scratch and return everything it collected as an EpisodeDataset (a "replay" dataset).
+
+    Args:
+        env_id: environment id, e.g. ``"Hopper-v4"``.
+        total_steps: maximum environment steps.
+        seed: seed of the run.
+        stop_return: stop once the mean return of the last 10 training episodes reaches this (D4RL's
+            medium-replay stops at the medium policy's level).
+        **overrides: other :class:`SACConfig` fields (e.g. ``run_dir``, ``agent=AgentConfig(num_critics=2)``).
+
+    Returns:
+        An ``EpisodeDataset`` with metadata ``env_id``, ``policy="sac-replay"``, ``seed``.
+    """
+    overrides.setdefault("progress", False)
+    overrides.setdefault("eval_every", 0)
+    cfg = replace(
+        SACConfig(), env_id=env_id, total_steps=total_steps, seed=seed, stop_return=stop_return, **overrides
+    )
+    return train_sac(cfg, record_episodes=True).replay
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``pyseqrl train sac [options]``."""
+    import tyro
+
+    cfg = tyro.cli(SACConfig, args=argv, description=__doc__.split("\n\n")[0])
+    result = train_sac(cfg)
+    if result.episode_returns:
+        print(
+            f"episodes: {len(result.episode_returns)}, mean return of the last 10: "
+            f"{np.mean(result.episode_returns[-10:]):.1f}; checkpoint: {Path(cfg.run_dir) / 'checkpoint.pt'}"
+        )
+    return 0
