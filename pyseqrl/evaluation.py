@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Sequence
 
 import numpy as np
@@ -201,10 +201,9 @@ def evaluate(
         )
         log.info("%s", result)
         results.append(result)
-    first = results[0]
-    if target_returns is not None:
-        first.per_target = {r.target_return: r for r in results}  # type: ignore[misc]
-    return first
+    if target_returns is None:
+        return results[0]
+    return replace(results[0], per_target={r.target_return: r for r in results})  # type: ignore[misc]
 
 
 @dataclass
