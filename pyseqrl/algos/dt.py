@@ -338,7 +338,7 @@ def train(cfg: TrainConfig) -> dict[str, float]:
                         "scheduler": scheduler.state_dict(), "ranks": ranks, "step": step, "config": asdict(cfg)},
                        ckpt_path)
 
-    logger = RunLogger(run_dir, tensorboard=cfg.tensorboard, resume_step=step) if rank == 0 else None
+    logger = RunLogger(run_dir, tensorboard=cfg.tensorboard, resume_step=step + 1 if step else None) if rank == 0 else None
     metrics: dict[str, float] = {}
 
     def run_eval() -> dict[str, float]:

@@ -156,7 +156,7 @@ def pretrain(cfg: PretrainConfig) -> dict[str, float]:
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         opt.step()
         sched.step()
-        loss_v = float(loss)
+        loss_v = float(loss.detach())
         if step % 20 == 0:
             bar.set_postfix(loss=f"{loss_v:.3f}")
     elapsed = time.perf_counter() - t0
