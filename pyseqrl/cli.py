@@ -1,13 +1,16 @@
 """The ``pyseqrl`` command line: a thin dispatcher to each feature's ``main(argv)``.
 
 Each subcommand lives next to the code it drives; this file only maps names to entry points, imported lazily so
-``pyseqrl --help`` is instant and a missing optional dependency only affects the command that needs it.
+``pyseqrl --help`` is instant and a missing optional dependency only affects the command that needs it. Bad
+input (a missing file, an invalid argument) ends with a one-line error and exit code 1; set PYSEQRL_DEBUG=1 for
+the traceback.
 """
 
 from __future__ import annotations
 
 import importlib
 import logging
+import os
 import sys
 
 # command -> (module, function, leading argv); "train X" is looked up as "train X".
@@ -55,7 +58,13 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     module, func, lead, _ = COMMANDS[key]
     entry = getattr(importlib.import_module(module), func)
-    result = entry(lead + rest)
+    try:
+        result = entry(lead + rest)
+    except (FileNotFoundError, ValueError) as e:
+        if os.environ.get("PYSEQRL_DEBUG"):
+            raise
+        print(f"pyseqrl {key}: error: {e}", file=sys.stderr)
+        return 1
     return int(result or 0)
 
 

@@ -125,6 +125,8 @@ class EpisodeDataset:
         """
         obs = np.asarray(observations)
         n = obs.shape[0] if obs.ndim else 0
+        if n == 0:
+            raise ValueError(f"{source}: the dataset is empty (0 steps)")
         term = _bool_array(terminals, "terminals", n, source)
         tout = np.zeros(n, bool) if timeouts is None else _bool_array(timeouts, "timeouts", n, source)
         ends = np.flatnonzero(term | tout) + 1

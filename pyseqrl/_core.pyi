@@ -1,0 +1,96 @@
+# Hand-written stub of the compiled module pyseqrl._core (csrc/bindings). tests/test_core_stub.py checks that
+# every name here exists in the module and vice versa.
+from typing import Any
+
+import numpy as np
+
+with_cuda: bool
+
+def returns_to_go(
+    rewards: np.ndarray, episode_ends: np.ndarray, gamma: float = 1.0, parallel: bool = True
+) -> np.ndarray: ...
+
+class SegmentSampler:
+    def __init__(
+        self,
+        observations: np.ndarray,
+        actions: np.ndarray,
+        rewards: np.ndarray,
+        episode_ends: np.ndarray,
+        state_mean: np.ndarray | None = None,
+        state_std: np.ndarray | None = None,
+        context_len: int = 20,
+        batch_size: int = 64,
+        seed: int = 0,
+        return_scale: float = 1000.0,
+        gamma: float = 1.0,
+        max_ep_len: int = 1000,
+        sample_by_length: bool = True,
+        pad_action: float = -10.0,
+        prefetch: int = 2,
+        num_threads: int = 1,
+    ) -> None: ...
+    def sample(self) -> dict[str, np.ndarray]: ...
+    def sample_into(self, out: dict[str, np.ndarray]) -> None: ...
+    def batch_at(self, index: int) -> dict[str, np.ndarray]: ...
+    def draws(self, index: int) -> tuple[np.ndarray, np.ndarray]: ...
+    position: int
+    @property
+    def returns_to_go(self) -> np.ndarray: ...
+    @property
+    def state_dim(self) -> int: ...
+    @property
+    def action_dim(self) -> int: ...
+    @property
+    def num_episodes(self) -> int: ...
+    @property
+    def context_len(self) -> int: ...
+    @property
+    def batch_size(self) -> int: ...
+    @property
+    def seed(self) -> int: ...
+    @property
+    def prefetch(self) -> int: ...
+
+class ReplayBuffer:
+    def __init__(
+        self,
+        capacity: int,
+        obs_shape: list[int] | tuple[int, ...],
+        action_shape: list[int] | tuple[int, ...],
+        seed: int = 0,
+        prioritized: bool = False,
+        alpha: float = 0.6,
+        beta: float = 0.4,
+        eps: float = 1e-6,
+    ) -> None: ...
+    def add(
+        self,
+        observations: np.ndarray,
+        actions: np.ndarray,
+        rewards: np.ndarray,
+        next_observations: np.ndarray,
+        terminated: np.ndarray,
+    ) -> None: ...
+    def sample(self, batch_size: int) -> dict[str, np.ndarray]: ...
+    def update_priorities(self, indices: np.ndarray, priorities: np.ndarray) -> None: ...
+    def __len__(self) -> int: ...
+    beta: float
+    @property
+    def capacity(self) -> int: ...
+    @property
+    def obs_shape(self) -> tuple[int, ...]: ...
+    @property
+    def action_shape(self) -> tuple[int, ...]: ...
+    @property
+    def prioritized(self) -> bool: ...
+    @property
+    def alpha(self) -> float: ...
+    @property
+    def eps(self) -> float: ...
+    @property
+    def seed(self) -> int: ...
+    @property
+    def position(self) -> int: ...
+    def get_state(self) -> dict[str, Any]: ...
+    def set_state(self, state: dict[str, Any]) -> None: ...

@@ -1,0 +1,223 @@
+"""SegmentSampler (native) against the original Decision Transformer get_batch loop."""
+
+from __future__ import annotations
+
+import gc
+
+import numpy as np
+import pytest
+from conftest import random_dataset
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import pyseqrl
+from pyseqrl.data import EpisodeDataset, torch_batches
+from pyseqrl.data.reference import dt_get_batch, segment_batch_numpy
+
+KEYS = ("states", "actions", "rewards", "returns_to_go", "timesteps", "attention_mask")
+
+
+def assert_batches_equal(a, b, rtol=0.0, atol=0.0):
+    assert set(a) == set(b) == set(KEYS)
+    for k in KEYS:
+        assert a[k].dtype == b[k].dtype, k
+        assert a[k].shape == b[k].shape, k
+        np.testing.assert_allclose(a[k], b[k], rtol=rtol, atol=atol, err_msg=k)
+
+
+@given(
+    lengths=st.lists(st.integers(1, 30), min_size=1, max_size=12),
+    K=st.integers(1, 40),
+    B=st.integers(1, 17),
+    gamma=st.one_of(st.just(1.0), st.floats(0.0, 1.0)),
+    normalise=st.booleans(),
+    max_ep_len=st.integers(1, 40),
+    seed=st.integers(0, 2**31),
+)
+@settings(max_examples=60, deadline=None)
+def test_matches_dt_reference(lengths, K, B, gamma, normalise, max_ep_len, seed):
+    ds = random_dataset(lengths, obs_dim=4, act_dim=2, seed=seed % 1000)
+    mean, std = ds.state_stats() if normalise else (np.zeros(4, np.float32), np.ones(4, np.float32))
+    kw = dict(state_mean=mean, state_std=std) if normalise else {}
+    sampler = pyseqrl.SegmentSampler(
+        ds, context_len=K, batch_size=B, seed=seed, return_scale=7.0, gamma=gamma, max_ep_len=max_ep_len,
+        prefetch=0, **kw,
+    )
+    for index in range(2):
+        eps, starts = sampler.draws(index)
+        assert ((starts >= 0) & (starts < ds.episode_lengths()[eps])).all()
+        want = dt_get_batch(ds.observations, ds.actions, ds.rewards, ds.episode_ends, eps, starts, K, mean, std,
+                            7.0, max_ep_len, gamma)
+        got = sampler.sample()
+        assert_batches_equal(got, want, rtol=1e-5, atol=1e-5)
+        rtg = ds.returns_to_go(gamma)
+        vec = segment_batch_numpy(ds.observations, ds.actions, ds.rewards, rtg, ds.episode_ends, eps, starts, K,
+                                  mean, std, 7.0, max_ep_len)
+        assert_batches_equal(got, vec, rtol=1e-5, atol=1e-5)
+
+
+def test_same_seed_same_batches_whatever_threads_and_prefetch():
+    ds = random_dataset(np.random.default_rng(1).integers(1, 200, 50), obs_dim=17, act_dim=6)
+    mean, std = ds.state_stats()
+    batches = []
+    for threads, prefetch in ((1, 0), (2, 0), (1, 3), (3, 2)):
+        s = pyseqrl.SegmentSampler(ds, context_len=20, batch_size=256, seed=5, state_mean=mean, state_std=std,
+                                   num_threads=threads, prefetch=prefetch)
+        batches.append([s.sample() for _ in range(4)])
+    for other in batches[1:]:
+        for a, b in zip(batches[0], other):
+            assert_batches_equal(a, b)
+    s2 = pyseqrl.SegmentSampler(ds, context_len=20, batch_size=256, seed=6, state_mean=mean, state_std=std)
+    assert not np.array_equal(s2.sample()["states"], batches[0][0]["states"])
+
+
+def test_resume_from_state_dict():
+    ds = random_dataset([30, 5, 60, 1, 12])
+    a = pyseqrl.SegmentSampler(ds, context_len=8, batch_size=16, seed=3)
+    for _ in range(3):
+        a.sample()
+    state = a.state_dict()
+    expected = [a.sample() for _ in range(3)]
+    b = pyseqrl.SegmentSampler(ds, context_len=8, batch_size=16, seed=3)
+    b.sample()
+    b.load_state_dict(state)
+    for want in expected:
+        assert_batches_equal(b.sample(), want)
+    assert b.batch_at(3)["states"].tobytes() == expected[0]["states"].tobytes()
+    with pytest.raises(ValueError, match="seed"):
+        pyseqrl.SegmentSampler(ds, seed=4).load_state_dict(state)
+
+
+def test_sample_into_and_torch_batches_match_sample():
+    torch = pytest.importorskip("torch")
+    ds = random_dataset([40, 3, 25])
+    ref = pyseqrl.SegmentSampler(ds, context_len=10, batch_size=8, seed=1, prefetch=0)
+    want = [ref.sample() for _ in range(4)]
+    for prefetch in (0, 2):
+        s = pyseqrl.SegmentSampler(ds, context_len=10, batch_size=8, seed=1, prefetch=prefetch)
+        out = s.empty_batch()
+        s.sample_into(out)
+        assert_batches_equal(out, want[0])
+        it = torch_batches(s, device="cpu")
+        for w in want[1:]:
+            batch = next(it)
+            assert isinstance(batch["states"], torch.Tensor)
+            assert_batches_equal({k: v.numpy() for k, v in batch.items()}, w)
+    # pinned staging path (pin_memory needs CUDA in torch; skip without it)
+    if torch.cuda.is_available():
+        s = pyseqrl.SegmentSampler(ds, context_len=10, batch_size=8, seed=1, prefetch=0)
+        batch = next(torch_batches(s, device="cuda"))
+        assert_batches_equal({k: v.cpu().numpy() for k, v in batch.items()}, want[0])
+
+
+def test_sampling_distribution():
+    lengths = np.array([1, 9, 90])
+    ds = random_dataset(lengths)
+    s = pyseqrl.SegmentSampler(ds, context_len=5, batch_size=4000, seed=0, prefetch=0)
+    eps, starts = s.draws(0)
+    freq = np.bincount(eps, minlength=3) / len(eps)
+    np.testing.assert_allclose(freq, lengths / lengths.sum(), atol=0.03)
+    big = starts[eps == 2]
+    assert big.min() == 0 and big.max() == 89  # start uniform over the whole episode
+    assert abs(big.mean() - 44.5) < 3.0
+    u = pyseqrl.SegmentSampler(ds, context_len=5, batch_size=3000, seed=0, sample_by="uniform", prefetch=0)
+    eps_u, _ = u.draws(0)
+    np.testing.assert_allclose(np.bincount(eps_u, minlength=3) / len(eps_u), [1 / 3] * 3, atol=0.04)
+
+
+def test_padding_matches_reference_conventions():
+    ds = random_dataset([3], obs_dim=2, act_dim=1)
+    mean = np.array([1.0, -2.0], np.float32)
+    std = np.array([2.0, 4.0], np.float32)
+    s = pyseqrl.SegmentSampler(ds, context_len=5, batch_size=64, seed=0, state_mean=mean, state_std=std, prefetch=0)
+    b = s.sample()
+    eps, starts = s.draws(0)
+    row = int(np.argmax(starts == 0))
+    assert b["attention_mask"][row].tolist() == [0, 0, 1, 1, 1]
+    np.testing.assert_allclose(b["states"][row, 0], (0 - mean) / std)
+    assert (b["actions"][row, :2] == -10).all() and (b["rewards"][row, :2] == 0).all()
+    assert b["timesteps"][row].tolist() == [0, 0, 0, 1, 2]
+    np.testing.assert_allclose(b["returns_to_go"][row, 2:, 0], np.cumsum(ds.rewards[::-1])[::-1] / 1000.0, rtol=1e-6)
+
+
+def test_batch_outlives_sampler():
+    ds = random_dataset([50, 50])
+    s = pyseqrl.SegmentSampler(ds, context_len=10, batch_size=32, seed=0)
+    batch = s.sample()
+    copy = {k: v.copy() for k, v in batch.items()}
+    del s
+    gc.collect()
+    for _ in range(3):  # churn the allocator
+        pyseqrl.SegmentSampler(ds, context_len=10, batch_size=32, seed=1).sample()
+    assert_batches_equal(batch, copy)
+
+
+@pytest.mark.parametrize(
+    "kwargs, exc, match",
+    [
+        (dict(context_len=0), ValueError, "context_len: expected a positive integer, got 0"),
+        (dict(batch_size=0), ValueError, "batch_size: expected a positive integer, got 0"),
+        (dict(max_ep_len=0), ValueError, "max_ep_len"),
+        (dict(return_scale=0.0), ValueError, "return_scale: expected a finite non-zero number"),
+        (dict(return_scale=float("nan")), ValueError, "return_scale"),
+        (dict(gamma=2.0), ValueError, "gamma"),
+        (dict(sample_by="best"), ValueError, "sample_by: expected 'length' or 'uniform', got 'best'"),
+        (dict(seed=-1), ValueError, "seed"),
+        (dict(prefetch=-1), ValueError, "prefetch"),
+        (dict(state_mean=np.zeros(3, np.float32)), ValueError, "give both or neither"),
+        (dict(state_mean=np.zeros(4, np.float32), state_std=np.ones(4, np.float32)), ValueError,
+         r"state_mean: expected shape \(3,\), got \(4,\)"),
+        (dict(state_mean=np.zeros(3, np.float32), state_std=np.array([1, 0, 1], np.float32)), ValueError,
+         "state_std: expected finite positive values, got 0 at index 1"),
+    ],
+)
+def test_bad_arguments(kwargs, exc, match):
+    ds = random_dataset([5, 5])
+    with pytest.raises(exc, match=match):
+        pyseqrl.SegmentSampler(ds, **kwargs)
+
+
+def test_bad_dataset_and_buffers():
+    with pytest.raises(TypeError, match="dataset: expected an EpisodeDataset, got dict"):
+        pyseqrl.SegmentSampler({"observations": np.zeros((3, 2))})
+    s = pyseqrl.SegmentSampler(random_dataset([5, 5]), context_len=4, batch_size=2, prefetch=0)
+    out = s.empty_batch()
+    out["states"] = np.zeros((2, 4, 9), np.float32)
+    with pytest.raises(ValueError, match=r"states: expected shape \(2, 4, 3\), got \(2, 4, 9\)"):
+        s.sample_into(out)
+    out = s.empty_batch()
+    out["timesteps"] = out["timesteps"].astype(np.int32)
+    with pytest.raises(ValueError, match="timesteps: expected dtype int64, got int32"):
+        s.sample_into(out)
+    out = s.empty_batch()
+    del out["attention_mask"]
+    with pytest.raises(ValueError, match="missing key 'attention_mask'"):
+        s.sample_into(out)
+
+
+def test_native_rejects_inconsistent_arrays_directly():
+    from pyseqrl._native import core
+
+    obs = np.zeros((4, 2), np.float32)
+    with pytest.raises(ValueError, match=r"actions: expected shape \(4, \*\), got \(3, 1\)"):
+        core.SegmentSampler(obs, np.zeros((3, 1), np.float32), np.zeros(4, np.float32), np.array([4]))
+    with pytest.raises(ValueError, match="observations: expected finite values"):
+        bad = obs.copy()
+        bad[2, 1] = np.nan
+        core.SegmentSampler(bad, np.zeros((4, 1), np.float32), np.zeros(4, np.float32), np.array([4]))
+    with pytest.raises(ValueError, match="strictly increasing"):
+        core.SegmentSampler(obs, np.zeros((4, 1), np.float32), np.zeros(4, np.float32), np.array([2, 2, 4]))
+    with pytest.raises(ValueError, match="observations: expected a C-contiguous array"):
+        core.SegmentSampler(np.zeros((2, 4), np.float32).T, np.zeros((4, 1), np.float32), np.zeros(4, np.float32),
+                            np.array([4]))
+
+
+def test_long_episodes_and_single_step_episodes():
+    ds = EpisodeDataset.from_arrays(
+        observations=np.arange(6, dtype=np.float32)[:, None], actions=np.zeros((6, 1)), rewards=np.ones(6),
+        terminals=np.ones(6, bool), timeouts=np.zeros(6, bool),
+    )
+    assert ds.num_episodes == 6
+    b = pyseqrl.SegmentSampler(ds, context_len=3, batch_size=10, seed=0, prefetch=0).sample()
+    assert (b["attention_mask"] == [0, 0, 1]).all()
+    np.testing.assert_allclose(b["returns_to_go"][:, -1, 0], 1e-3)

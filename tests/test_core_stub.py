@@ -1,0 +1,47 @@
+"""The hand-written stub pyseqrl/_core.pyi and the compiled module agree on every public name."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pyseqrl
+from pyseqrl._native import core
+
+STUB = Path(pyseqrl.__file__).with_name("_core.pyi")
+
+
+def stub_names() -> dict[str, set[str]]:
+    """{"": module-level names, "Class": member names, "sub.": names in a submodule class-like block}."""
+    tree = ast.parse(STUB.read_text())
+    out: dict[str, set[str]] = {"": set()}
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+            out[""].add(node.name)
+        elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+            out[""].add(node.target.id)
+        if isinstance(node, ast.ClassDef):
+            members = set()
+            for item in node.body:
+                if isinstance(item, ast.FunctionDef):
+                    members.add(item.name)
+                elif isinstance(item, ast.AnnAssign) and isinstance(item.target, ast.Name):
+                    members.add(item.target.id)
+            out[node.name] = members
+    return out
+
+
+def public(names):
+    return {n for n in names if not n.startswith("_") or n in ("__init__", "__len__")}
+
+
+def test_stub_matches_module():
+    names = stub_names()
+    module_names = {n for n in dir(core) if not n.startswith("_")}
+    if not core.with_cuda:
+        names[""].discard("cuda")
+    assert public(names[""]) == module_names
+    for cls in ("SegmentSampler", "ReplayBuffer"):
+        obj = getattr(core, cls)
+        actual = {n for n in vars(obj) if not n.startswith("_") or n in ("__init__", "__len__")}
+        assert public(names[cls]) == actual, cls
