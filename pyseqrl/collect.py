@@ -30,8 +30,9 @@ from scratch collected until it reached the medium level; uses :func:`pyseqrl.al
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -382,7 +383,7 @@ def main(argv: list[str] | None = None) -> int:
 
     cfg = tyro.cli(CollectConfig, args=argv)
     env_kwargs = {} if cfg.max_episode_steps is None else {"max_episode_steps": cfg.max_episode_steps}
-    kwargs: dict[str, Any] = dict(noise_std=cfg.noise_std, epsilon=cfg.epsilon, env_kwargs=env_kwargs)
+    kwargs: dict[str, Any] = {"noise_std": cfg.noise_std, "epsilon": cfg.epsilon, "env_kwargs": env_kwargs}
     if cfg.recipe == "custom" or cfg.episodes is not None:
         if cfg.recipe not in ("custom", "random", "medium", "expert"):
             raise SystemExit(f"--episodes is only supported with recipes custom/random/medium/expert, not {cfg.recipe}")

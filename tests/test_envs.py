@@ -8,8 +8,10 @@ import numpy as np
 import pytest
 
 pytest.importorskip("gymnasium")
-from pyseqrl.collect import EnvRunner  # noqa: E402
-from pyseqrl.envs import make  # noqa: E402
+import itertools
+
+from pyseqrl.collect import EnvRunner
+from pyseqrl.envs import make
 
 warnings.filterwarnings("ignore", message=".*out of date.*")
 
@@ -90,7 +92,7 @@ def test_runner_never_returns_the_reset_step(backend: str) -> None:
                 per_env[int(i)].append((c.observations[k], c.next_observations[k], c.terminated[k] | c.truncated[k]))
         for steps in per_env.values():
             assert np.allclose(steps[0][0], initial)
-            for (o, nxt, done), (o2, _, _) in zip(steps, steps[1:]):
+            for (o, nxt, done), (o2, _, _) in itertools.pairwise(steps):
                 # consecutive transitions chain, except across an episode end where the next one starts fresh
                 assert np.allclose(o2, initial if done else nxt)
         assert sum(len(c.episode_returns) for c in chunks) == 3 * n
@@ -106,7 +108,7 @@ def test_envpool_matches_gymnasium_dynamics(env_id: str) -> None:
     builds, although statistics agree.)
     """
     rng = np.random.default_rng(0)
-    kw = dict(seed=0, reset_noise_scale=0.0)
+    kw = {"seed": 0, "reset_noise_scale": 0.0}
     with make(env_id, 2, backend="envpool", **kw) as ep, make(env_id, 2, backend="gymnasium", **kw) as gy:
         assert (ep.observation_dim, ep.action_dim) == (gy.observation_dim, gy.action_dim)
         np.testing.assert_allclose(ep.reset(), gy.reset(), atol=1e-6)

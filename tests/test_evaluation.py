@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 pytest.importorskip("gymnasium")
-from pyseqrl.envs import make  # noqa: E402
-from pyseqrl.evaluation import EvalResult, evaluate, run_episodes  # noqa: E402
-from pyseqrl.policies import Policy  # noqa: E402
-from pyseqrl.scores import D4RL_REFERENCE_SCORES  # noqa: E402
+from pyseqrl.envs import make
+from pyseqrl.evaluation import EvalResult, evaluate, run_episodes
+from pyseqrl.policies import Policy
+from pyseqrl.scores import D4RL_REFERENCE_SCORES
 
 warnings.filterwarnings("ignore", message=".*out of date.*")
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
@@ -61,7 +61,7 @@ def test_target_returns_use_with_target() -> None:
         def __init__(self, target: float | None = None) -> None:
             self.target = target
 
-        def with_target(self, target: float) -> "Conditioned":
+        def with_target(self, target: float) -> Conditioned:
             seen.append(target)
             return Conditioned(target)
 

@@ -26,6 +26,7 @@ import os
 from typing import Any
 
 import numpy as np
+from typing_extensions import Self
 
 log = logging.getLogger(__name__)
 
@@ -227,7 +228,7 @@ class VectorEnv:
         if self._closed:
             raise RuntimeError(f"VectorEnv({self.env_id!r}) is closed")
 
-    def __enter__(self) -> VectorEnv:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

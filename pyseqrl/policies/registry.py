@@ -19,12 +19,13 @@ Policy``, or with a ``"module:function"`` string that is imported on first use (
 from __future__ import annotations
 
 import importlib
-from typing import Any, Callable, Union
+from collections.abc import Callable
+from typing import Any
 
 from pyseqrl.policies.base import Policy
 
 PolicyLoader = Callable[..., Policy]
-_LOADERS: dict[str, Union[PolicyLoader, str]] = {}
+_LOADERS: dict[str, PolicyLoader | str] = {}
 
 
 def register_policy_loader(scheme: str, loader: PolicyLoader | str, overwrite: bool = False) -> None:
