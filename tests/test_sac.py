@@ -76,6 +76,16 @@ def test_cli_end_to_end_and_policy(tmp_path) -> None:
     policy = SACPolicy.from_checkpoint(tmp_path / "run" / "checkpoint.pt")
     a = policy.act(np.zeros((5, 3), np.float32))
     assert a.shape == (5, 1) and (np.abs(a) <= 2.0).all()
+    # the policy registry finds the actor by scheme, and evaluation runs it
+    from pyseqrl.policies import load_policy
+
+    for spec in ("sac:", "pyseqrl:"):
+        p = load_policy(spec + str(tmp_path / "run" / "checkpoint.pt"))
+        np.testing.assert_array_equal(p.act(np.zeros((5, 3), np.float32)), a)
+    from pyseqrl.evaluation import evaluate
+
+    res = evaluate(policy, "Pendulum-v1", episodes=2, seed=0)
+    assert len(res.returns) == 2 and np.isfinite(res.mean_return)
 
 
 def test_exact_resume(tmp_path) -> None:

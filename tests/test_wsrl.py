@@ -195,3 +195,42 @@ def test_cli_end_to_end(tmp_path, pretrained) -> None:
     assert main(args) == 0
     assert (tmp_path / "cli" / "checkpoint.pt").exists() and (tmp_path / "cli" / "metrics.csv").exists()
     assert "switch/q_data_mean" in (tmp_path / "cli" / "metrics.csv").read_text()
+
+
+def test_calql_then_wsrl_pipeline(tmp_path) -> None:
+    """Real chain: random Pendulum data -> `train calql` -> `train wsrl` keeping the offline data."""
+    from pyseqrl.algos.sac import sac_replay_dataset
+    from pyseqrl.cli import main
+
+    tiny = ["--agent.hidden-dims", "16", "16", "--agent.num-critics", "3"]
+    ds = sac_replay_dataset(ENV, total_steps=40, seed=0, num_envs=2, learning_starts=40, buffer_size=200)
+    ds.save(tmp_path / "random.h5")
+    common = [
+        "--batch-size",
+        "8",
+        "--eval-every",
+        "2",
+        "--eval-episodes",
+        "1",
+        "--no-progress",
+        "--log-every",
+        "2",
+    ]
+    calql = ["train", "calql", "--dataset", str(tmp_path / "random.h5"), "--steps", "4", *tiny, *common]
+    assert main([*calql, "--run-dir", str(tmp_path / "calql")]) == 0
+    wsrl = [
+        "train",
+        "wsrl",
+        "--checkpoint",
+        str(tmp_path / "calql" / "checkpoint.pt"),
+        "--mode",
+        "keep_offline_append",
+        "--total-steps",
+        "4",
+        "--buffer-size",
+        "500",
+        *common,
+    ]
+    assert main([*wsrl, "--run-dir", str(tmp_path / "wsrl")]) == 0
+    metrics = (tmp_path / "wsrl" / "metrics.csv").read_text()
+    assert "critic/td_loss" in metrics and "eval/mean_return" in metrics

@@ -255,7 +255,8 @@ def train_calql(cfg: CalQLConfig, dataset: Any = None) -> SACAgent:
                 "sampler_rng": gen.get_state(),
                 "config": asdict(cfg),
                 "env_id": env_id,
-                "algo": "calql" if cfg.cql.calql else "cql",
+                "algo": "sac",  # the policy scheme: a SAC actor
+                "method": "calql" if cfg.cql.calql else "cql",
             },
             ckpt_path,
         )

@@ -147,7 +147,13 @@ def train_sac(cfg: SACConfig, record_episodes: bool = False) -> SACResult:
         eval_episodes=cfg.eval_episodes,
         checkpoint_every=cfg.checkpoint_every,
         checkpoint_path=ckpt_path,
-        checkpoint_extra=lambda: {"buffer": buffer.state_dict(), "config": asdict(cfg)},
+        checkpoint_extra=lambda: {
+            "buffer": buffer.state_dict(),
+            "config": asdict(cfg),
+            "env_id": cfg.env_id,
+            "algo": "sac",
+            "method": "sac",
+        },
         logger=logger,
         stop_return=cfg.stop_return,
         seed=cfg.seed,
@@ -194,17 +200,37 @@ def sac_replay_dataset(
         seed: seed of the run.
         stop_return: stop once the mean return of the last 10 training episodes reaches this (D4RL's
             medium-replay stops at the medium policy's level).
-        **overrides: other :class:`SACConfig` fields (e.g. ``run_dir``, ``agent=AgentConfig(num_critics=2)``).
+        **overrides: other :class:`SACConfig` fields (e.g. ``backend``, ``progress``, ``run_dir``). Unless given:
+            classic SAC with 2 critics, no evaluation, checkpoints in a temporary directory.
 
     Returns:
         An ``EpisodeDataset`` with metadata ``env_id``, ``policy="sac-replay"``, ``seed``.
     """
+    import tempfile
+
     overrides.setdefault("progress", False)
     overrides.setdefault("eval_every", 0)
-    cfg = replace(
-        SACConfig(), env_id=env_id, total_steps=total_steps, seed=seed, stop_return=stop_return, **overrides
-    )
-    return train_sac(cfg, record_episodes=True).replay
+    overrides.setdefault("tensorboard", False)
+    overrides.setdefault("agent", AgentConfig(num_critics=2))
+    with tempfile.TemporaryDirectory(prefix="pyseqrl_sac_") as tmp:
+        overrides.setdefault("run_dir", tmp)
+        cfg = replace(
+            SACConfig(),
+            env_id=env_id,
+            total_steps=total_steps,
+            seed=seed,
+            stop_return=stop_return,
+            **overrides,
+        )
+        return train_sac(cfg, record_episodes=True).replay
+
+
+def load_policy(argument: str, env: Any = None, deterministic: bool = True, **_: Any) -> Any:
+    """The ``sac:<checkpoint>`` policy scheme of :func:`pyseqrl.policies.load_policy`: the actor of any
+    ``pyseqrl train sac|calql|wsrl`` checkpoint (or of a file in ``pyseqrl/assets/policies``)."""
+    from pyseqrl.algos.rl_agent import SACPolicy
+
+    return SACPolicy.from_checkpoint(argument, deterministic=deterministic)
 
 
 def main(argv: list[str] | None = None) -> int:

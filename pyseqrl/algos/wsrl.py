@@ -254,7 +254,8 @@ def train_wsrl(cfg: WSRLConfig) -> WSRLResult:
             "offline_rng": offline_gen.get_state(),
             "config": asdict(cfg),
             "env_id": env_id,
-            "algo": f"wsrl-{cfg.mode}",
+            "algo": "sac",  # the policy scheme: a SAC actor
+            "method": f"wsrl-{cfg.mode}",
         },
     )
     returns = loop.run(start, returns_so_far)
