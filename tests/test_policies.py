@@ -32,10 +32,10 @@ needs_shared = pytest.mark.skipif(not POLICIES.exists(), reason="../shared/data/
 class _Env:
     """Just what loaders need from a VectorEnv."""
 
-    def __init__(self, s: int, a: int, env_id: str = "Fake-v0") -> None:
+    def __init__(self, s: int, a: int, env_id: str = "Fake-v0", high: float = 1.0) -> None:
         self.env_id, self.observation_dim, self.action_dim = env_id, s, a
-        self.action_low = np.full(a, -1.0, np.float32)
-        self.action_high = np.full(a, 1.0, np.float32)
+        self.action_low = np.full(a, -high, np.float32)
+        self.action_high = np.full(a, high, np.float32)
         self.max_episode_steps = 1000
 
 
@@ -268,3 +268,28 @@ def test_cs285_expert_reproduces_its_recorded_actions(env_name: str) -> None:
 def test_cs285_checks_sizes() -> None:
     with pytest.raises(ValueError, match=r"policy has \(S, A\) = \(111, 8\)"):
         load_policy(f"cs285:{POLICIES / 'cs285' / 'policy_Ant.pkl'}", _Env(27, 8, "Ant-v4"))
+
+
+@pytest.mark.parametrize("algo", ["SAC", "TD3", "PPO", "A2C"])
+def test_fresh_sb3_agents_on_bounded_actions(algo: str, tmp_path: Path) -> None:
+    """SB3's current save format, and action bounds other than [-1, 1] (Pendulum: [-2, 2])."""
+    sb3 = pytest.importorskip("stable_baselines3")
+    import gymnasium as gym
+    import torch
+
+    torch.set_num_threads(1)
+    kwargs = {"policy_kwargs": {"net_arch": [32, 32]}}
+    if algo in ("PPO", "A2C"):
+        kwargs["policy_kwargs"]["activation_fn"] = torch.nn.ReLU  # read back from the zip's data
+    model = getattr(sb3, algo)("MlpPolicy", gym.make("Pendulum-v1"), seed=0, device="cpu", **kwargs)
+    with torch.no_grad():  # make the deterministic actions reach the bounds
+        for p in model.policy.parameters():
+            p.mul_(8.0)
+    model.save(tmp_path / "agent.zip")
+    policy = load_policy(f"sb3:{tmp_path / 'agent.zip'}", _Env(3, 1, "Pendulum-v1", high=2.0))
+    obs = np.random.default_rng(0).uniform(-1, 1, (64, 3)).astype(np.float32)
+    expected = model.predict(obs, deterministic=True)[0]
+    assert np.abs(expected).max() > 1.0
+    np.testing.assert_allclose(policy.act(obs), expected, atol=1e-5)
+    without_env = load_policy(f"sb3:{tmp_path / 'agent.zip'}")  # bounds read from the zip's action space
+    np.testing.assert_allclose(without_env.act(obs), expected, atol=1e-5)
