@@ -1,0 +1,173 @@
+"""``pyseqrl train dt|wiki|lamo``: recipes end to end, optimizer groups, exact resume, presets, DDP on gloo."""
+
+from __future__ import annotations
+
+import csv
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from pyseqrl.algos.dt import TrainConfig, param_groups, parse_args, resolve
+from pyseqrl.cli import main
+
+REPO = Path(__file__).resolve().parents[1]
+S, A = 4, 2
+
+
+@pytest.fixture(scope="module")
+def assets(tmp_path_factory) -> dict[str, str]:
+    """A toy dataset file, a text file and a tiny pretrained GPT-2 with a matching BPE tokenizer."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from pyseqrl.data import EpisodeDataset
+    from pyseqrl.lm import read_texts, save_tokenizer, train_bpe
+
+    root = tmp_path_factory.mktemp("dt_assets")
+    rng = np.random.default_rng(0)
+    N = 240
+    obs = rng.normal(size=(N, S)).astype(np.float32)
+    act = np.tanh(obs[:, :A] + 0.1 * rng.normal(size=(N, A))).astype(np.float32)
+    rew = (obs[:, 0] + 1).astype(np.float32)
+    term = np.zeros(N, bool)
+    term[[59, 119, 179, 239]] = True
+    EpisodeDataset.from_arrays(obs, act, rew, term, metadata={"env_id": "Toy-v0"}).save(root / "toy.h5")
+    words = ["alpha", "beta", "gamma", "delta", "robot", "hopper", "walker", "cheetah", "the", "a"]
+    (root / "text.txt").write_text("\n".join(" ".join(rng.choice(words, size=10)) for _ in range(300)))
+    tok = train_bpe(read_texts([str(root / "text.txt")]), vocab_size=120, min_frequency=1)
+    torch.manual_seed(0)
+    lm = GPT2LMHeadModel(GPT2Config(vocab_size=tok.get_vocab_size(), n_embd=16, n_layer=2, n_head=2, n_positions=64))
+    lm.save_pretrained(root / "lm")
+    save_tokenizer(tok, root / "lm")
+    return {"dataset": str(root / "toy.h5"), "text": str(root / "text.txt"), "lm": str(root / "lm")}
+
+
+def tiny_args(assets: dict[str, str], run_dir: Path, recipe: str, steps: int = 4) -> list[str]:
+    args = ["--dataset", assets["dataset"], "--run-dir", str(run_dir), "--steps", str(steps), "--batch-size", "4",
+            "--context-len", "4", "--hidden-size", "16", "--n-layer", "1", "--log-every", "1",
+            "--checkpoint-every", "2", "--eval-every", "0", "--no-progress", "--no-tensorboard",
+            "--warmup-steps", "2", "--max-ep-len", "64"]
+    if recipe != "dt":
+        args += ["--backbone", assets["lm"], "--lm-text", assets["text"], "--lm-seq-len", "12",
+                 "--lm-batch-size", "2", "--kmeans-clusters", "8", "--align-anneal-steps", "3"]
+    return args
+
+
+def read_metrics(run_dir: Path) -> list[dict[str, str]]:
+    with open(run_dir / "metrics.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.mark.parametrize("recipe", ["dt", "wiki", "lamo"])
+def test_recipe_cli_end_to_end(assets, tmp_path, recipe):
+    run = tmp_path / recipe
+    assert main(["train", recipe, *tiny_args(assets, run, recipe)]) == 0
+    rows = read_metrics(run)
+    assert [int(r["step"]) for r in rows] == [1, 2, 3, 4]
+    assert all(np.isfinite(float(r["train/loss"])) for r in rows)
+    cfg = yaml.safe_load((run / "config.yaml").read_text())
+    assert cfg["recipe"] == recipe
+    if recipe == "wiki":
+        assert cfg["lm_weight"] == 0.2 and cfg["align_weight"] == 0.1 and "train/align_loss" in rows[0]
+        assert float(rows[-1]["train/align_weight"]) == 0.0  # annealed to 0 after align_anneal_steps
+    if recipe == "lamo":
+        assert cfg["lora"] and cfg["embedding"] == "mlp" and "train/lm_loss" in rows[0]
+        assert "lr/lm_decay" not in rows[0]  # backbone frozen: only LoRA, embeddings and heads train
+    ck = torch.load(run / "checkpoint.pt", weights_only=False)
+    assert ck["step"] == 4 and {"model", "optimizer", "scheduler", "ranks"} <= set(ck)
+    from pyseqrl.models import load_dt, load_dt_policy
+
+    model, meta = load_dt(run / "export")
+    assert not any("lora_" in k for k in model.state_dict()) and meta["recipe"] == recipe
+    policy = load_dt_policy(run / "export")
+    assert policy.act(np.zeros((2, S), np.float32)).shape == (2, A)
+
+
+def test_resume_gives_the_same_losses(assets, tmp_path):
+    full, part = tmp_path / "full", tmp_path / "part"
+    base = tiny_args(assets, full, "wiki", steps=6)
+    assert main(["train", "wiki", *base]) == 0
+    args = tiny_args(assets, part, "wiki", steps=4)
+    assert main(["train", "wiki", *args]) == 0  # "interrupted" after the checkpoint at step 4
+    assert main(["train", "wiki", *tiny_args(assets, part, "wiki", steps=6)]) == 0  # resumed
+    a, b = read_metrics(full), read_metrics(part)
+    assert [r["step"] for r in b] == [str(i) for i in range(1, 7)]
+    assert a[0]["train/align_loss"] and not a[-1]["train/align_loss"]  # alignment active, then annealed away
+    for key in ("train/loss", "train/action_loss", "train/lm_loss", "train/align_loss"):
+        assert [r[key] == "" for r in b] == [r[key] == "" for r in a]
+        got = [float(r[key]) for r in b if r[key]]
+        np.testing.assert_allclose(got, [float(r[key]) for r in a if r[key]], rtol=1e-6, err_msg=key)
+
+
+def test_param_groups_apply_the_lm_learning_rate(assets):
+    from pyseqrl.models import DecisionTransformer, DTConfig
+
+    torch.manual_seed(0)
+    m = DecisionTransformer(DTConfig(state_dim=S, act_dim=A, backbone=assets["lm"], context_len=4, max_ep_len=64))
+    groups = param_groups(m, lr=1e-2, lm_lr=1e-4, weight_decay=0.0)
+    names = {g["name"]: g for g in groups}
+    assert set(names) == {"lm_decay", "lm_no_decay", "rl_decay", "rl_no_decay"}
+    assert all(p.dim() >= 2 for g in groups if g["name"].endswith("_decay") and "no_" not in g["name"]
+               for p in g["params"])
+    assert all(p.dim() < 2 for g in groups if "no_decay" in g["name"] for p in g["params"])
+    with_decay = param_groups(m, 1e-2, 1e-4, weight_decay=0.5)
+    assert {g["name"]: g["weight_decay"] for g in with_decay} == {"lm_decay": 0.5, "lm_no_decay": 0.0,
+                                                                  "rl_decay": 0.5, "rl_no_decay": 0.0}
+    opt = torch.optim.AdamW(groups)
+    before = {id(p): p.detach().clone() for g in groups for p in g["params"]}
+    x = [torch.randn(2, 4, S), torch.randn(2, 4, A), torch.randn(2, 4, 1), torch.zeros(2, 4, dtype=torch.long)]
+    (m(*x).sum() + m.lm_loss(torch.randint(0, 100, (2, 6)))).backward()
+    opt.step()
+    # Adam's first step moves each parameter by about lr: the LM lr really reaches the backbone weights
+    for g in groups:
+        step = max(float((p.detach() - before[id(p)]).abs().max()) for p in g["params"])
+        assert g["lr"] * 0.5 < step < g["lr"] * 1.5, (g["name"], step)
+
+
+def test_recipe_defaults_yaml_and_errors(assets, tmp_path, capsys):
+    cfg = parse_args(["--recipe", "lamo", "--dataset", "x.h5"])
+    assert cfg.lora and cfg.embedding == "mlp" and cfg.lm_weight == 0.1 and cfg.backbone == "gpt2"
+    assert cfg.lm_lr == cfg.lr and cfg.grad_clip == 0.25
+    preset = tmp_path / "p.yaml"
+    preset.write_text("steps: 7\nlm_weight: 0.3\n")
+    cfg = parse_args(["--recipe", "wiki", "--dataset", "x.h5", "--config", str(preset), "--lm-weight", "0.5"])
+    assert cfg.steps == 7 and cfg.lm_weight == 0.5 and cfg.lm_lr == 1e-5  # flags > YAML > recipe
+    preset.write_text("stepz: 7\n")
+    with pytest.raises(ValueError, match="unknown keys"):
+        parse_args(["--recipe", "dt", "--dataset", "x.h5", "--config", str(preset)])
+    with pytest.raises(ValueError, match="needs a pretrained --backbone"):
+        resolve(TrainConfig(recipe="dt", dataset="x.h5", lm_weight=0.1))
+    with pytest.raises(ValueError, match="--dataset is required"):
+        resolve(TrainConfig(recipe="dt"))
+    with pytest.raises(ValueError, match="recipe must be one of"):
+        resolve(TrainConfig(recipe="bc", dataset="x.h5"))
+    # the CLI turns these into one-line errors with exit code 1
+    assert main(["train", "dt", *tiny_args({**assets, "dataset": str(tmp_path / "none.h5")}, tmp_path / "r", "dt")]) == 1
+    assert "none.h5" in capsys.readouterr().err
+    assert main(["train", "lamo", *tiny_args({**assets, "lm": str(tmp_path / "nolm")}, tmp_path / "r2", "lamo")]) == 1
+    assert "config.json" in capsys.readouterr().err
+
+
+def test_presets_parse():
+    for path in sorted((REPO / "configs" / "dt").glob("*.yaml")):
+        recipe = path.stem.split("_")[0]
+        cfg = parse_args(["--recipe", recipe, "--config", str(path), "--dataset", "x.h5"])
+        assert cfg.recipe == recipe
+
+
+def test_ddp_two_processes_gloo(assets, tmp_path):
+    run = tmp_path / "ddp"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29517",
+           "-m", "pyseqrl.cli", "train", "dt", *tiny_args(assets, run, "dt", steps=3)]
+    res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
+    assert res.returncode == 0, res.stderr[-3000:]
+    ck = torch.load(run / "checkpoint.pt", weights_only=False)
+    assert len(ck["ranks"]) == 2 and ck["step"] == 3
+    s0, s1 = (r["sampler"] for r in ck["ranks"])
+    assert repr(s0) != repr(s1)  # each rank samples with its own seed
