@@ -30,6 +30,7 @@ from scratch collected until it reached the medium level; uses :func:`pyseqrl.al
 from __future__ import annotations
 
 import logging
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -309,10 +310,12 @@ def build_recipe(
         steps: transitions (per half for ``medium-expert``; the SAC budget for ``medium-replay``).
         num_envs, seed, backend, progress: as for :func:`collect`.
         medium_return: ``medium-replay`` stops SAC once its recent training return reaches this.
-        **kwargs: more :func:`collect` arguments (``noise_std``, ``epsilon``, ``env_kwargs``).
+        **kwargs: more :func:`collect` arguments (``noise_std``, ``epsilon``, ``env_kwargs``); ``run_dir`` for the
+            SAC run of ``medium-replay`` (default: a temporary directory).
     """
     if recipe not in RECIPES:
         raise ValueError(f"unknown recipe {recipe!r}; expected one of {RECIPES}")
+    run_dir = kwargs.pop("run_dir", None)
     common = dict(env_id=env_id, num_envs=num_envs, steps=steps, backend=backend, progress=progress, **kwargs)
     if recipe == "random":
         return collect("random", seed=seed, metadata={"recipe": recipe}, **common)
@@ -322,8 +325,9 @@ def build_recipe(
             from pyseqrl.algos.sac import sac_replay_dataset
         except ImportError as e:
             raise RuntimeError("the medium-replay recipe needs the SAC trainer (pyseqrl.algos.sac)") from e
+        run_dir = run_dir or tempfile.mkdtemp(prefix="pyseqrl-medium-replay-")
         ds = sac_replay_dataset(env_id, total_steps=steps, seed=seed, stop_return=medium_return, backend=backend,
-                                progress=progress)
+                                progress=progress, run_dir=run_dir, tensorboard=False)
         ds.metadata["recipe"] = recipe
         return ds
     if policy is None:

@@ -108,3 +108,9 @@ def test_cli_collect_writes_a_dataset(tmp_path: Path, capsys: pytest.CaptureFixt
     assert "80 transitions" in capsys.readouterr().out
     ds = load(out)
     assert len(ds) == 80 and ds.metadata["recipe"] == "random" and ds.metadata["env_id"] == "Hopper-v4"
+
+
+def test_medium_replay_recipe_uses_the_sac_trainer(tmp_path: Path) -> None:
+    pytest.importorskip("torch")
+    ds = build_recipe("medium-replay", "Hopper-v4", steps=30, progress=False, run_dir=str(tmp_path / "sac"))
+    assert 0 < len(ds) <= 30 and ds.metadata["recipe"] == "medium-replay" and ds.metadata["env_id"] == "Hopper-v4"
