@@ -33,7 +33,7 @@ import logging
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -357,8 +357,8 @@ class CollectConfig:
     """behaviour policy spec: random, sb3:<zip>, cs285:<pkl>, pyseqrl:<checkpoint> (the medium one for medium-expert)"""
     expert_policy: str | None = None
     """expert policy spec for --recipe medium-expert"""
-    recipe: str = "custom"
-    """custom, random, medium, expert, medium-expert or medium-replay (metadata 'recipe')"""
+    recipe: Literal["custom", "random", "medium", "expert", "medium-expert", "medium-replay"] = "custom"
+    """D4RL family (stored as metadata 'recipe'); custom: just --policy"""
     steps: int | None = None
     """number of transitions (default 1,000,000 unless --episodes is given)"""
     episodes: int | None = None
@@ -371,8 +371,8 @@ class CollectConfig:
     """Gaussian action noise relative to the half action range"""
     epsilon: float = 0.0
     """probability of a uniform random action"""
-    backend: str = "auto"
-    """auto, envpool, gymnasium or gymnasium-async"""
+    backend: Literal["auto", "envpool", "gymnasium", "gymnasium-async"] = "auto"
+    """environment backend (auto: EnvPool when it has the env)"""
     max_episode_steps: int | None = None
     """override the environment's time limit"""
     medium_return: float | None = None
@@ -385,19 +385,19 @@ def main(argv: list[str] | None = None) -> int:
     """``pyseqrl collect [options]``."""
     import tyro
 
-    cfg = tyro.cli(CollectConfig, args=argv)
+    cfg = tyro.cli(CollectConfig, args=argv, prog="pyseqrl collect")
     env_kwargs = {} if cfg.max_episode_steps is None else {"max_episode_steps": cfg.max_episode_steps}
     kwargs: dict[str, Any] = {"noise_std": cfg.noise_std, "epsilon": cfg.epsilon, "env_kwargs": env_kwargs}
-    if cfg.recipe == "custom" or cfg.episodes is not None:
-        if cfg.recipe not in ("custom", "random", "medium", "expert"):
-            raise SystemExit(f"--episodes is only supported with recipes custom/random/medium/expert, not {cfg.recipe}")
+    if cfg.recipe in ("custom", "random", "medium", "expert"):  # one behaviour policy
         policy = "random" if cfg.recipe == "random" else cfg.policy
         if policy is None:
-            raise SystemExit("pyseqrl collect: give --policy (e.g. random, sb3:path.zip) or a --recipe")
-        steps = cfg.steps if cfg.steps is not None or cfg.episodes is not None else 1_000_000
+            raise SystemExit(f"pyseqrl collect: --recipe {cfg.recipe} needs --policy (e.g. random, sb3:agent.zip)")
+        steps = 1_000_000 if cfg.steps is None and cfg.episodes is None else cfg.steps
         ds = collect(policy, cfg.env_id, cfg.num_envs, steps=steps, episodes=cfg.episodes, seed=cfg.seed,
                      backend=cfg.backend, progress=cfg.progress, metadata={"recipe": cfg.recipe}, **kwargs)
-    else:
+    else:  # medium-expert, medium-replay
+        if cfg.episodes is not None:
+            raise SystemExit(f"pyseqrl collect: --recipe {cfg.recipe} takes --steps, not --episodes")
         ds = build_recipe(cfg.recipe, cfg.env_id, cfg.policy, cfg.expert_policy, steps=cfg.steps or 1_000_000,
                           num_envs=cfg.num_envs, seed=cfg.seed, backend=cfg.backend, progress=cfg.progress,
                           medium_return=cfg.medium_return, **kwargs)

@@ -19,7 +19,7 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -227,8 +227,8 @@ class EvaluateConfig:
     """reference min return of the normalised score (default: D4RL table)"""
     ref_max: float | None = None
     """reference max return of the normalised score (default: D4RL table)"""
-    backend: str = "auto"
-    """auto, envpool, gymnasium or gymnasium-async"""
+    backend: Literal["auto", "envpool", "gymnasium", "gymnasium-async"] = "auto"
+    """environment backend (auto: EnvPool when it has the env)"""
     max_episode_steps: int | None = None
     """override the environment's time limit"""
     progress: bool = True
@@ -239,7 +239,7 @@ def main(argv: list[str] | None = None) -> int:
     """``pyseqrl evaluate --policy SPEC [options]``."""
     import tyro
 
-    cfg = tyro.cli(EvaluateConfig, args=argv)
+    cfg = tyro.cli(EvaluateConfig, args=argv, prog="pyseqrl evaluate")
     env_kwargs = {} if cfg.max_episode_steps is None else {"max_episode_steps": cfg.max_episode_steps}
     result = evaluate(cfg.policy, cfg.env_id, episodes=cfg.episodes, seed=cfg.seed, num_envs=cfg.num_envs,
                       target_returns=cfg.target_returns, ref_min=cfg.ref_min, ref_max=cfg.ref_max,
