@@ -37,6 +37,35 @@ def test_large_parallel_matches_reference():
         )
 
 
+@pytest.mark.parametrize("parallel", [True, False])
+@pytest.mark.parametrize(
+    "lengths",
+    [
+        [200_000],  # one episode spanning every segment
+        [50_000] * 4,  # episode ends exactly on segment boundaries
+        [1] * 5_000 + [70_000],  # many one-step episodes, then a long one
+        [3, 131_069, 1, 7, 65_456],  # long episodes crossing several segments, short ones between
+        [255, 1, 1023],  # fewer steps than the segment size
+    ],
+)
+def test_segmented_passes_match_reference(lengths, parallel):
+    rng = np.random.default_rng(len(lengths))
+    rewards = rng.normal(size=sum(lengths)).astype(np.float32)
+    ends = np.cumsum(lengths)
+    for gamma in (1.0, 0.999, 0.5, 0.0):
+        got = pyseqrl._native.core.returns_to_go(rewards, ends, gamma, parallel)
+        np.testing.assert_allclose(got, returns_to_go_numpy(rewards, ends, gamma), rtol=1e-5, atol=2e-3)
+
+
+@given(lengths=st.lists(st.integers(1, 3000), min_size=1, max_size=8), gamma=gamma_st)
+@settings(max_examples=30, deadline=None)
+def test_segmented_random_lengths(lengths, gamma):
+    rewards = np.random.default_rng(0).normal(size=sum(lengths)).astype(np.float32)
+    ends = np.cumsum(lengths)
+    np.testing.assert_allclose(pyseqrl._native.core.returns_to_go(rewards, ends, gamma, False),
+                               returns_to_go_loop(rewards, ends, gamma), rtol=1e-5, atol=1e-3)
+
+
 def test_float64_accumulation():
     # 1e6 rewards of 0.1: float32 accumulation drifts by ~1e-3 relative; float64 does not.
     rewards = np.full(1_000_000, 0.1, np.float32)

@@ -107,9 +107,17 @@ void SegmentSampler::draw(int64_t batch_index, int64_t row, int64_t* episode, in
 
 void SegmentSampler::fill(int64_t index, float* states, float* actions, float* rewards, float* rtg,
                           int64_t* timesteps, float* mask) {
-  const int64_t K = cfg_.context_len, S = S_, A = A_;
+  const int64_t K = cfg_.context_len, S = S_, A = A_, max_t = cfg_.max_ep_len - 1;
   const float inv_scale = static_cast<float>(1.0 / cfg_.return_scale);
-  const bool normalise = !mean_.empty();
+  const float pad_action = cfg_.pad_action;
+  // Local restrict pointers: the compiler may otherwise assume the outputs alias the statistics and reload them.
+  const float* __restrict obs = obs_;
+  const float* __restrict act = act_;
+  const float* __restrict rew = rew_;
+  const float* __restrict rtg_all = rtg_.data();
+  const float* __restrict mean = mean_.empty() ? nullptr : mean_.data();
+  const float* __restrict inv_std = inv_std_.data();
+  const float* __restrict pad_state = pad_state_.data();
   auto rows = [&](int64_t lo, int64_t hi) {
     for (int64_t r = lo; r < hi; ++r) {
       int64_t e, si;
@@ -117,33 +125,36 @@ void SegmentSampler::fill(int64_t index, float* states, float* actions, float* r
       const int64_t base = starts_[e] + si;
       const int64_t tlen = std::min(K, ends_[e] - base);
       const int64_t pad = K - tlen;
-      float* st = states + r * K * S;
-      float* ac = actions + r * K * A;
-      // padding first: (B, pad) positions on the left
+      float* __restrict st = states + r * K * S;
+      float* __restrict ac = actions + r * K * A;
+      float* __restrict rw = rewards + r * K;
+      float* __restrict rt = rtg + r * K;
+      int64_t* __restrict ts = timesteps + r * K;
+      float* __restrict mk = mask + r * K;
+      // (pad,) positions on the left, as the reference pipeline pads
       for (int64_t k = 0; k < pad; ++k) {
-        std::memcpy(st + k * S, pad_state_.data(), S * sizeof(float));
-        std::fill(ac + k * A, ac + (k + 1) * A, cfg_.pad_action);
-        rewards[r * K + k] = 0.0f;
-        rtg[r * K + k] = 0.0f;
-        timesteps[r * K + k] = 0;
-        mask[r * K + k] = 0.0f;
+        std::memcpy(st + k * S, pad_state, S * sizeof(float));
+        std::fill(ac + k * A, ac + (k + 1) * A, pad_action);
+        rw[k] = 0.0f;
+        rt[k] = 0.0f;
+        ts[k] = 0;
+        mk[k] = 0.0f;
       }
-      // real steps: (B, tlen) positions on the right
-      if (normalise) {
-        for (int64_t k = 0; k < tlen; ++k) {
-          const float* src = obs_ + (base + k) * S;
-          float* dst = st + (pad + k) * S;
-          for (int64_t j = 0; j < S; ++j) dst[j] = (src[j] - mean_[j]) * inv_std_[j];
-        }
+      // (tlen,) real steps on the right
+      if (mean != nullptr) {
+        const float* src = obs + base * S;
+        float* dst = st + pad * S;
+        for (int64_t k = 0; k < tlen; ++k)
+          for (int64_t j = 0; j < S; ++j) dst[k * S + j] = (src[k * S + j] - mean[j]) * inv_std[j];
       } else {
-        std::memcpy(st + pad * S, obs_ + base * S, tlen * S * sizeof(float));
+        std::memcpy(st + pad * S, obs + base * S, tlen * S * sizeof(float));
       }
-      std::memcpy(ac + pad * A, act_ + base * A, tlen * A * sizeof(float));
+      std::memcpy(ac + pad * A, act + base * A, tlen * A * sizeof(float));
       for (int64_t k = 0; k < tlen; ++k) {
-        rewards[r * K + pad + k] = rew_[base + k];
-        rtg[r * K + pad + k] = rtg_[base + k] * inv_scale;
-        timesteps[r * K + pad + k] = std::min(si + k, cfg_.max_ep_len - 1);
-        mask[r * K + pad + k] = 1.0f;
+        rw[pad + k] = rew[base + k];
+        rt[pad + k] = rtg_all[base + k] * inv_scale;
+        ts[pad + k] = std::min(si + k, max_t);
+        mk[pad + k] = 1.0f;
       }
     }
   };
