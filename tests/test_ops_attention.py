@@ -23,7 +23,9 @@ from pyseqrl.ops.attention import (
     kernel_rejection,
 )
 
-needs_kernels = pytest.mark.skipif(not _cuda.compiled_with_cuda(), reason="pyseqrl built without CUDA kernels")
+needs_kernels = pytest.mark.skipif(
+    not _cuda.compiled_with_cuda(), reason="pyseqrl built without CUDA kernels"
+)
 
 
 def left_padding_mask(B: int, L: int, gen: torch.Generator, fully_padded_row: bool = True) -> torch.Tensor:
@@ -45,9 +47,13 @@ def random_qkv(B, H, L, D, dtype=torch.float64, device="cpu", seed=0):
 
 @settings(max_examples=25, deadline=None)
 @given(
-    B=st.integers(1, 3), H=st.integers(1, 3), L=st.integers(1, 20), D=st.sampled_from([4, 8, 32]),
-    seed=st.integers(0, 2**16), masked=st.booleans(),
-)  # fmt: skip
+    B=st.integers(1, 3),
+    H=st.integers(1, 3),
+    L=st.integers(1, 20),
+    D=st.sampled_from([4, 8, 32]),
+    seed=st.integers(0, 2**16),
+    masked=st.booleans(),
+)
 def test_reference_matches_math_oracle(B, H, L, D, seed, masked):
     q, k, v = random_qkv(B, H, L, D, seed=seed)
     mask = left_padding_mask(B, L, torch.Generator().manual_seed(seed)) if masked else None
@@ -92,9 +98,21 @@ def test_causal_attention_falls_back_on_cpu():
     [
         ((2, 2, 8, 48), (2, 2, 8, 48), torch.float32, None, r"head dim D in \(32, 64, 128\), got 48"),
         ((1, 1, 600, 32), (1, 1, 600, 32), torch.float32, None, r"1 <= L <= 512, got L=600"),
-        ((2, 2, 8, 32), (2, 2, 8, 32), torch.float64, None, "float32, bfloat16 or float16, got torch.float64"),
+        (
+            (2, 2, 8, 32),
+            (2, 2, 8, 32),
+            torch.float64,
+            None,
+            "float32, bfloat16 or float16, got torch.float64",
+        ),
         ((2, 2, 1, 32), (2, 2, 8, 32), torch.float32, None, "one shape"),
-        ((2, 2, 8, 32), (2, 2, 8, 32), torch.float32, (2, 7), r"key_padding_mask of shape \(B, L\) = \(2, 8\)"),
+        (
+            (2, 2, 8, 32),
+            (2, 2, 8, 32),
+            torch.float32,
+            (2, 7),
+            r"key_padding_mask of shape \(B, L\) = \(2, 8\)",
+        ),
     ],
 )
 def test_kernel_rejection_reasons(shape_q, shape_kv, dtype, mask_shape, match):
@@ -123,9 +141,17 @@ def tiny_gpt2(impl: str, seed: int = 0, n_embd: int = 64, n_head: int = 2):
     from transformers import GPT2Config, GPT2Model
 
     cfg = GPT2Config(
-        n_embd=n_embd, n_layer=2, n_head=n_head, n_positions=128, vocab_size=1, bos_token_id=0, eos_token_id=0,
-        resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
-    )  # fmt: skip
+        n_embd=n_embd,
+        n_layer=2,
+        n_head=n_head,
+        n_positions=128,
+        vocab_size=1,
+        bos_token_id=0,
+        eos_token_id=0,
+        resid_pdrop=0.0,
+        embd_pdrop=0.0,
+        attn_pdrop=0.0,
+    )
     cfg._attn_implementation = impl
     torch.manual_seed(seed)
     return GPT2Model(cfg).eval()
@@ -157,7 +183,9 @@ def test_gpt2_set_attn_implementation_and_cached_decoding():
     x = torch.randn(2, 7, 64)
     mask = torch.ones(2, 7, dtype=torch.long)
     mask[1, :2] = 0
-    with torch.no_grad():  # prefill 6 tokens, then decode the 7th with the cache (q_len 1 < kv_len 7: SDPA path)
+    with (
+        torch.no_grad()
+    ):  # prefill 6 tokens, then decode the 7th with the cache (q_len 1 < kv_len 7: SDPA path)
         outs = []
         for model in (ref, ours):
             first = model(inputs_embeds=x[:, :6], attention_mask=mask[:, :6], use_cache=True)
@@ -196,7 +224,9 @@ def max_rel_err(x: torch.Tensor, ref: torch.Tensor) -> float:
     return ((x.double() - ref).abs().max() / ref.abs().max().clamp(min=1e-12)).item()
 
 
-def check_close_to_oracle(x: torch.Tensor, ref64: torch.Tensor, torch_same_dtype: torch.Tensor, dtype) -> None:
+def check_close_to_oracle(
+    x: torch.Tensor, ref64: torch.Tensor, torch_same_dtype: torch.Tensor, dtype
+) -> None:
     """fp32: ~1e-5 relative; bf16/fp16: at most ~2x the error torch itself makes in the same precision."""
     assert torch.isfinite(x).all()
     err = max_rel_err(x, ref64)
@@ -211,8 +241,14 @@ def shapes_for_gpu_tests():
     rng = np.random.default_rng(1234)
     out = [(2, 3, 60, 64), (1, 1, 1, 32), (3, 2, 17, 128), (2, 1, 512, 64)]
     for _ in range(4):  # fresh random shapes
-        out.append((int(rng.integers(1, 5)), int(rng.integers(1, 5)), int(rng.integers(1, 200)),
-                    int(rng.choice([32, 64, 128]))))  # fmt: skip
+        out.append(
+            (
+                int(rng.integers(1, 5)),
+                int(rng.integers(1, 5)),
+                int(rng.integers(1, 200)),
+                int(rng.choice([32, 64, 128])),
+            )
+        )
     return out
 
 
@@ -257,18 +293,45 @@ def call_raw(q, k, v, mask, scale, dropout_p=0.0, philox=None, fill=float("nan")
     B, H, L, D = q.shape
     out = torch.full_like(q, fill)
     lse = torch.full((B, H, L), fill, device=q.device)
-    m, mptr, mstride = _mask_bytes(mask)
-    common = dict(key_mask=mptr, mask_stride_b=mstride, B=B, H=H, L=L, D=D, dtype=_cuda.DTYPE_CODES[q.dtype],
-                  scale=scale, dropout_p=dropout_p, philox=0 if philox is None else philox.data_ptr(),
-                  stream=_cuda.stream_handle(q.device), device=_cuda.device_index(q.device))  # fmt: skip
-    ops.attention_forward(q=_tensor_arg(q), k=_tensor_arg(k), v=_tensor_arg(v), out=_tensor_arg(out),
-                          lse=lse.data_ptr(), **common)  # fmt: skip
+    _m, mptr, mstride = _mask_bytes(mask)
+    common = {
+        "key_mask": mptr,
+        "mask_stride_b": mstride,
+        "B": B,
+        "H": H,
+        "L": L,
+        "D": D,
+        "dtype": _cuda.DTYPE_CODES[q.dtype],
+        "scale": scale,
+        "dropout_p": dropout_p,
+        "philox": 0 if philox is None else philox.data_ptr(),
+        "stream": _cuda.stream_handle(q.device),
+        "device": _cuda.device_index(q.device),
+    }
+    ops.attention_forward(
+        q=_tensor_arg(q),
+        k=_tensor_arg(k),
+        v=_tensor_arg(v),
+        out=_tensor_arg(out),
+        lse=lse.data_ptr(),
+        **common,
+    )
     g = torch.randn_like(q)
     dq, dk, dv = (torch.full_like(q, fill) for _ in range(3))
     delta = torch.full((B, H, L), fill, device=q.device)
-    ops.attention_backward(q=_tensor_arg(q), k=_tensor_arg(k), v=_tensor_arg(v), out=_tensor_arg(out),
-                           grad_out=_tensor_arg(g), grad_q=_tensor_arg(dq), grad_k=_tensor_arg(dk),
-                           grad_v=_tensor_arg(dv), lse=lse.data_ptr(), delta=delta.data_ptr(), **common)  # fmt: skip
+    ops.attention_backward(
+        q=_tensor_arg(q),
+        k=_tensor_arg(k),
+        v=_tensor_arg(v),
+        out=_tensor_arg(out),
+        grad_out=_tensor_arg(g),
+        grad_q=_tensor_arg(dq),
+        grad_k=_tensor_arg(dk),
+        grad_v=_tensor_arg(dv),
+        lse=lse.data_ptr(),
+        delta=delta.data_ptr(),
+        **common,
+    )
     torch.cuda.synchronize()
     return out, lse, dq, dk, dv, g
 
@@ -285,7 +348,9 @@ def test_kernel_writes_every_element_no_nan(L, D):
         assert not torch.isnan(t).any()
     assert not torch.isnan(lse).any()
     assert torch.isinf(lse[0]).all()  # the fully padded row: +inf log-sum-exp, zeros elsewhere
-    assert torch.all(out[0] == 0) and torch.all(dq[0] == 0) and torch.all(dk[0] == 0) and torch.all(dv[0] == 0)
+    assert (
+        torch.all(out[0] == 0) and torch.all(dq[0] == 0) and torch.all(dk[0] == 0) and torch.all(dv[0] == 0)
+    )
     out_ref = attention_math(q.double(), k.double(), v.double(), mask)
     assert max_rel_err(out, out_ref) < 2e-5
 
@@ -298,8 +363,10 @@ def philox4x32_10_numpy(c: np.ndarray, k0: int, k1: int) -> np.ndarray:
     for _ in range(10):
         p0 = np.uint64(0xD2511F53) * c[:, 0]
         p1 = np.uint64(0xCD9E8D57) * c[:, 2]
-        c = np.stack([(p1 >> np.uint64(32)) ^ c[:, 1] ^ k0, p1 & m32, (p0 >> np.uint64(32)) ^ c[:, 3] ^ k1,
-                      p0 & m32], axis=1)  # fmt: skip
+        c = np.stack(
+            [(p1 >> np.uint64(32)) ^ c[:, 1] ^ k0, p1 & m32, (p0 >> np.uint64(32)) ^ c[:, 3] ^ k1, p0 & m32],
+            axis=1,
+        )
         k0, k1 = (k0 + np.uint64(0x9E3779B9)) & m32, (k1 + np.uint64(0xBB67AE85)) & m32
     return c[:, 0].astype(np.uint32)
 
@@ -312,8 +379,15 @@ def test_dropout_mask_is_philox_and_has_the_right_rate():
     keep = dropout_keep_mask(B, H, L, p, philox).cpu().numpy()
     bh, i, j = np.meshgrid(np.arange(B * H), np.arange(L), np.arange(L), indexing="ij")
     seed, offset = 123456789012345, 77
-    counters = np.stack([(i * L + j).ravel(), bh.ravel(), np.full(bh.size, offset & 0xFFFFFFFF),
-                         np.full(bh.size, offset >> 32)], axis=1).astype(np.uint64)  # fmt: skip
+    counters = np.stack(
+        [
+            (i * L + j).ravel(),
+            bh.ravel(),
+            np.full(bh.size, offset & 0xFFFFFFFF),
+            np.full(bh.size, offset >> 32),
+        ],
+        axis=1,
+    ).astype(np.uint64)
     words = philox4x32_10_numpy(counters, seed & 0xFFFFFFFF, seed >> 32)
     expected = words >= np.uint32(int(p * 2**32))
     np.testing.assert_array_equal(keep.reshape(-1), expected)
@@ -370,7 +444,10 @@ def test_kernel_on_side_stream_and_in_cuda_graph():
 @pytest.mark.gpu
 @needs_kernels
 def test_gpt2_on_gpu_matches_sdpa_at_real_positions():
-    ref, ours = tiny_gpt2("sdpa", n_embd=128, n_head=2).cuda(), tiny_gpt2("pyseqrl", n_embd=128, n_head=2).cuda()
+    ref, ours = (
+        tiny_gpt2("sdpa", n_embd=128, n_head=2).cuda(),
+        tiny_gpt2("pyseqrl", n_embd=128, n_head=2).cuda(),
+    )
     x = torch.randn(4, 60, 128, device="cuda")
     mask = torch.ones(4, 60, dtype=torch.long, device="cuda")
     mask[0, :30] = 0

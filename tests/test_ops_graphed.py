@@ -11,31 +11,50 @@ from pyseqrl.ops.gpu_sampler import GPUSegmentSampler
 from pyseqrl.ops.graphed_step import TrainStep, dt_action_loss, make_capturable_adamw, use_pyseqrl_attention
 from tests.conftest import random_dataset
 
-needs_kernels = pytest.mark.skipif(not _cuda.compiled_with_cuda(), reason="pyseqrl built without CUDA kernels")
+needs_kernels = pytest.mark.skipif(
+    not _cuda.compiled_with_cuda(), reason="pyseqrl built without CUDA kernels"
+)
 
 
 def tiny_setup(device: str, seed: int = 0, dropout: float = 0.0, fused: bool = False, warmup_steps: int = 5):
     ds = random_dataset([30, 12, 50, 8, 40], obs_dim=4, act_dim=2, seed=seed)
     torch.manual_seed(seed)
-    cfg = DTConfig(state_dim=4, act_dim=2, context_len=5, hidden_size=32, n_layer=2, n_head=1, dropout=dropout,
-                   max_ep_len=100)  # fmt: skip
+    cfg = DTConfig(
+        state_dim=4,
+        act_dim=2,
+        context_len=5,
+        hidden_size=32,
+        n_layer=2,
+        n_head=1,
+        dropout=dropout,
+        max_ep_len=100,
+    )
     model = DecisionTransformer(cfg).to(device)
     if fused:
         use_pyseqrl_attention(model)
     sampler = GPUSegmentSampler(ds, context_len=5, batch_size=8, seed=seed, max_ep_len=100, device=device)
     opt = make_capturable_adamw(model, lr=1e-3, weight_decay=1e-4)
-    step = TrainStep(lambda b: dt_action_loss(model, b), list(model.parameters()), opt, sampler, grad_clip=0.25,
-                     warmup_steps=warmup_steps)  # fmt: skip
+    step = TrainStep(
+        lambda b: dt_action_loss(model, b),
+        list(model.parameters()),
+        opt,
+        sampler,
+        grad_clip=0.25,
+        warmup_steps=warmup_steps,
+    )
     return model, sampler, opt, step
 
 
 def test_eager_step_on_cpu_matches_a_plain_loop():
-    model, sampler, opt, step = tiny_setup("cpu")
+    model, _sampler, _opt, step = tiny_setup("cpu")
     ref_model, ref_sampler, _, _ = tiny_setup("cpu")
     ref_opt = torch.optim.AdamW(
-        [{"params": [p for p in ref_model.parameters() if p.dim() >= 2], "weight_decay": 1e-4},
-         {"params": [p for p in ref_model.parameters() if p.dim() < 2], "weight_decay": 0.0}], lr=1e-3,
-    )  # fmt: skip
+        [
+            {"params": [p for p in ref_model.parameters() if p.dim() >= 2], "weight_decay": 1e-4},
+            {"params": [p for p in ref_model.parameters() if p.dim() < 2], "weight_decay": 0.0},
+        ],
+        lr=1e-3,
+    )
     sched = torch.optim.lr_scheduler.LambdaLR(ref_opt, lambda s: min(1.0, (s + 1) / 5))
     losses = []
     for _ in range(4):
@@ -77,7 +96,7 @@ def test_graph_replay_matches_eager(fused):
 @pytest.mark.gpu
 @needs_kernels
 def test_graphed_step_with_dropout_trains():
-    model, _, _, step = tiny_setup("cuda", dropout=0.1, fused=True)
+    _model, _, _, step = tiny_setup("cuda", dropout=0.1, fused=True)
     step.capture()
     first = float(step())
     for _ in range(200):

@@ -11,7 +11,9 @@ from pyseqrl.ops import _cuda
 from pyseqrl.ops.gpu_sampler import GPUSegmentSampler
 from tests.conftest import random_dataset
 
-needs_kernels = pytest.mark.skipif(not _cuda.compiled_with_cuda(), reason="pyseqrl built without CUDA kernels")
+needs_kernels = pytest.mark.skipif(
+    not _cuda.compiled_with_cuda(), reason="pyseqrl built without CUDA kernels"
+)
 
 LENGTHS = [3, 25, 1, 40, 7, 60, 2]
 
@@ -27,7 +29,7 @@ def assert_same_batch(gpu_batch: dict[str, torch.Tensor], cpu_batch: dict[str, n
 def test_cpu_fallback_is_the_cpu_sampler_stream():
     ds = random_dataset(LENGTHS, obs_dim=4, act_dim=2, seed=0)
     mean, std = ds.state_stats()
-    kw = dict(context_len=6, batch_size=5, seed=7, state_mean=mean, state_std=std)
+    kw = {"context_len": 6, "batch_size": 5, "seed": 7, "state_mean": mean, "state_std": std}
     ours = GPUSegmentSampler(ds, device="cpu", **kw)
     ref = pyseqrl.SegmentSampler(ds, prefetch=0, **kw)
     assert not ours.on_gpu
@@ -67,8 +69,17 @@ def test_invalid_arguments_are_reported_by_the_cpu_checks():
 def test_gpu_gather_is_bit_exact(normalise, sample_by, context_len):
     ds = random_dataset(LENGTHS * 5, obs_dim=5, act_dim=3, seed=3)
     mean, std = ds.state_stats() if normalise else (None, None)
-    kw = dict(context_len=context_len, batch_size=33, seed=11, state_mean=mean, state_std=std, sample_by=sample_by,
-              gamma=0.99, return_scale=100.0, max_ep_len=30)  # fmt: skip
+    kw = {
+        "context_len": context_len,
+        "batch_size": 33,
+        "seed": 11,
+        "state_mean": mean,
+        "state_std": std,
+        "sample_by": sample_by,
+        "gamma": 0.99,
+        "return_scale": 100.0,
+        "max_ep_len": 30,
+    }
     ours = GPUSegmentSampler(ds, device="cuda", **kw)
     ref = pyseqrl.SegmentSampler(ds, prefetch=0, **kw)
     assert ours.on_gpu

@@ -29,11 +29,11 @@ from pyseqrl.ops import _cuda
 logger = logging.getLogger(__name__)
 
 __all__ = [
-    "causal_attention",
-    "attention_reference",
     "attention_math",
-    "kernel_rejection",
+    "attention_reference",
+    "causal_attention",
     "dropout_keep_mask",
+    "kernel_rejection",
     "pyseqrl_attention_forward",
     "register_transformers_attention",
 ]
@@ -49,7 +49,9 @@ def _allowed(L: int, key_padding_mask: torch.Tensor | None, device: torch.device
     """Bool [B or 1, 1, L, L]: query i may attend to key j (causal and not padded)."""
     allowed = torch.ones(L, L, dtype=torch.bool, device=device).tril()[None, None]  # (1, 1, L, L)
     if key_padding_mask is not None:
-        allowed = allowed & key_padding_mask.to(device=device, dtype=torch.bool)[:, None, None, :]  # (B, 1, L, L)
+        allowed = (
+            allowed & key_padding_mask.to(device=device, dtype=torch.bool)[:, None, None, :]
+        )  # (B, 1, L, L)
     return allowed
 
 
@@ -76,7 +78,9 @@ def attention_reference(
     allowed = _allowed(L, key_padding_mask, q.device)
     row_ok = allowed.any(-1, keepdim=True)  # (B, 1, L, 1): the query has at least one key
     # Empty rows attend everywhere (finite softmax) and are zeroed afterwards, which also zeroes their gradient.
-    out = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed | ~row_ok, dropout_p=dropout_p, scale=scale)
+    out = F.scaled_dot_product_attention(
+        q, k, v, attn_mask=allowed | ~row_ok, dropout_p=dropout_p, scale=scale
+    )
     return out.masked_fill(~row_ok, 0.0)
 
 
@@ -138,7 +142,9 @@ def kernel_rejection(
         return f"expected B, H >= 1, got B={B}, H={H}"
     if key_padding_mask is not None and tuple(key_padding_mask.shape) != (B, L):
         return f"expected key_padding_mask of shape (B, L) = {(B, L)}, got {tuple(key_padding_mask.shape)}"
-    devices = {t.device for t in (q, k, v)} | ({key_padding_mask.device} if key_padding_mask is not None else set())
+    devices = {t.device for t in (q, k, v)} | (
+        {key_padding_mask.device} if key_padding_mask is not None else set()
+    )
     if len(devices) != 1 or q.device.type != "cuda":
         return f"expected all tensors on one CUDA device, got {sorted(str(d) for d in devices)}"
     if not _cuda.compiled_with_cuda():
@@ -185,11 +191,24 @@ class _CausalAttentionFunction(torch.autograd.Function):
             philox = torch.randint(0, 2**62, (2,), device=q.device, dtype=torch.int64)
         device = _cuda.device_index(q.device)
         ops.attention_forward(
-            q=_tensor_arg(q), k=_tensor_arg(k), v=_tensor_arg(v), out=_tensor_arg(out), lse=lse.data_ptr(),
-            key_mask=mask_ptr, mask_stride_b=mask_stride, B=B, H=H, L=L, D=D, dtype=_cuda.DTYPE_CODES[q.dtype],
-            scale=scale, dropout_p=dropout_p, philox=0 if philox is None else philox.data_ptr(),
-            stream=_cuda.stream_handle(q.device), device=device,
-        )  # fmt: skip
+            q=_tensor_arg(q),
+            k=_tensor_arg(k),
+            v=_tensor_arg(v),
+            out=_tensor_arg(out),
+            lse=lse.data_ptr(),
+            key_mask=mask_ptr,
+            mask_stride_b=mask_stride,
+            B=B,
+            H=H,
+            L=L,
+            D=D,
+            dtype=_cuda.DTYPE_CODES[q.dtype],
+            scale=scale,
+            dropout_p=dropout_p,
+            philox=0 if philox is None else philox.data_ptr(),
+            stream=_cuda.stream_handle(q.device),
+            device=device,
+        )
         ctx.save_for_backward(q, k, v, out, lse, mask_u8, philox)
         ctx.scale, ctx.dropout_p, ctx.mask_stride = scale, dropout_p, mask_stride
         return out
@@ -203,13 +222,29 @@ class _CausalAttentionFunction(torch.autograd.Function):
         dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
         delta = torch.empty(B, H, L, device=q.device, dtype=torch.float32)
         ops.attention_backward(
-            q=_tensor_arg(q), k=_tensor_arg(k), v=_tensor_arg(v), out=_tensor_arg(out),
-            grad_out=_tensor_arg(grad_out), grad_q=_tensor_arg(dq), grad_k=_tensor_arg(dk), grad_v=_tensor_arg(dv),
-            lse=lse.data_ptr(), delta=delta.data_ptr(), key_mask=0 if mask_u8 is None else mask_u8.data_ptr(),
-            mask_stride_b=ctx.mask_stride, B=B, H=H, L=L, D=D, dtype=_cuda.DTYPE_CODES[q.dtype], scale=ctx.scale,
-            dropout_p=ctx.dropout_p, philox=0 if philox is None else philox.data_ptr(),
-            stream=_cuda.stream_handle(q.device), device=_cuda.device_index(q.device),
-        )  # fmt: skip
+            q=_tensor_arg(q),
+            k=_tensor_arg(k),
+            v=_tensor_arg(v),
+            out=_tensor_arg(out),
+            grad_out=_tensor_arg(grad_out),
+            grad_q=_tensor_arg(dq),
+            grad_k=_tensor_arg(dk),
+            grad_v=_tensor_arg(dv),
+            lse=lse.data_ptr(),
+            delta=delta.data_ptr(),
+            key_mask=0 if mask_u8 is None else mask_u8.data_ptr(),
+            mask_stride_b=ctx.mask_stride,
+            B=B,
+            H=H,
+            L=L,
+            D=D,
+            dtype=_cuda.DTYPE_CODES[q.dtype],
+            scale=ctx.scale,
+            dropout_p=ctx.dropout_p,
+            philox=0 if philox is None else philox.data_ptr(),
+            stream=_cuda.stream_handle(q.device),
+            device=_cuda.device_index(q.device),
+        )
         return dq, dk, dv, None, None, None
 
 
@@ -264,13 +299,21 @@ def causal_attention(
 def dropout_keep_mask(B: int, H: int, L: int, dropout_p: float, philox: torch.Tensor) -> torch.Tensor:
     """The kernels' dropout keep-mask, bool [B, H, L, L], for the [seed, offset] int64 CUDA tensor ``philox``."""
     if philox.dtype != torch.int64 or philox.shape != (2,) or philox.device.type != "cuda":
-        raise ValueError(f"philox: expected an int64 CUDA tensor of shape (2,), got {philox.dtype} {philox.shape} "
-                         f"on {philox.device}")  # fmt: skip
+        raise ValueError(
+            f"philox: expected an int64 CUDA tensor of shape (2,), got {philox.dtype} {philox.shape} "
+            f"on {philox.device}"
+        )
     out = torch.empty(B, H, L, L, dtype=torch.uint8, device=philox.device)
     _cuda.kernels().attention_dropout_mask(
-        B=B, H=H, L=L, dropout_p=float(dropout_p), philox=philox.data_ptr(), out=out.data_ptr(),
-        stream=_cuda.stream_handle(philox.device), device=_cuda.device_index(philox.device),
-    )  # fmt: skip
+        B=B,
+        H=H,
+        L=L,
+        dropout_p=float(dropout_p),
+        philox=philox.data_ptr(),
+        out=out.data_ptr(),
+        stream=_cuda.stream_handle(philox.device),
+        device=_cuda.device_index(philox.device),
+    )
     return out.bool()
 
 
@@ -335,7 +378,15 @@ def pyseqrl_attention_forward(
             allowed = allowed & (torch.arange(Lk, device=query.device)[None, :] <= q_pos)  # (B, 1, Lq, Lk)
         attention_mask = allowed
     return sdpa_attention_forward(
-        module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, is_causal=is_causal, **kwargs
+        module,
+        query,
+        key,
+        value,
+        attention_mask,
+        dropout=dropout,
+        scaling=scaling,
+        is_causal=is_causal,
+        **kwargs,
     )
 
 

@@ -63,10 +63,19 @@ class GPUSegmentSampler:
         self.device = torch.device(device)
         # The CPU sampler validates every argument (and the dataset's values) once; it is also the fallback.
         self._cpu = pyseqrl.SegmentSampler(
-            dataset, context_len=context_len, batch_size=batch_size, seed=seed, return_scale=return_scale,
-            gamma=gamma, max_ep_len=max_ep_len, state_mean=state_mean, state_std=state_std, sample_by=sample_by,
-            pad_action=pad_action, prefetch=0,
-        )  # fmt: skip
+            dataset,
+            context_len=context_len,
+            batch_size=batch_size,
+            seed=seed,
+            return_scale=return_scale,
+            gamma=gamma,
+            max_ep_len=max_ep_len,
+            state_mean=state_mean,
+            state_std=state_std,
+            sample_by=sample_by,
+            pad_action=pad_action,
+            prefetch=0,
+        )
         self.context_len, self.batch_size, self.seed = int(context_len), int(batch_size), int(seed)
         self.state_dim, self.action_dim = int(dataset.observation_dim), int(dataset.action_dim)
         self.on_gpu = self.device.type == "cuda" and _cuda.cuda_kernels_available()
@@ -81,8 +90,10 @@ class GPUSegmentSampler:
 
         S = self.state_dim
         dev = self.device
-        f32 = dict(device=dev, dtype=torch.float32)
-        self._obs = torch.as_tensor(np.ascontiguousarray(dataset.observations, np.float32)).to(**f32)  # (N, S)
+        f32 = {"device": dev, "dtype": torch.float32}
+        self._obs = torch.as_tensor(np.ascontiguousarray(dataset.observations, np.float32)).to(
+            **f32
+        )  # (N, S)
         self._act = torch.as_tensor(np.ascontiguousarray(dataset.actions, np.float32)).to(**f32)  # (N, A)
         rewards = np.ascontiguousarray(dataset.rewards, np.float32)
         ends = np.ascontiguousarray(dataset.episode_ends, np.int64)
@@ -95,27 +106,41 @@ class GPUSegmentSampler:
             mean = np.asarray(state_mean, np.float32).reshape(-1)
             std = np.asarray(state_std, np.float32).reshape(-1)
             if mean.shape != (S,) or std.shape != (S,):
-                raise ValueError(f"state_mean/state_std: expected shape ({S},), got {mean.shape} and {std.shape}")
+                raise ValueError(
+                    f"state_mean/state_std: expected shape ({S},), got {mean.shape} and {std.shape}"
+                )
             self._mean = torch.as_tensor(mean).to(**f32)
             self._inv_std = torch.as_tensor(np.float32(1.0) / std).to(**f32)  # 1/std in float32, as the core
-        self._scalars = dict(
-            N=int(self._obs.shape[0]), S=S, A=self.action_dim, E=int(self._ends.shape[0]), batch_size=self.batch_size,
-            context_len=self.context_len, max_ep_len=int(max_ep_len), seed=self.seed,
-            sample_by_length=sample_by == "length", inv_return_scale=float(np.float32(1.0 / float(return_scale))),
-            pad_action=float(pad_action),
-        )  # fmt: skip
+        self._scalars = {
+            "N": int(self._obs.shape[0]),
+            "S": S,
+            "A": self.action_dim,
+            "E": int(self._ends.shape[0]),
+            "batch_size": self.batch_size,
+            "context_len": self.context_len,
+            "max_ep_len": int(max_ep_len),
+            "seed": self.seed,
+            "sample_by_length": sample_by == "length",
+            "inv_return_scale": float(np.float32(1.0 / float(return_scale))),
+            "pad_action": float(pad_action),
+        }
         self._index = torch.zeros((), dtype=torch.int64, device=dev)  # next batch of the stream
         logger.info(
-            "GPUSegmentSampler: %d steps, %d episodes resident on %s (%.1f MB)", self._scalars["N"],
-            self._scalars["E"], dev, sum(t.numel() * t.element_size() for t in (self._obs, self._act, self._rew,
-                                                                              self._rtg, self._ends)) / 1e6,
-        )  # fmt: skip
+            "GPUSegmentSampler: %d steps, %d episodes resident on %s (%.1f MB)",
+            self._scalars["N"],
+            self._scalars["E"],
+            dev,
+            sum(
+                t.numel() * t.element_size() for t in (self._obs, self._act, self._rew, self._rtg, self._ends)
+            )
+            / 1e6,
+        )
 
     # ------------------------------------------------------------------ batches
     def empty_batch(self) -> dict[str, torch.Tensor]:
         """Uninitialised tensors with the shapes and dtypes of one batch, on ``device`` (targets of sample_into)."""
         B, K, S, A = self.batch_size, self.context_len, self.state_dim, self.action_dim
-        kw = dict(device=self.device, dtype=torch.float32)
+        kw = {"device": self.device, "dtype": torch.float32}
         return {
             "states": torch.empty(B, K, S, **kw),
             "actions": torch.empty(B, K, A, **kw),
@@ -127,22 +152,33 @@ class GPUSegmentSampler:
 
     def _gather(self, index: torch.Tensor, out: dict[str, torch.Tensor]) -> None:
         _cuda.kernels().segment_gather(
-            observations=self._obs.data_ptr(), actions=self._act.data_ptr(), rewards=self._rew.data_ptr(),
-            rtg=self._rtg.data_ptr(), episode_ends=self._ends.data_ptr(),
+            observations=self._obs.data_ptr(),
+            actions=self._act.data_ptr(),
+            rewards=self._rew.data_ptr(),
+            rtg=self._rtg.data_ptr(),
+            episode_ends=self._ends.data_ptr(),
             state_mean=0 if self._mean is None else self._mean.data_ptr(),
-            state_inv_std=0 if self._inv_std is None else self._inv_std.data_ptr(), batch_index=index.data_ptr(),
-            out_states=out["states"].data_ptr(), out_actions=out["actions"].data_ptr(),
-            out_rewards=out["rewards"].data_ptr(), out_rtg=out["returns_to_go"].data_ptr(),
-            out_timesteps=out["timesteps"].data_ptr(), out_mask=out["attention_mask"].data_ptr(),
-            stream=_cuda.stream_handle(self.device), device=_cuda.device_index(self.device), **self._scalars,
-        )  # fmt: skip
+            state_inv_std=0 if self._inv_std is None else self._inv_std.data_ptr(),
+            batch_index=index.data_ptr(),
+            out_states=out["states"].data_ptr(),
+            out_actions=out["actions"].data_ptr(),
+            out_rewards=out["rewards"].data_ptr(),
+            out_rtg=out["returns_to_go"].data_ptr(),
+            out_timesteps=out["timesteps"].data_ptr(),
+            out_mask=out["attention_mask"].data_ptr(),
+            stream=_cuda.stream_handle(self.device),
+            device=_cuda.device_index(self.device),
+            **self._scalars,
+        )
 
     def _check_out(self, out: dict[str, torch.Tensor]) -> None:
         for name, ref in self.empty_batch().items():
             t = out.get(name)
             if t is None or t.shape != ref.shape or t.dtype != ref.dtype or t.device != ref.device:
                 got = None if t is None else f"{tuple(t.shape)} {t.dtype} on {t.device}"
-                raise ValueError(f"out[{name!r}]: expected {tuple(ref.shape)} {ref.dtype} on {ref.device}, got {got}")
+                raise ValueError(
+                    f"out[{name!r}]: expected {tuple(ref.shape)} {ref.dtype} on {ref.device}, got {got}"
+                )
             if not t.is_contiguous():
                 raise ValueError(f"out[{name!r}]: expected a contiguous tensor")
 
@@ -184,7 +220,9 @@ class GPUSegmentSampler:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if state.get("seed") != self.seed:
-            raise ValueError(f"sampler state: seed {state.get('seed')!r} does not match this sampler's {self.seed}")
+            raise ValueError(
+                f"sampler state: seed {state.get('seed')!r} does not match this sampler's {self.seed}"
+            )
         if self.on_gpu:
             self._index.fill_(int(state["position"]))
         else:

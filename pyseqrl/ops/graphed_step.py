@@ -40,13 +40,18 @@ def dt_action_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> to
         float32 scalar tensor.
     """
     mask = batch["attention_mask"]  # (B, K)
-    preds = model(batch["states"], batch["actions"], batch["returns_to_go"], batch["timesteps"], mask)  # (B, K, A)
+    preds = model(
+        batch["states"], batch["actions"], batch["returns_to_go"], batch["timesteps"], mask
+    )  # (B, K, A)
     err = ((preds.float() - batch["actions"]) ** 2).mean(-1)  # (B, K)
     return (err * mask).sum() / mask.sum().clamp(min=1.0)
 
 
 def make_capturable_adamw(
-    model: torch.nn.Module, lr: float = 1e-4, weight_decay: float = 1e-4, betas: tuple[float, float] = (0.9, 0.999)
+    model: torch.nn.Module,
+    lr: float = 1e-4,
+    weight_decay: float = 1e-4,
+    betas: tuple[float, float] = (0.9, 0.999),
 ) -> torch.optim.AdamW:
     """AdamW that can live in a CUDA graph: device-side step counts and a tensor learning rate.
 
@@ -63,7 +68,9 @@ def make_capturable_adamw(
     return torch.optim.AdamW(groups, lr=lr_value, betas=betas, capturable=capturable)
 
 
-def _run_backbone_2d(self: Any, x: torch.Tensor, key_mask: torch.Tensor, past: Any = None, use_cache: bool = False):
+def _run_backbone_2d(
+    self: Any, x: torch.Tensor, key_mask: torch.Tensor, past: Any = None, use_cache: bool = False
+):
     """DecisionTransformer.run_backbone that hands GPT-2 the 2-D key mask (what the "pyseqrl" kernel takes)."""
     if past is not None or use_cache:
         return type(self).run_backbone(self, x, key_mask, past, use_cache)
@@ -119,11 +126,13 @@ class TrainStep:
         device = self.params[0].device
         self.batch = sampler.empty_batch()  # static input buffers
         self.loss = torch.zeros((), device=device)  # static output
-        self.step_count = torch.zeros((), device=device)  # steps taken, on the device (float for the schedule)
+        self.step_count = torch.zeros(
+            (), device=device
+        )  # steps taken, on the device (float for the schedule)
         self.base_lrs = [float(g["lr"]) for g in optimizer.param_groups]
-        if self.warmup_steps > 0 and not all(torch.is_tensor(g["lr"]) for g in optimizer.param_groups):
-            if device.type == "cuda":
-                raise ValueError("warmup_steps > 0 on a GPU needs tensor learning rates (make_capturable_adamw)")
+        tensor_lrs = all(torch.is_tensor(g["lr"]) for g in optimizer.param_groups)
+        if self.warmup_steps > 0 and device.type == "cuda" and not tensor_lrs:
+            raise ValueError("warmup_steps > 0 on a GPU needs tensor learning rates (make_capturable_adamw)")
         self.graph: torch.cuda.CUDAGraph | None = None
 
     def _step(self) -> None:
