@@ -132,20 +132,25 @@ def rollout(env: Any, policy: Policy, steps: int) -> Iterator[Transitions]:
         yield runner.step(policy)
 
 
-def episodes_from_transitions(chunks: list[Transitions], cut_unfinished: bool = True) -> list[dict[str, Any]]:
+def episodes_from_transitions(
+    chunks: list[Transitions], cut_unfinished: bool = True
+) -> tuple[list[dict[str, Any]], np.ndarray]:
     """Group per-step transitions into episodes (dicts for ``EpisodeDataset.from_episodes``).
 
     Episodes are ordered by environment, then time. An episode still running at the end is kept as truncated
     (``cut_unfinished``) or dropped.
+
+    Returns:
+        the episodes, and bool ``[E]``: which of them really ended (terminal or time limit), i.e. were not cut.
     """
     if not chunks:
-        return []
+        return [], np.zeros(0, bool)
     cat = {k: np.concatenate([getattr(c, k) for c in chunks]) for k in (
         "observations", "actions", "rewards", "next_observations", "terminated", "truncated", "env_ids")}
     order = np.argsort(cat["env_ids"], kind="stable")  # per env, in time order
     cat = {k: v[order] for k, v in cat.items()}
     ends = cat["terminated"] | cat["truncated"] | np.r_[cat["env_ids"][1:] != cat["env_ids"][:-1], True]
-    episodes, start = [], 0
+    episodes, complete, start = [], [], 0
     for end in np.flatnonzero(ends):
         sl = slice(start, end + 1)
         finished = bool(cat["terminated"][end] or cat["truncated"][end])
@@ -159,7 +164,8 @@ def episodes_from_transitions(chunks: list[Transitions], cut_unfinished: bool = 
             "terminated": bool(cat["terminated"][end]),
             "truncated": not bool(cat["terminated"][end]),  # time limit, or cut by the collection budget
         })
-    return episodes
+        complete.append(finished)
+    return episodes, np.array(complete, bool)
 
 
 def _make_policy(policy: Policy | str, env: Any, seed: int, noise_std: float, epsilon: float) -> Policy:
@@ -208,7 +214,8 @@ def collect(
 
     Returns:
         ``EpisodeDataset`` with observations, next observations and metadata ``env_id``, ``policy``, ``seed``,
-        ``noise_std``, ``epsilon``, ``num_envs``, ``backend``, ``return_mean/std/min/max``, reference scores.
+        ``noise_std``, ``epsilon``, ``num_envs``, ``backend``, ``num_complete_episodes``, ``return_mean/std/min/max``
+        (over the complete episodes: not those cut short by the ``steps`` budget) and the reference scores.
     """
     from tqdm.auto import tqdm
 
@@ -240,7 +247,7 @@ def collect(
                 chunks.append(t)
                 bar.update(len(t))
             bar.close()
-            eps = episodes_from_transitions(chunks, cut_unfinished=True)
+            eps, complete = episodes_from_transitions(chunks, cut_unfinished=True)
         else:
             quota = np.full(num_envs, episodes // num_envs) + (np.arange(num_envs) < episodes % num_envs)
             done_count = np.zeros(num_envs, np.int64)
@@ -255,11 +262,12 @@ def collect(
                 done_count[finished] += 1
                 bar.update(len(finished))
             bar.close()
-            eps = episodes_from_transitions(chunks, cut_unfinished=False)
+            eps, complete = episodes_from_transitions(chunks, cut_unfinished=False)
     finally:
         env.close()
 
-    returns = np.array([float(e["rewards"].sum()) for e in eps]) if eps else np.zeros(1)
+    # return statistics of the episodes that really ended (the budget cuts the last one of each env short)
+    returns = np.array([float(e["rewards"].sum()) for e, c in zip(eps, complete) if c] or [np.nan])
     meta: dict[str, Any] = {
         "env_id": env_id,
         "policy": getattr(policy, "name", type(policy).__name__),
@@ -268,6 +276,7 @@ def collect(
         "epsilon": float(epsilon),
         "num_envs": int(num_envs),
         "backend": env.backend,
+        "num_complete_episodes": int(complete.sum()),
         "return_mean": float(returns.mean()),
         "return_std": float(returns.std()),
         "return_min": float(returns.min()),
@@ -402,12 +411,13 @@ def main(argv: list[str] | None = None) -> int:
                           num_envs=cfg.num_envs, seed=cfg.seed, backend=cfg.backend, progress=cfg.progress,
                           medium_return=cfg.medium_return, **kwargs)
     ds.save(cfg.out)
-    returns = ds.episode_returns()
-    line = (f"wrote {cfg.out}: {len(ds)} transitions, {ds.num_episodes} episodes of {cfg.env_id}, "
-            f"return {returns.mean():.1f} +- {returns.std():.1f}")
-    try:
-        line += f", D4RL score {ds.normalized_scores().mean():.1f}"
-    except (KeyError, ValueError):
-        pass
+    m = ds.metadata
+    line = (f"wrote {cfg.out}: {len(ds)} transitions, {ds.num_episodes} episodes of {cfg.env_id}; "
+            f"{m.get('num_complete_episodes', ds.num_episodes)} complete episodes: "
+            f"return {m.get('return_mean', float('nan')):.1f} +- {m.get('return_std', float('nan')):.1f}")
+    if "ref_min_score" in m and "return_mean" in m:
+        from pyseqrl.scores import normalized_score
+
+        line += f", D4RL score {normalized_score(m['return_mean'], m['ref_min_score'], m['ref_max_score']):.1f}"
     print(line)
     return 0

@@ -32,7 +32,9 @@ def test_collect_steps_exact_and_consistent() -> None:
     np.testing.assert_array_equal(ds.next_observations[inner], ds.observations[1:][inner[:-1]])
     m = ds.metadata
     assert m["env_id"] == "Hopper-v4" and m["policy"] == "random" and m["seed"] == 0 and m["num_envs"] == 4
-    assert m["return_mean"] == pytest.approx(ds.episode_returns().mean(), rel=1e-5)
+    complete = ds.terminals[ends] | (ds.episode_lengths() == 25)  # not cut short by the 203-step budget
+    assert m["num_complete_episodes"] == complete.sum() < ds.num_episodes
+    assert m["return_mean"] == pytest.approx(ds.episode_returns()[complete].mean(), rel=1e-5)
     assert (m["ref_min_score"], m["ref_max_score"]) == (-20.272305, 3234.3)
 
 

@@ -113,6 +113,9 @@ class SB3Policy(Policy):
         epsilon: VecNormalize epsilon.
         time_feature_max_steps: append sb3_contrib's time feature with this ``max_steps`` (``None``: no feature).
         name: description stored in dataset metadata.
+        num_threads: torch threads for inference (``None``: torch's setting). These MLPs are tiny: one thread is
+            fastest, and multi-threaded inference of small matrices collapses (100x slower, measured) when the CPU
+            is shared with environment threads or other processes.
     """
 
     def __init__(
@@ -127,6 +130,7 @@ class SB3Policy(Policy):
         epsilon: float = 1e-8,
         time_feature_max_steps: int | None = None,
         name: str = "sb3",
+        num_threads: int | None = 1,
     ) -> None:
         if post not in ("unscale", "clip"):
             raise ValueError(f"post must be 'unscale' or 'clip', got {post!r}")
@@ -140,6 +144,7 @@ class SB3Policy(Policy):
         self.time_feature_max_steps = time_feature_max_steps
         self._steps = np.zeros(0, np.int64)  # per-env step counter for the time feature
         self.name = name
+        self.num_threads = num_threads
 
     def reset(self, env_ids: np.ndarray) -> None:
         if self.time_feature_max_steps is not None and len(self._steps):
@@ -157,8 +162,15 @@ class SB3Policy(Policy):
             self._steps += 1
         if self.obs_std is not None:
             obs = np.clip((obs - self.obs_mean) / self.obs_std, -self.clip_obs, self.clip_obs)
-        with torch.inference_mode():
-            raw = self.net(torch.as_tensor(np.asarray(obs, np.float32))).numpy()
+        threads = torch.get_num_threads()
+        if self.num_threads is not None and threads != self.num_threads:
+            torch.set_num_threads(self.num_threads)
+        try:
+            with torch.inference_mode():
+                raw = self.net(torch.as_tensor(np.asarray(obs, np.float32))).numpy()
+        finally:
+            if torch.get_num_threads() != threads:
+                torch.set_num_threads(threads)
         if self.post == "unscale":
             raw = self.action_low + 0.5 * (raw + 1.0) * (self.action_high - self.action_low)
         return np.clip(raw, self.action_low, self.action_high).astype(np.float32)
