@@ -40,7 +40,7 @@ def test_interface_shapes_and_dtypes(backend: str) -> None:
         assert not info["reset_step"].any() and not info["episode_done"].any()
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("backend", [*BACKENDS, "gymnasium-async"])
 def test_autoreset_step_is_flagged_and_tracked(backend: str) -> None:
     # no reset noise: every episode starts from the same state, so a reset step's obs is the initial obs
     with make("Hopper-v4", 2, seed=0, backend=backend, max_episode_steps=5, reset_noise_scale=0.0) as env:

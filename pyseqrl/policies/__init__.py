@@ -5,16 +5,22 @@
 """
 
 from pyseqrl.policies.base import Policy
+from pyseqrl.policies.cs285 import CS285Policy, load_cs285
 from pyseqrl.policies.registry import load_policy, register_policy_loader, registered_schemes
+from pyseqrl.policies.sb3 import SB3Policy, load_sb3
 from pyseqrl.policies.simple import EpsilonRandom, GaussianNoise, PolicyWrapper, RandomPolicy
 
 __all__ = [
+    "CS285Policy",
     "EpsilonRandom",
     "GaussianNoise",
     "Policy",
     "PolicyWrapper",
     "RandomPolicy",
+    "SB3Policy",
+    "load_cs285",
     "load_policy",
+    "load_sb3",
     "register_policy_loader",
     "registered_schemes",
 ]
