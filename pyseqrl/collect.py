@@ -72,6 +72,11 @@ class Transitions:
     def __len__(self) -> int:
         return len(self.rewards)
 
+    def select(self, index: np.ndarray | slice) -> Transitions:
+        """The rows ``index`` (a slice, int64 indices or a bool mask ``[m]``); episode fields are dropped."""
+        rows = ("observations", "actions", "rewards", "next_observations", "terminated", "truncated", "env_ids")
+        return Transitions(*(getattr(self, k)[index] for k in rows))
+
 
 class EnvRunner:
     """Steps policies in a :class:`pyseqrl.envs.VectorEnv` and returns only real transitions.
@@ -240,10 +245,7 @@ def collect(
                 t = runner.step(policy)
                 over = runner.transitions - steps
                 if over > 0:  # keep exactly `steps`: drop the last rows (highest env ids) of the last step
-                    keep = len(t) - over
-                    t = Transitions(*(getattr(t, k)[:keep] for k in (
-                        "observations", "actions", "rewards", "next_observations", "terminated", "truncated",
-                        "env_ids")))
+                    t = t.select(slice(0, len(t) - over))
                 chunks.append(t)
                 bar.update(len(t))
             bar.close()
@@ -255,9 +257,7 @@ def collect(
             while (done_count < quota).any():
                 t = runner.step(policy)
                 active = done_count[t.env_ids] < quota[t.env_ids]
-                chunks.append(Transitions(*(getattr(t, k)[active] for k in (
-                    "observations", "actions", "rewards", "next_observations", "terminated", "truncated",
-                    "env_ids"))))
+                chunks.append(t.select(active))
                 finished = t.episode_env_ids[done_count[t.episode_env_ids] < quota[t.episode_env_ids]]
                 done_count[finished] += 1
                 bar.update(len(finished))
