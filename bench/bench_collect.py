@@ -55,22 +55,31 @@ def make_policy(env_id: str, env):  # -> (Policy, description)
     return MLPPolicy(), "random-init torch MLP 256x256 (../shared not found)"
 
 
-def measure(env_id: str, backend: str, num_envs: int, steps: int, warmup: int, repeats: int) -> float:
+def measure(env_id: str, backends: list[str], num_envs: int, steps: int, warmup: int,
+            repeats: int) -> dict[str, list[float]]:
+    """Env steps/s of each backend; repeats are interleaved across backends so all see the same machine load."""
     from pyseqrl.collect import EnvRunner
     from pyseqrl.envs import make
 
-    rates = []
-    with make(env_id, num_envs, seed=0, backend=backend) as env:
-        policy, _ = make_policy(env_id, env)
-        runner = EnvRunner(env)
-        for _ in range(warmup):
-            runner.step(policy)
+    envs = {b: make(env_id, num_envs, seed=0, backend=b) for b in backends}
+    try:
+        runners = {b: EnvRunner(env) for b, env in envs.items()}
+        policies = {b: make_policy(env_id, env)[0] for b, env in envs.items()}
+        for b in backends:
+            for _ in range(warmup):
+                runners[b].step(policies[b])
+        rates: dict[str, list[float]] = {b: [] for b in backends}
         for _ in range(repeats):
-            before, t0 = runner.transitions, time.perf_counter()
-            for _ in range(steps):
-                runner.step(policy)
-            rates.append((runner.transitions - before) / (time.perf_counter() - t0))
-    return statistics.median(rates)
+            for b in backends:
+                runner, policy = runners[b], policies[b]
+                before, t0 = runner.transitions, time.perf_counter()
+                for _ in range(steps):
+                    runner.step(policy)
+                rates[b].append((runner.transitions - before) / (time.perf_counter() - t0))
+    finally:
+        for env in envs.values():
+            env.close()
+    return rates
 
 
 def versions() -> str:
@@ -120,16 +129,20 @@ def main(argv: list[str] | None = None) -> int:
     print(f"env {args.env_id}; policy: {policy_desc}; torch threads 1; {args.steps} vector steps x {args.repeats} "
           f"repeats after {args.warmup} warm-up steps; median env steps/s (real transitions, autoreset rows excluded)")
     print()
-    header = f"| num_envs | {' | '.join(f'{b} (steps/s)' for b in args.backends)} |"
+    header = f"| num_envs | {' | '.join(f'{b} steps/s' for b in args.backends)} |"
     ratios = [b for b in args.backends if b != "envpool"] if "envpool" in args.backends else []
     header += "".join(f" envpool / {b} |" for b in ratios)
     print(header)
     print("|" + "---|" * (1 + len(args.backends) + len(ratios)))
     for n in args.num_envs:
-        rates = {b: measure(args.env_id, b, n, args.steps, args.warmup, args.repeats) for b in args.backends}
-        row = f"| {n} | " + " | ".join(f"{rates[b]:,.0f}" for b in args.backends) + " |"
-        row += "".join(f" {rates['envpool'] / rates[b]:.2f}x |" for b in ratios)
+        rates = measure(args.env_id, args.backends, n, args.steps, args.warmup, args.repeats)
+        med = {b: statistics.median(r) for b, r in rates.items()}
+        row = f"| {n} | " + " | ".join(f"{med[b]:,.0f} ({min(rates[b]):,.0f}-{max(rates[b]):,.0f})"
+                                         for b in args.backends) + " |"
+        row += "".join(f" {med['envpool'] / med[b]:.2f}x |" for b in ratios)
         print(row, flush=True)
+    print()
+    print("cells: median (min-max) over the repeats; ratios of medians")
     return 0
 
 
