@@ -456,3 +456,12 @@ def test_gpt2_on_gpu_matches_sdpa_at_real_positions():
         a = ref(inputs_embeds=x, attention_mask=mask).last_hidden_state
         b = ours(inputs_embeds=x, attention_mask=mask).last_hidden_state
     torch.testing.assert_close(b[mask.bool()], a[mask.bool()], rtol=1e-4, atol=1e-4)
+
+
+@needs_kernels
+def test_cuda_submodule_exposes_the_entry_points():
+    """Runs on any machine with a CUDA build (no device needed): the names pyseqrl.ops calls exist."""
+    ops = _cuda.kernels()
+    for name in ("attention_forward", "attention_backward", "attention_dropout_mask", "segment_gather"):
+        assert callable(getattr(ops, name)), name
+    assert ops.attention_max_len == 512 and tuple(ops.attention_head_dims) == (32, 64, 128)

@@ -77,7 +77,10 @@ def _run_backbone_2d(
     from pyseqrl.models.decision_transformer import position_ids_from_mask
 
     out = self.transformer(
-        inputs_embeds=x, attention_mask=key_mask, position_ids=position_ids_from_mask(key_mask, x.shape[1])
+        inputs_embeds=x,
+        attention_mask=key_mask,  # (B, L) bool: the "pyseqrl" mask hook passes it through unchanged
+        position_ids=position_ids_from_mask(key_mask, x.shape[1]),
+        use_cache=False,
     )
     return out.last_hidden_state, None
 
