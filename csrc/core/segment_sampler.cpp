@@ -82,6 +82,14 @@ SegmentSampler::SegmentSampler(const float* observations, const float* actions, 
       inv_std_[j] = 1.0f / state_std[j];
       pad_state_[j] = (0.0f - mean_[j]) * inv_std_[j];
     }
+    // Tile the statistics K times so a window of tlen steps normalises in one contiguous loop.
+    std::vector<float> mean_tile(cfg_.context_len * S_), inv_tile(cfg_.context_len * S_);
+    for (int64_t i = 0; i < cfg_.context_len * S_; ++i) {
+      mean_tile[i] = mean_[i % S_];
+      inv_tile[i] = inv_std_[i % S_];
+    }
+    mean_.swap(mean_tile);
+    inv_std_.swap(inv_tile);
   }
   if (cfg_.prefetch > 0) start_worker();
 }
@@ -115,8 +123,8 @@ void SegmentSampler::fill(int64_t index, float* states, float* actions, float* r
   const float* __restrict act = act_;
   const float* __restrict rew = rew_;
   const float* __restrict rtg_all = rtg_.data();
-  const float* __restrict mean = mean_.empty() ? nullptr : mean_.data();
-  const float* __restrict inv_std = inv_std_.data();
+  const float* __restrict mean = mean_.empty() ? nullptr : mean_.data();  // [K*S], tiled
+  const float* __restrict inv_std = inv_std_.data();                      // [K*S], tiled
   const float* __restrict pad_state = pad_state_.data();
   auto rows = [&](int64_t lo, int64_t hi) {
     for (int64_t r = lo; r < hi; ++r) {
@@ -142,10 +150,10 @@ void SegmentSampler::fill(int64_t index, float* states, float* actions, float* r
       }
       // (tlen,) real steps on the right
       if (mean != nullptr) {
+        // one contiguous, vectorisable loop over tlen*S values against the K-times tiled statistics
         const float* src = obs + base * S;
         float* dst = st + pad * S;
-        for (int64_t k = 0; k < tlen; ++k)
-          for (int64_t j = 0; j < S; ++j) dst[k * S + j] = (src[k * S + j] - mean[j]) * inv_std[j];
+        for (int64_t i = 0; i < tlen * S; ++i) dst[i] = (src[i] - mean[i]) * inv_std[i];
       } else {
         std::memcpy(st + pad * S, obs + base * S, tlen * S * sizeof(float));
       }

@@ -100,7 +100,7 @@ class SegmentSampler {
   int64_t N_, S_, A_;
   std::vector<int64_t> ends_, starts_;
   std::vector<float> rtg_;               // return-to-go with cfg_.gamma, not yet scaled
-  std::vector<float> inv_std_, mean_;    // empty: no normalisation
+  std::vector<float> inv_std_, mean_;    // statistics tiled K times ([K*S]); empty: no normalisation
   std::vector<float> pad_state_;         // (0 - mean) / std, as the reference pipeline pads
   SegmentSamplerConfig cfg_;
   ThreadPool pool_;
