@@ -41,20 +41,13 @@ def test_cli_end_to_end_and_policy(tmp_path) -> None:
     from pyseqrl.cli import main
 
     out = tmp_path / "replay.h5"
-    args = [
-        "train",
-        "sac",
-        "--env-id",
-        "Pendulum-v1",
-        "--total-steps",
-        "12",
-        "--learning-starts",
-        "6",
-        "--agent.hidden-dims",
-        "16",
-        "16",
-        "--agent.num-critics",
-        "3",
+    # a YAML preset with a nested section, overridden by explicit flags
+    preset = tmp_path / "preset.yaml"
+    preset.write_text(
+        "env_id: Pendulum-v1\ntotal_steps: 999\nagent:\n  hidden_dims: [16, 16]\n  num_critics: 3\n"
+    )
+    args = ["train", "sac", "--config", str(preset), "--total-steps", "12", "--learning-starts", "6"]
+    args += [
         "--batch-size",
         "8",
         "--buffer-size",
@@ -64,15 +57,14 @@ def test_cli_end_to_end_and_policy(tmp_path) -> None:
         "--no-progress",
         "--log-every",
         "4",
-        "--save-replay",
-        str(out),
-        "--run-dir",
-        str(tmp_path / "run"),
     ]
+    args += ["--save-replay", str(out), "--run-dir", str(tmp_path / "run")]
     assert main(args) == 0
     from pyseqrl.data import load
 
     assert len(load(out)) == 12
+    ckpt = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)
+    assert ckpt["config"]["total_steps"] == 12 and ckpt["config"]["agent"]["num_critics"] == 3
     policy = SACPolicy.from_checkpoint(tmp_path / "run" / "checkpoint.pt")
     a = policy.act(np.zeros((5, 3), np.float32))
     assert a.shape == (5, 1) and (np.abs(a) <= 2.0).all()

@@ -285,9 +285,11 @@ def train_calql(cfg: CalQLConfig, dataset: Any = None) -> SACAgent:
 
 def main(argv: list[str] | None = None) -> int:
     """``pyseqrl train calql [options]``."""
-    import tyro
+    from pyseqrl.algos.rl_online import parse_config
 
-    cfg = tyro.cli(CalQLConfig, args=argv, description=__doc__.split("\n\n")[0])
+    cfg = parse_config(
+        CalQLConfig, argv, __doc__.split("\n\n")[0] + " (YAML presets: --config configs/wsrl/*.yaml)"
+    )
     train_calql(cfg)
     print(f"checkpoint: {Path(cfg.run_dir) / 'checkpoint.pt'}")
     return 0

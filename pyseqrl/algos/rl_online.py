@@ -348,3 +348,43 @@ def numpy_to_batch(batch: dict[str, np.ndarray]) -> Batch:
         for k, v in batch.items()
         if k in ("observations", "actions", "rewards", "next_observations", "terminals", "mc_returns")
     }
+
+
+def parse_config(cls: type, argv: list[str] | None, description: str) -> Any:
+    """tyro over the dataclass ``cls`` with an optional YAML preset: ``--config configs/wsrl/x.yaml``.
+
+    Precedence: dataclass defaults < YAML (nested keys for nested configs, e.g. ``agent: {num_critics: 2}``) <
+    explicit flags.
+    """
+    import argparse
+    import dataclasses
+
+    import tyro
+    import yaml
+
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--config", default=None)
+    known, rest = pre.parse_known_args(list(argv) if argv is not None else None)
+    default = None
+    if known.config is not None:
+        data = yaml.safe_load(Path(known.config).read_text()) or {}
+
+        def build(klass: type, values: dict[str, Any]) -> Any:
+            fields = {f.name: f for f in dataclasses.fields(klass)}
+            unknown = sorted(set(values) - set(fields))
+            if unknown:
+                raise ValueError(
+                    f"{known.config}: unknown {klass.__name__} keys {unknown}; known: {sorted(fields)}"
+                )
+            kwargs = {}
+            for k, v in values.items():
+                sub = getattr(klass(), k) if dataclasses.is_dataclass(getattr(klass(), k)) else None
+                if sub is not None and isinstance(v, dict):
+                    v = build(type(sub), v)
+                elif isinstance(v, list):
+                    v = tuple(v) if isinstance(getattr(klass(), k), tuple) else v
+                kwargs[k] = v
+            return klass(**kwargs)
+
+        default = build(cls, data)
+    return tyro.cli(cls, args=rest, default=default, description=description)

@@ -235,9 +235,11 @@ def load_policy(argument: str, env: Any = None, deterministic: bool = True, **_:
 
 def main(argv: list[str] | None = None) -> int:
     """``pyseqrl train sac [options]``."""
-    import tyro
+    from pyseqrl.algos.rl_online import parse_config
 
-    cfg = tyro.cli(SACConfig, args=argv, description=__doc__.split("\n\n")[0])
+    cfg = parse_config(
+        SACConfig, argv, __doc__.split("\n\n")[0] + " (YAML presets: --config configs/wsrl/*.yaml)"
+    )
     result = train_sac(cfg)
     if result.episode_returns:
         print(

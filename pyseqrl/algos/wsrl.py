@@ -266,9 +266,11 @@ def train_wsrl(cfg: WSRLConfig) -> WSRLResult:
 
 def main(argv: list[str] | None = None) -> int:
     """``pyseqrl train wsrl [options]``."""
-    import tyro
+    from pyseqrl.algos.rl_online import parse_config
 
-    cfg = tyro.cli(WSRLConfig, args=argv, description=__doc__.split("\n\n")[0])
+    cfg = parse_config(
+        WSRLConfig, argv, __doc__.split("\n\n")[0] + " (YAML presets: --config configs/wsrl/*.yaml)"
+    )
     result = train_wsrl(cfg)
     if result.episode_returns:
         print(
