@@ -9,6 +9,14 @@
 #include <stdexcept>
 #include <string>
 
+// Dynamically sized shared memory as `float4 name[]`. Under tests/cuda_emu (the CPU emulator that runs these
+// kernels in tests) it is a per-block host buffer instead.
+#ifndef PYSEQRL_CUDA_EMULATION
+#define PYSEQRL_EXTERN_SMEM(name) extern __shared__ float4 name[]
+#else
+#define PYSEQRL_EXTERN_SMEM(name) float4* name = ::pyseqrl_emu::dynamic_smem()
+#endif
+
 namespace pyseqrl {
 namespace kernels {
 
