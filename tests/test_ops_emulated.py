@@ -40,14 +40,14 @@ def cuda_include() -> Path | None:
     return None
 
 
-@pytest.fixture(scope="module")
-def emu(tmp_path_factory) -> ctypes.CDLL:
+def build_emulator(out_dir: Path, defines: tuple[str, ...] = ()) -> ctypes.CDLL:
     cxx, inc = shutil.which("g++"), cuda_include()
     if cxx is None or inc is None:
         pytest.skip("needs g++ and the CUDA headers (cuda_bf16.h) to emulate the kernels")
-    out = tmp_path_factory.mktemp("emu") / "emu_kernels.so"
+    out = out_dir / "emu_kernels.so"
     cmd = [
         cxx,
+        *[f"-D{d}" for d in defines],
         "-std=c++20",
         "-O1",
         "-shared",
@@ -66,6 +66,11 @@ def emu(tmp_path_factory) -> ctypes.CDLL:
     lib.emu_attention_forward.restype = ctypes.c_int
     lib.emu_attention_backward.restype = ctypes.c_int
     return lib
+
+
+@pytest.fixture(scope="module")
+def emu(tmp_path_factory) -> ctypes.CDLL:
+    return build_emulator(tmp_path_factory.mktemp("emu"))
 
 
 def ptr(t: torch.Tensor | np.ndarray | None) -> P:
@@ -314,3 +319,20 @@ def test_emulated_gather_is_bit_exact(emu, normalise, sample_by, context_len):
         expected = ref.batch_at(index)
         for name, arr in expected.items():
             np.testing.assert_array_equal(out[name], arr, err_msg=f"{name} of batch {index}")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("warps, rows", [(8, 8), (2, 1), (3, 5)])
+def test_emulated_other_tile_configurations(tmp_path, warps, rows):
+    """The tuning knobs (PYSEQRL_ATTN_WARPS / _ROWS_PER_WARP) change speed only: any setting is exact."""
+    lib = build_emulator(tmp_path, (f"PYSEQRL_ATTN_WARPS={warps}", f"PYSEQRL_ATTN_ROWS_PER_WARP={rows}"))
+    gen = torch.Generator().manual_seed(warps * 10 + rows)
+    B, H, L, D = 2, 1, 37, 32
+    q, k, v, grad = (torch.randn(B, H, L, D, generator=gen) for _ in range(4))
+    mask = left_padding(B, L, seed=7)
+    out, _, (dq, dk, dv) = run_attention(lib, q, k, v, mask, D**-0.5, grad=grad)
+    ref, grads = oracle(q, k, v, mask, D**-0.5, grad)
+    assert rel_err(out, ref) < 1e-5
+    for ours, theirs in zip((dq, dk, dv), grads):
+        assert not torch.isnan(ours).any()
+        assert rel_err(ours, theirs) < 1e-5

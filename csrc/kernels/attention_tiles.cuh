@@ -15,10 +15,18 @@ namespace pyseqrl {
 namespace kernels {
 namespace attn {
 
-constexpr int kWarps = 4;
+// Tuning knobs (override with -DPYSEQRL_ATTN_WARPS=... / -DPYSEQRL_ATTN_ROWS_PER_WARP=...; the CPU emulator tests
+// run several settings, so any positive values are correct -- only speed changes).
+#ifndef PYSEQRL_ATTN_WARPS
+#define PYSEQRL_ATTN_WARPS 4
+#endif
+#ifndef PYSEQRL_ATTN_ROWS_PER_WARP
+#define PYSEQRL_ATTN_ROWS_PER_WARP 4
+#endif
+constexpr int kWarps = PYSEQRL_ATTN_WARPS;
 constexpr int kThreads = kWarps * 32;
-constexpr int kRowsPerWarp = 4;
-constexpr int kBlockRows = kWarps * kRowsPerWarp;  // rows owned by one CTA (16)
+constexpr int kRowsPerWarp = PYSEQRL_ATTN_ROWS_PER_WARP;
+constexpr int kBlockRows = kWarps * kRowsPerWarp;  // rows owned by one CTA (16 by default)
 constexpr int kTile = 32;                          // rows of the streamed tile: one per lane
 constexpr float kLog2e = 1.4426950408889634f;
 
