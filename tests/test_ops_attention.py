@@ -285,7 +285,7 @@ def test_kernel_forward_backward_vs_float64(shape, dtype, strided):
     assert torch.all(out[0] == 0) and torch.all(q.grad[0] == 0) and torch.all(k.grad[0] == 0)
 
 
-def call_raw(q, k, v, mask, scale, dropout_p=0.0, philox=None, fill=float("nan")):
+def call_raw(q, k, v, mask, scale, dropout_p=0.0, philox=None, fill=float("nan"), algo=0):
     """Raw kernel calls with every output pre-filled with ``fill`` (poisoned), returning out, lse, dq, dk, dv."""
     from pyseqrl.ops.attention import _mask_bytes, _tensor_arg
 
@@ -307,6 +307,7 @@ def call_raw(q, k, v, mask, scale, dropout_p=0.0, philox=None, fill=float("nan")
         "philox": 0 if philox is None else philox.data_ptr(),
         "stream": _cuda.stream_handle(q.device),
         "device": _cuda.device_index(q.device),
+        "algo": algo,
     }
     ops.attention_forward(
         q=_tensor_arg(q),
@@ -465,3 +466,35 @@ def test_cuda_submodule_exposes_the_entry_points():
     for name in ("attention_forward", "attention_backward", "attention_dropout_mask", "segment_gather"):
         assert callable(getattr(ops, name)), name
     assert ops.attention_max_len == 512 and tuple(ops.attention_head_dims) == (32, 64, 128)
+
+
+@pytest.mark.gpu
+@needs_kernels
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
+@pytest.mark.parametrize("D", [32, 64, 128])
+@pytest.mark.parametrize("L", [1, 20, 60, 64])
+def test_tensor_core_path_matches_simt_and_oracle(dtype, D, L):
+    """algo=2 (WMMA, L <= 64) and algo=1 (SIMT) agree with each other and with the float64 oracle."""
+    B, H = 4, 3
+    q, k, v = random_qkv(B, H, L, D, dtype=dtype, device="cuda", seed=L + D)
+    mask = left_padding_mask(B, L, torch.Generator().manual_seed(L)).cuda()
+    tc = call_raw(q, k, v, mask, D**-0.5, algo=2)
+    simt = call_raw(q, k, v, mask, D**-0.5, algo=1)
+    for t in tc[:5]:
+        assert not torch.isnan(t).any()
+    ref = attention_math(q.double(), k.double(), v.double(), mask)
+    low = attention_reference(q, k, v, mask)
+    check_close_to_oracle(tc[0], ref, low, dtype)
+    check_close_to_oracle(simt[0], ref, low, dtype)
+    torch.testing.assert_close(tc[1], simt[1], rtol=1e-4, atol=1e-4)  # lse from fp32 scores in both
+
+
+@pytest.mark.gpu
+@needs_kernels
+def test_tensor_core_path_rejects_what_it_cannot_do():
+    q = torch.zeros(1, 1, 65, 64, device="cuda", dtype=torch.bfloat16)
+    with pytest.raises(ValueError, match="algo=2"):
+        call_raw(q, q, q, None, 0.125, algo=2)
+    q32 = torch.zeros(1, 1, 8, 64, device="cuda")
+    with pytest.raises(ValueError, match="algo=2"):
+        call_raw(q32, q32, q32, None, 0.125, algo=2)

@@ -83,7 +83,7 @@ def strides3(t: torch.Tensor) -> ctypes.Array:
     return I64_3(t.stride(0), t.stride(1), t.stride(2))
 
 
-def run_attention(lib, q, k, v, mask, scale, dropout_p=0.0, philox=None, grad=None):
+def run_attention(lib, q, k, v, mask, scale, dropout_p=0.0, philox=None, grad=None, algo=1):
     """Forward then backward through the emulated kernels, every output pre-filled with NaN."""
     B, H, L, D = q.shape
     code = DTYPE_CODES[q.dtype]
@@ -112,6 +112,7 @@ def run_attention(lib, q, k, v, mask, scale, dropout_p=0.0, philox=None, grad=No
         ctypes.c_float(scale),
         ctypes.c_float(dropout_p),
         ptr(ph),
+        algo,
     )
     assert rc == 0, "unsupported dtype/D in the emulator build"
     if grad is None:
@@ -144,6 +145,7 @@ def run_attention(lib, q, k, v, mask, scale, dropout_p=0.0, philox=None, grad=No
         ctypes.c_float(scale),
         ctypes.c_float(dropout_p),
         ptr(ph),
+        algo,
     )
     assert rc == 0
     return out, lse, (dq, dk, dv)
@@ -336,3 +338,55 @@ def test_emulated_other_tile_configurations(tmp_path, warps, rows):
     for ours, theirs in zip((dq, dk, dv), grads):
         assert not torch.isnan(ours).any()
         assert rel_err(ours, theirs) < 1e-5
+
+
+@pytest.mark.parametrize(
+    "dtype, D, L, strided, dropout_p",
+    [
+        (torch.bfloat16, 64, 60, True, 0.0),
+        (torch.bfloat16, 64, 17, False, 0.2),
+        pytest.param(torch.float16, 32, 64, False, 0.0, marks=slow),
+        pytest.param(torch.bfloat16, 128, 33, False, 0.0, marks=slow),
+        pytest.param(torch.float16, 32, 5, False, 0.1, marks=slow),
+    ],
+    ids=str,
+)
+def test_emulated_tensor_core_path(emu, dtype, D, L, strided, dropout_p):
+    """The L <= 64 WMMA kernels (algo=2): same oracle, dropout stream and padding semantics as the SIMT ones."""
+    B, H = 3, 1
+    gen = torch.Generator().manual_seed(L + D)
+    if strided:
+        buf = torch.randn(B, L, 3, H, D, generator=gen).to(dtype)
+        q, k, v = (buf[:, :, i].transpose(1, 2) for i in range(3))
+    else:
+        q, k, v = (torch.randn(B, H, L, D, generator=gen).to(dtype) for _ in range(3))
+    grad = torch.randn(B, H, L, D, generator=gen).to(dtype)
+    mask = left_padding(B, L, seed=L)
+    philox = np.array([1234567, 89], np.int64)
+    keep = None
+    if dropout_p > 0:
+        keep_np = np.zeros((B, H, L, L), np.uint8)
+        emu.emu_dropout_mask(B, H, L, ctypes.c_float(dropout_p), ptr(philox), ptr(keep_np))
+        keep = torch.from_numpy(keep_np).bool()
+    scale = D**-0.5
+    out, lse, (dq, dk, dv) = run_attention(emu, q, k, v, mask, scale, dropout_p, philox, grad, algo=2)
+    simt = run_attention(emu, q, k, v, mask, scale, dropout_p, philox, grad, algo=1)
+    ref, grads = oracle(q, k, v, mask, scale, grad, keep=keep, p=dropout_p)
+    for name, x in (("out", out), ("lse", lse), ("dq", dq), ("dk", dk), ("dv", dv)):
+        assert not torch.isnan(x).any(), f"{name}: unwritten (NaN) elements"
+    assert torch.isinf(lse[0]).all() and torch.all(out[0] == 0)
+    for t in (dq, dk, dv):
+        assert torch.all(t[0] == 0)
+    torch.testing.assert_close(lse, simt[1], rtol=1e-4, atol=1e-4)  # both from fp32 scores
+    # tensor cores round P and dS to the storage dtype before the second product: low-precision tolerance
+    lows = [t.clone().requires_grad_() for t in (q, k, v)]
+    if dropout_p == 0:
+        low = attention_reference(*lows, mask)
+        low.backward(grad)
+        assert rel_err(out, ref) <= 2 * rel_err(low.detach(), ref) + 1e-3
+        for ours, theirs, torch_low in zip((dq, dk, dv), grads, lows):
+            assert rel_err(ours, theirs) <= 2 * rel_err(torch_low.grad, theirs) + 1e-3
+    else:
+        assert rel_err(out, ref) < 2e-2
+        for ours, theirs in zip((dq, dk, dv), grads):
+            assert rel_err(ours, theirs) < 3e-2

@@ -39,7 +39,10 @@ k::Strides4 strides_of(const TensorArg& t) {
 }
 
 k::AttentionShape make_shape(int B, int H, int L, int D, int dtype, float scale, float dropout_p, uintptr_t philox,
-                             uintptr_t key_mask, int64_t mask_stride_b) {
+                             uintptr_t key_mask, int64_t mask_stride_b, int algo) {
+  if (algo < 0 || algo > 2)
+    throw std::invalid_argument("algo: expected 0 (automatic), 1 (SIMT) or 2 (tensor cores), got " +
+                                std::to_string(algo));
   if (dtype < 0 || dtype > 2)
     throw std::invalid_argument("dtype: expected 0 (float32), 1 (bfloat16) or 2 (float16), got " +
                                 std::to_string(dtype));
@@ -51,6 +54,7 @@ k::AttentionShape make_shape(int B, int H, int L, int D, int dtype, float scale,
   s.philox = reinterpret_cast<const int64_t*>(philox);
   s.key_mask = reinterpret_cast<const uint8_t*>(key_mask);
   s.mask_stride_b = mask_stride_b;
+  s.algo = algo;
   return s;
 }
 
@@ -67,10 +71,10 @@ void set_device(int device) {
 
 void attention_forward(const TensorArg& q, const TensorArg& k_, const TensorArg& v, const TensorArg& o,
                        uintptr_t lse, uintptr_t key_mask, int64_t mask_stride_b, int B, int H, int L, int D,
-                       int dtype, float scale, float dropout_p, uintptr_t philox, uintptr_t stream, int device) {
+                       int dtype, float scale, float dropout_p, uintptr_t philox, uintptr_t stream, int device, int algo) {
   set_device(device);
   k::AttentionForwardParams p;
-  p.shape = make_shape(B, H, L, D, dtype, scale, dropout_p, philox, key_mask, mask_stride_b);
+  p.shape = make_shape(B, H, L, D, dtype, scale, dropout_p, philox, key_mask, mask_stride_b, algo);
   p.q = ptr_of(q, "q");
   p.k = ptr_of(k_, "k");
   p.v = ptr_of(v, "v");
@@ -87,10 +91,10 @@ void attention_forward(const TensorArg& q, const TensorArg& k_, const TensorArg&
 void attention_backward(const TensorArg& q, const TensorArg& k_, const TensorArg& v, const TensorArg& o,
                         const TensorArg& dout, const TensorArg& dq, const TensorArg& dk, const TensorArg& dv,
                         uintptr_t lse, uintptr_t delta, uintptr_t key_mask, int64_t mask_stride_b, int B, int H,
-                        int L, int D, int dtype, float scale, float dropout_p, uintptr_t philox, uintptr_t stream, int device) {
+                        int L, int D, int dtype, float scale, float dropout_p, uintptr_t philox, uintptr_t stream, int device, int algo) {
   set_device(device);
   k::AttentionBackwardParams p;
-  p.shape = make_shape(B, H, L, D, dtype, scale, dropout_p, philox, key_mask, mask_stride_b);
+  p.shape = make_shape(B, H, L, D, dtype, scale, dropout_p, philox, key_mask, mask_stride_b, algo);
   p.q = ptr_of(q, "q");
   p.k = ptr_of(k_, "k");
   p.v = ptr_of(v, "v");
@@ -123,14 +127,15 @@ void register_cuda_ops(py::module_& m) {
   cuda.def("attention_forward", &attention_forward, py::arg("q"), py::arg("k"), py::arg("v"), py::arg("out"),
            py::arg("lse"), py::arg("key_mask"), py::arg("mask_stride_b"), py::arg("B"), py::arg("H"), py::arg("L"),
            py::arg("D"), py::arg("dtype"), py::arg("scale"), py::arg("dropout_p"), py::arg("philox"),
-           py::arg("stream"), py::arg("device"), py::call_guard<py::gil_scoped_release>(),
+           py::arg("stream"), py::arg("device"), py::arg("algo") = 0, py::call_guard<py::gil_scoped_release>(),
            "Causal masked attention forward. Tensors are (data_ptr, stride_b, stride_h, stride_l) of [B,H,L,D];\n"
-           "lse: fp32 [B,H,L] output; key_mask: uint8 [B,L] pointer or 0; philox: int64[2] device pointer or 0.");
+           "lse: fp32 [B,H,L] output; key_mask: uint8 [B,L] pointer or 0; philox: int64[2] device pointer or 0;\n"
+           "algo: 0 automatic, 1 SIMT kernels, 2 tensor-core kernels (L <= 64, bf16/fp16, sm_80+).");
   cuda.def("attention_backward", &attention_backward, py::arg("q"), py::arg("k"), py::arg("v"), py::arg("out"),
            py::arg("grad_out"), py::arg("grad_q"), py::arg("grad_k"), py::arg("grad_v"), py::arg("lse"),
            py::arg("delta"), py::arg("key_mask"), py::arg("mask_stride_b"), py::arg("B"), py::arg("H"),
            py::arg("L"), py::arg("D"), py::arg("dtype"), py::arg("scale"), py::arg("dropout_p"), py::arg("philox"),
-           py::arg("stream"), py::arg("device"), py::call_guard<py::gil_scoped_release>(),
+           py::arg("stream"), py::arg("device"), py::arg("algo") = 0, py::call_guard<py::gil_scoped_release>(),
            "Backward of attention_forward; delta: fp32 [B,H,L] workspace.");
   cuda.def(
       "attention_dropout_mask",

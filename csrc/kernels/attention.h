@@ -32,6 +32,7 @@ struct AttentionShape {
   const int64_t* philox = nullptr;  // device [seed, offset]; required when dropout_p > 0
   const uint8_t* key_mask = nullptr;  // [B, L] bytes, row stride mask_stride_b; nullptr: no padding
   int64_t mask_stride_b = 0;
+  int algo = 0;  // 0: automatic; 1: SIMT kernels; 2: tensor-core kernels (L <= 64, bf16/fp16, sm_80+)
 };
 
 struct AttentionForwardParams {

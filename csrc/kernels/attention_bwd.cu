@@ -3,6 +3,7 @@
 #include <string>
 
 #include "kernels/attention.h"
+#include "kernels/attention_tc.h"
 #include "kernels/attention_bwd_kernel.cuh"
 
 namespace pyseqrl {
@@ -50,6 +51,7 @@ void check_shape(const AttentionShape& s, const char* fn);  // attention_fwd.cu
 
 void attention_backward(const AttentionBackwardParams& p, cudaStream_t stream) {
   check_shape(p.shape, "attention_backward");
+  if (use_tensor_cores(p.shape, "attention_backward")) return attention_backward_tc(p, stream);
   switch (p.shape.dtype) {
     case DType::kFloat32: return attn::backward_dispatch_d<float>(p, stream);
     case DType::kBFloat16: return attn::backward_dispatch_d<__nv_bfloat16>(p, stream);

@@ -4,6 +4,7 @@
 #include <string>
 
 #include "kernels/attention.h"
+#include "kernels/attention_tc.h"
 #include "kernels/attention_fwd_kernel.cuh"
 
 namespace pyseqrl {
@@ -56,6 +57,7 @@ void check_shape(const AttentionShape& s, const char* fn) {
 
 void attention_forward(const AttentionForwardParams& p, cudaStream_t stream) {
   check_shape(p.shape, "attention_forward");
+  if (use_tensor_cores(p.shape, "attention_forward")) return attention_forward_tc(p, stream);
   switch (p.shape.dtype) {
     case DType::kFloat32: return attn::forward_dispatch_d<float>(p, stream);
     case DType::kBFloat16: return attn::forward_dispatch_d<__nv_bfloat16>(p, stream);

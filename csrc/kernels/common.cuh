@@ -9,10 +9,10 @@
 #include <stdexcept>
 #include <string>
 
-// Dynamically sized shared memory as `float4 name[]`. Under tests/cuda_emu (the CPU emulator that runs these
+// Dynamically sized shared memory as `float4 name[]`, 128-byte aligned (WMMA needs 32). Under tests/ops_cuda_emu (the CPU emulator that runs these
 // kernels in tests) it is a per-block host buffer instead.
 #ifndef PYSEQRL_CUDA_EMULATION
-#define PYSEQRL_EXTERN_SMEM(name) extern __shared__ float4 name[]
+#define PYSEQRL_EXTERN_SMEM(name) extern __shared__ __align__(128) float4 name[]
 #else
 #define PYSEQRL_EXTERN_SMEM(name) float4* name = ::pyseqrl_emu::dynamic_smem()
 #endif
@@ -43,6 +43,18 @@ void allow_dynamic_smem(Kernel kernel, int bytes, const char* what) {
   if (device < 64 && done[device]) return;
   check_cuda(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes), what);
   if (device < 64) done[device] = true;
+}
+
+// Compute capability major of the current device (cached per device).
+inline int device_cc_major() {
+  static int cache[64] = {};
+  int device = 0;
+  check_cuda(cudaGetDevice(&device), "cudaGetDevice");
+  if (device >= 64) device = 63;
+  if (cache[device] == 0)
+    check_cuda(cudaDeviceGetAttribute(&cache[device], cudaDevAttrComputeCapabilityMajor, device),
+               "cudaDeviceGetAttribute(ComputeCapabilityMajor)");
+  return cache[device];
 }
 
 template <typename T>

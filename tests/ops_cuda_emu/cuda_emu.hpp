@@ -18,6 +18,8 @@
 #include <cmath>
 #include <cstdint>
 #include <memory>
+#include <stdexcept>
+#include <type_traits>
 #include <thread>
 #include <vector>
 
@@ -33,16 +35,20 @@ struct Warp {
 };
 
 struct Block {
-  Block(int threads, size_t smem_bytes) : bar(threads), warps((threads + 31) / 32), smem(smem_bytes / 16 + 1) {}
+  Block(int threads, size_t smem_bytes) : bar(threads), warps((threads + 31) / 32), smem(smem_bytes / 16 + 9) {}
   std::barrier<> bar;
   std::vector<Warp> warps;
-  std::vector<float4> smem;
+  std::vector<float4> smem;  // 8 spare float4 so the base can be aligned to 128 bytes, as on the GPU
+  float4* aligned() {
+    const uintptr_t p = reinterpret_cast<uintptr_t>(smem.data());
+    return reinterpret_cast<float4*>((p + 127) / 128 * 128);
+  }
 };
 
 inline thread_local Block* tl_block = nullptr;
 inline thread_local int tl_lane = 0, tl_warp = 0;
 
-inline float4* dynamic_smem() { return tl_block->smem.data(); }
+inline float4* dynamic_smem() { return tl_block->aligned(); }
 
 }  // namespace pyseqrl_emu
 
@@ -65,8 +71,71 @@ inline float __shfl_xor_sync(unsigned mask, float v, int lane_mask) {
   return __shfl_sync(mask, v, pyseqrl_emu::tl_lane ^ lane_mask);
 }
 
+inline void __syncwarp(unsigned /*mask*/ = 0xffffffffu) {
+  pyseqrl_emu::tl_block->warps[pyseqrl_emu::tl_warp].bar.arrive_and_wait();
+}
+
 using std::max;
 using std::min;
+
+// WMMA 16x16x16 with whole-tile fragments: every lane holds the full tile and computes the full product (the
+// real layout is opaque to the kernels, which only load, multiply, fill and store). Stores are done by lane 0;
+// kernels __syncwarp() before other lanes read stored data, as they must on a GPU too.
+namespace nvcuda {
+namespace wmma {
+struct matrix_a {};
+struct matrix_b {};
+struct accumulator {};
+struct row_major {};
+struct col_major {};
+enum layout_t { mem_row_major, mem_col_major };
+
+template <typename Use, int M, int N, int K, typename T, typename Layout = void>
+struct fragment {
+  static_assert(M == 16 && N == 16 && K == 16, "the emulator only has 16x16x16 tiles");
+  float x[256];
+};
+
+inline float emu_to_float(float v) { return v; }
+inline float emu_to_float(__nv_bfloat16 v) { return __bfloat162float(v); }
+inline float emu_to_float(__half v) { return __half2float(v); }
+
+template <typename Use, typename T, typename Layout>
+void load_matrix_sync(fragment<Use, 16, 16, 16, T, Layout>& f, const T* p, unsigned ldm) {
+  static_assert(!std::is_same<Use, accumulator>::value, "accumulator loads are not emulated");
+  if (reinterpret_cast<uintptr_t>(p) % 32 != 0) throw std::runtime_error("wmma::load_matrix_sync: pointer not 32-byte aligned");
+  for (int r = 0; r < 16; ++r)
+    for (int c = 0; c < 16; ++c)
+      f.x[r * 16 + c] = emu_to_float(std::is_same<Layout, row_major>::value ? p[r * ldm + c] : p[c * ldm + r]);
+}
+
+template <typename T>
+void fill_fragment(fragment<accumulator, 16, 16, 16, T>& f, float v) {
+  for (float& e : f.x) e = v;
+}
+
+template <typename TA, typename LA, typename TB, typename LB>
+void mma_sync(fragment<accumulator, 16, 16, 16, float>& d, const fragment<matrix_a, 16, 16, 16, TA, LA>& a,
+              const fragment<matrix_b, 16, 16, 16, TB, LB>& b, const fragment<accumulator, 16, 16, 16, float>& c) {
+  float out[256];
+  for (int m = 0; m < 16; ++m)
+    for (int n = 0; n < 16; ++n) {
+      float acc = c.x[m * 16 + n];
+      for (int k = 0; k < 16; ++k) acc += a.x[m * 16 + k] * b.x[k * 16 + n];
+      out[m * 16 + n] = acc;
+    }
+  std::copy(out, out + 256, d.x);
+}
+
+inline void store_matrix_sync(float* p, const fragment<accumulator, 16, 16, 16, float>& f, unsigned ldm,
+                              layout_t layout) {
+  if (reinterpret_cast<uintptr_t>(p) % 32 != 0) throw std::runtime_error("wmma::store_matrix_sync: pointer not 32-byte aligned");
+  if (pyseqrl_emu::tl_lane != 0) return;
+  for (int r = 0; r < 16; ++r)
+    for (int c = 0; c < 16; ++c) (layout == mem_row_major ? p[r * ldm + c] : p[c * ldm + r]) = f.x[r * 16 + c];
+}
+}  // namespace wmma
+}  // namespace nvcuda
 
 namespace pyseqrl_emu {
 

@@ -3,6 +3,7 @@
 // the emulator must come first
 #include "kernels/attention_bwd_kernel.cuh"
 #include "kernels/attention_fwd_kernel.cuh"
+#include "kernels/attention_tc_kernel.cuh"
 #include "kernels/segment_gather_kernel.cuh"
 
 namespace k = pyseqrl::kernels;
@@ -26,6 +27,15 @@ k::AttentionShape shape(int dtype, int B, int H, int L, int D, float scale, floa
 
 template <typename T, int D>
 void fwd(const k::AttentionForwardParams& p) {
+  if (p.shape.algo == 2) {
+    if constexpr (!std::is_same<T, float>::value) {
+      namespace tc = pyseqrl::kernels::tc;
+      const uint32_t thr = k::dropout_threshold(p.shape.dropout_p);
+      pyseqrl_emu::launch(dim3(p.shape.B * p.shape.H), tc::kThreads, tc::FwdLayout<T, D>::bytes,
+                          [&] { tc::attention_fwd_tc_kernel<T, D>(p, thr); });
+    }
+    return;
+  }
   const dim3 grid(p.shape.B * p.shape.H, (p.shape.L + a::kBlockRows - 1) / a::kBlockRows);
   const size_t smem = (a::kBlockRows + 2 * a::kTile) * a::pitch<D>() * sizeof(float);
   const uint32_t thr = k::dropout_threshold(p.shape.dropout_p);
@@ -34,6 +44,15 @@ void fwd(const k::AttentionForwardParams& p) {
 
 template <typename T, int D>
 void bwd(const k::AttentionBackwardParams& p) {
+  if (p.shape.algo == 2) {
+    if constexpr (!std::is_same<T, float>::value) {
+      namespace tc = pyseqrl::kernels::tc;
+      const uint32_t thr = k::dropout_threshold(p.shape.dropout_p);
+      pyseqrl_emu::launch(dim3(p.shape.B * p.shape.H), tc::kThreads, tc::BwdLayout<T, D>::bytes,
+                          [&] { tc::attention_bwd_tc_kernel<T, D>(p, thr); });
+    }
+    return;
+  }
   const dim3 grid(p.shape.B * p.shape.H, (p.shape.L + a::kBlockRows - 1) / a::kBlockRows);
   const size_t smem = (2 * a::kBlockRows + 2 * a::kTile) * a::pitch<D>() * sizeof(float);
   const uint32_t thr = k::dropout_threshold(p.shape.dropout_p);
@@ -41,14 +60,17 @@ void bwd(const k::AttentionBackwardParams& p) {
   pyseqrl_emu::launch(grid, a::kThreads, smem, [&] { a::attention_dkdv_kernel<T, D>(p, thr); });
 }
 
-// Only the instantiations the tests use (compile time): fp32 at every D, bf16 at 64, fp16 at 32.
+// Only the instantiations the tests use (compile time): fp32 at every D, bf16 at 64 and 128, fp16 at 32.
 template <typename P>
 int dispatch(int dtype, int D, const P& p, void (*f32_32)(const P&), void (*f32_64)(const P&),
-             void (*f32_128)(const P&), void (*bf16_64)(const P&), void (*f16_32)(const P&)) {
+             void (*f32_128)(const P&), void (*bf16_64)(const P&), void (*bf16_128)(const P&),
+             void (*f16_32)(const P&)) {
+  if (p.shape.algo == 2 && (dtype == 0 || p.shape.L > 64)) return 2;
   if (dtype == 0 && D == 32) return f32_32(p), 0;
   if (dtype == 0 && D == 64) return f32_64(p), 0;
   if (dtype == 0 && D == 128) return f32_128(p), 0;
   if (dtype == 1 && D == 64) return bf16_64(p), 0;
+  if (dtype == 1 && D == 128) return bf16_128(p), 0;
   if (dtype == 2 && D == 32) return f16_32(p), 0;
   return 1;
 }
@@ -60,27 +82,29 @@ extern "C" {
 int emu_attention_forward(int dtype, const void* q, const int64_t* qs, const void* k_, const int64_t* ks,
                           const void* v, const int64_t* vs, void* o, const int64_t* os, float* lse,
                           const uint8_t* mask, int64_t mask_stride, int B, int H, int L, int D, float scale,
-                          float dropout_p, const int64_t* philox) {
+                          float dropout_p, const int64_t* philox, int algo) {
   k::AttentionForwardParams p;
   p.shape = shape(dtype, B, H, L, D, scale, dropout_p, philox, mask, mask_stride);
+  p.shape.algo = algo;
   p.q = q, p.k = k_, p.v = v, p.o = o, p.lse = lse;
   p.q_strides = strides(qs), p.k_strides = strides(ks), p.v_strides = strides(vs), p.o_strides = strides(os);
   return dispatch<k::AttentionForwardParams>(dtype, D, p, fwd<float, 32>, fwd<float, 64>, fwd<float, 128>,
-                                             fwd<__nv_bfloat16, 64>, fwd<__half, 32>);
+                                             fwd<__nv_bfloat16, 64>, fwd<__nv_bfloat16, 128>, fwd<__half, 32>);
 }
 
 int emu_attention_backward(int dtype, const void* q, const void* k_, const void* v, const void* o, const void* g,
                            void* dq, void* dk, void* dv, const int64_t* strides8, const float* lse, float* delta,
                            const uint8_t* mask, int64_t mask_stride, int B, int H, int L, int D, float scale,
-                           float dropout_p, const int64_t* philox) {
+                           float dropout_p, const int64_t* philox, int algo) {
   k::AttentionBackwardParams p;
   p.shape = shape(dtype, B, H, L, D, scale, dropout_p, philox, mask, mask_stride);
+  p.shape.algo = algo;
   p.q = q, p.k = k_, p.v = v, p.o = o, p.dout = g, p.dq = dq, p.dk = dk, p.dv = dv, p.lse = lse, p.delta = delta;
   p.q_strides = strides(strides8), p.k_strides = strides(strides8 + 3), p.v_strides = strides(strides8 + 6);
   p.o_strides = strides(strides8 + 9), p.dout_strides = strides(strides8 + 12), p.dq_strides = strides(strides8 + 15);
   p.dk_strides = strides(strides8 + 18), p.dv_strides = strides(strides8 + 21);
   return dispatch<k::AttentionBackwardParams>(dtype, D, p, bwd<float, 32>, bwd<float, 64>, bwd<float, 128>,
-                                              bwd<__nv_bfloat16, 64>, bwd<__half, 32>);
+                                              bwd<__nv_bfloat16, 64>, bwd<__nv_bfloat16, 128>, bwd<__half, 32>);
 }
 
 void emu_dropout_mask(int B, int H, int L, float dropout_p, const int64_t* philox, uint8_t* out) {

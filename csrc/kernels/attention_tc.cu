@@ -1,0 +1,73 @@
+// Launchers and explicit instantiations of the tensor-core attention kernels (attention_tc_kernel.cuh), and the
+// rule that picks them: L <= 64, bf16/fp16, a device of compute capability 8.0 or newer.
+#include <string>
+
+#include "kernels/attention_tc.h"
+#include "kernels/attention_tc_kernel.cuh"
+
+namespace pyseqrl {
+namespace kernels {
+namespace tc {
+
+template <typename T, int D>
+void launch_forward(const AttentionForwardParams& p, cudaStream_t stream) {
+  constexpr int smem = FwdLayout<T, D>::bytes;
+  allow_dynamic_smem(attention_fwd_tc_kernel<T, D>, smem, "cudaFuncSetAttribute(attention_fwd_tc_kernel)");
+  attention_fwd_tc_kernel<T, D><<<p.shape.B * p.shape.H, kThreads, smem, stream>>>(
+      p, dropout_threshold(p.shape.dropout_p));
+  check_launch("attention_fwd_tc_kernel");
+}
+
+template <typename T, int D>
+void launch_backward(const AttentionBackwardParams& p, cudaStream_t stream) {
+  constexpr int smem = BwdLayout<T, D>::bytes;
+  allow_dynamic_smem(attention_bwd_tc_kernel<T, D>, smem, "cudaFuncSetAttribute(attention_bwd_tc_kernel)");
+  attention_bwd_tc_kernel<T, D><<<p.shape.B * p.shape.H, kThreads, smem, stream>>>(
+      p, dropout_threshold(p.shape.dropout_p));
+  check_launch("attention_bwd_tc_kernel");
+}
+
+#define PYSEQRL_INSTANTIATE_TC(T, D)                                                      \
+  template void launch_forward<T, D>(const AttentionForwardParams&, cudaStream_t);       \
+  template void launch_backward<T, D>(const AttentionBackwardParams&, cudaStream_t);
+PYSEQRL_INSTANTIATE_TC(__nv_bfloat16, 32)
+PYSEQRL_INSTANTIATE_TC(__nv_bfloat16, 64)
+PYSEQRL_INSTANTIATE_TC(__nv_bfloat16, 128)
+PYSEQRL_INSTANTIATE_TC(__half, 32)
+PYSEQRL_INSTANTIATE_TC(__half, 64)
+PYSEQRL_INSTANTIATE_TC(__half, 128)
+#undef PYSEQRL_INSTANTIATE_TC
+
+template <typename Params>
+void dispatch(const Params& p, cudaStream_t stream, void (*bf16[3])(const Params&, cudaStream_t),
+              void (*f16[3])(const Params&, cudaStream_t)) {
+  const int slot = p.shape.D == 32 ? 0 : p.shape.D == 64 ? 1 : p.shape.D == 128 ? 2 : -1;
+  if (slot < 0) throw std::invalid_argument("attention (tensor cores): D must be 32, 64 or 128, got " + std::to_string(p.shape.D));
+  (p.shape.dtype == DType::kBFloat16 ? bf16 : f16)[slot](p, stream);
+}
+
+}  // namespace tc
+
+bool tensor_core_attention_applies(const AttentionShape& s) {
+  return s.L <= tc::kMaxLen && s.dtype != DType::kFloat32 && (s.D == 32 || s.D == 64 || s.D == 128) &&
+         device_cc_major() >= 8;
+}
+
+void attention_forward_tc(const AttentionForwardParams& p, cudaStream_t stream) {
+  using F = void (*)(const AttentionForwardParams&, cudaStream_t);
+  F bf16[3] = {tc::launch_forward<__nv_bfloat16, 32>, tc::launch_forward<__nv_bfloat16, 64>,
+               tc::launch_forward<__nv_bfloat16, 128>};
+  F f16[3] = {tc::launch_forward<__half, 32>, tc::launch_forward<__half, 64>, tc::launch_forward<__half, 128>};
+  tc::dispatch(p, stream, bf16, f16);
+}
+
+void attention_backward_tc(const AttentionBackwardParams& p, cudaStream_t stream) {
+  using F = void (*)(const AttentionBackwardParams&, cudaStream_t);
+  F bf16[3] = {tc::launch_backward<__nv_bfloat16, 32>, tc::launch_backward<__nv_bfloat16, 64>,
+               tc::launch_backward<__nv_bfloat16, 128>};
+  F f16[3] = {tc::launch_backward<__half, 32>, tc::launch_backward<__half, 64>, tc::launch_backward<__half, 128>};
+  tc::dispatch(p, stream, bf16, f16);
+}
+
+}  // namespace kernels
+}  // namespace pyseqrl
