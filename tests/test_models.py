@@ -25,7 +25,7 @@ S, A = 5, 3
 
 def small(**kw) -> DecisionTransformer:
     torch.manual_seed(0)
-    cfg = dict(state_dim=S, act_dim=A, hidden_size=16, n_layer=2, n_head=2, context_len=6, dropout=0.0)
+    cfg = {"state_dim": S, "act_dim": A, "hidden_size": 16, "n_layer": 2, "n_head": 2, "context_len": 6, "dropout": 0.0}
     cfg.update(kw)
     return DecisionTransformer(DTConfig(**cfg)).eval()
 

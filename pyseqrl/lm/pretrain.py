@@ -166,8 +166,8 @@ def pretrain(cfg: PretrainConfig) -> dict[str, float]:
     model.save_pretrained(str(out))  # config.json + model.safetensors
     save_tokenizer(tok, out)
     summary = {"heldout_perplexity": ppl, "initial_heldout_perplexity": ppl0, "final_train_loss": loss_v,
-               "steps": cfg.steps, "seconds": elapsed, "train_tokens": int(len(train_tokens)),
-               "heldout_tokens": int(len(heldout)), "vocab_size": int(tok.get_vocab_size()),
+               "steps": cfg.steps, "seconds": elapsed, "train_tokens": len(train_tokens),
+               "heldout_tokens": len(heldout), "vocab_size": int(tok.get_vocab_size()),
                "parameters": int(sum(p.numel() for p in model.parameters()))}
     (out / "pretrain_summary.json").write_text(json.dumps({"summary": summary, "config": asdict(cfg)}, indent=2))
     log.info("held-out perplexity %.2f (untrained %.2f) after %d steps in %.0f s; saved to %s",

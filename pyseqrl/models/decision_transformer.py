@@ -24,8 +24,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
+from torch import nn
 from transformers import GPT2Config, GPT2Model
 
 log = logging.getLogger(__name__)

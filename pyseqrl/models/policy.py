@@ -73,7 +73,7 @@ class DTPolicy(Policy):
         self.name = f"dt(target={self.target_return:g})"
         self.n = 0
 
-    def with_target(self, target_return: float) -> "DTPolicy":
+    def with_target(self, target_return: float) -> DTPolicy:
         """A fresh policy sharing the model and settings, conditioned on another target return."""
         return DTPolicy(self.model, target_return, self.return_scale, self.state_mean.cpu().numpy(),
                         self.state_std.cpu().numpy(), self.K, self.refresh_every, self.use_cache, self.device)
