@@ -178,6 +178,7 @@ slow = pytest.mark.slow  # the emulator runs ~100 OS threads per block: keep the
         (3, 1, 17, 32, True),
         (2, 1, 1, 32, False),
         (2, 1, 16, 64, True),
+        (2, 1, 21, 32, "misaligned"),
         pytest.param(2, 2, 60, 64, False, marks=slow),
         pytest.param(1, 2, 33, 128, False, marks=slow),
         pytest.param(1, 1, 100, 32, False, marks=slow),
@@ -185,7 +186,9 @@ slow = pytest.mark.slow  # the emulator runs ~100 OS threads per block: keep the
 )
 def test_emulated_fp32_forward_backward(emu, B, H, L, D, strided):
     gen = torch.Generator().manual_seed(L * D)
-    if strided:  # GPT-2 layout: one (B, L, 3, H, D) buffer viewed as q, k, v (B, H, L, D)
+    if strided == "misaligned":  # rows of D + 1 elements starting 4 bytes in: the element-wise staging path
+        q, k, v = (torch.randn(B, H, L, D + 1, generator=gen)[..., 1:] for _ in range(3))
+    elif strided:  # GPT-2 layout: one (B, L, 3, H, D) buffer viewed as q, k, v (B, H, L, D)
         buf = torch.randn(B, L, 3, H, D, generator=gen)
         q, k, v = (buf[:, :, i].transpose(1, 2) for i in range(3))
     else:
@@ -345,6 +348,7 @@ def test_emulated_other_tile_configurations(tmp_path, warps, rows):
     [
         (torch.bfloat16, 64, 60, True, 0.0),
         (torch.bfloat16, 64, 17, False, 0.2),
+        (torch.bfloat16, 64, 9, "misaligned", 0.0),
         pytest.param(torch.float16, 32, 64, False, 0.0, marks=slow),
         pytest.param(torch.bfloat16, 128, 33, False, 0.0, marks=slow),
         pytest.param(torch.float16, 32, 5, False, 0.1, marks=slow),
@@ -355,7 +359,9 @@ def test_emulated_tensor_core_path(emu, dtype, D, L, strided, dropout_p):
     """The L <= 64 WMMA kernels (algo=2): same oracle, dropout stream and padding semantics as the SIMT ones."""
     B, H = 3, 1
     gen = torch.Generator().manual_seed(L + D)
-    if strided:
+    if strided == "misaligned":
+        q, k, v = (torch.randn(B, H, L, D + 1, generator=gen).to(dtype)[..., 1:] for _ in range(3))
+    elif strided:
         buf = torch.randn(B, L, 3, H, D, generator=gen).to(dtype)
         q, k, v = (buf[:, :, i].transpose(1, 2) for i in range(3))
     else:

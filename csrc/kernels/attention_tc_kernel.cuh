@@ -69,10 +69,21 @@ struct BwdLayout {
   static_assert(kMaxLen * fpitch<D>() * 4 <= pd - s, "output staging must fit in the score tiles");
 };
 
-// dst[r][d] = src[r * stride_l + d] for r < L, zero for L <= r < 64 (kept in T).
+// dst[r][d] = src[r * stride_l + d] for r < L, zero for L <= r < 64 (kept in T); 16-byte loads when possible.
 template <typename T, int D>
 __device__ __forceinline__ void stage_tile(T* __restrict__ dst, const T* __restrict__ src, int64_t stride_l, int L) {
   constexpr int TP = tpitch<D>();
+  constexpr int V = 16 / sizeof(T);
+  static_assert(D % V == 0 && (TP * sizeof(T)) % 16 == 0, "rows must split into 16-byte vectors");
+  if (attn::vector_loadable(src, stride_l)) {
+    for (int idx = threadIdx.x; idx < kMaxLen * (D / V); idx += kThreads) {
+      const int r = idx / (D / V), d = (idx % (D / V)) * V;
+      const uint4 raw = r < L ? *reinterpret_cast<const uint4*>(src + static_cast<int64_t>(r) * stride_l + d)
+                              : make_uint4(0u, 0u, 0u, 0u);  // all-zero bits are +0 in bf16/fp16
+      *reinterpret_cast<uint4*>(dst + r * TP + d) = raw;
+    }
+    return;
+  }
   for (int idx = threadIdx.x; idx < kMaxLen * D; idx += kThreads) {
     const int r = idx / D, d = idx % D;
     dst[r * TP + d] = r < L ? src[static_cast<int64_t>(r) * stride_l + d] : from_float<T>(0.0f);

@@ -35,11 +35,40 @@ constexpr int pitch() {
   return D + 4;
 }
 
+// Whether rows of `src` (row stride `stride_l` elements) can be read with 16-byte vector loads.
+template <typename T>
+__device__ __forceinline__ bool vector_loadable(const T* src, int64_t stride_l) {
+  return reinterpret_cast<uintptr_t>(src) % 16 == 0 && (stride_l * static_cast<int64_t>(sizeof(T))) % 16 == 0;
+}
+
 // dst[r][d] = factor * src[(row0 + r) * stride_l + d] for r < rows, zero where row0 + r >= L.
+// 16-byte loads when the rows allow it (the usual case, GPT-2's strided views included), else element by element.
 template <typename T, int D>
 __device__ __forceinline__ void stage_rows(float* __restrict__ dst, const T* __restrict__ src, int64_t stride_l,
                                            int row0, int rows, int L, float factor) {
   constexpr int P = pitch<D>();
+  constexpr int V = 16 / sizeof(T);  // elements per 16-byte load
+  static_assert(D % V == 0 && V % 4 == 0, "rows must split into 16-byte loads and float4 stores");
+  if (vector_loadable(src, stride_l)) {
+    for (int idx = threadIdx.x; idx < rows * (D / V); idx += kThreads) {
+      const int r = idx / (D / V), d = (idx % (D / V)) * V;
+      const int row = row0 + r;
+      float x[V];
+      if (row < L) {
+        const uint4 raw = *reinterpret_cast<const uint4*>(src + static_cast<int64_t>(row) * stride_l + d);
+        const T* e = reinterpret_cast<const T*>(&raw);
+#pragma unroll
+        for (int u = 0; u < V; ++u) x[u] = factor * to_float(e[u]);
+      } else {
+#pragma unroll
+        for (int u = 0; u < V; ++u) x[u] = 0.0f;
+      }
+#pragma unroll
+      for (int u = 0; u < V; u += 4)
+        *reinterpret_cast<float4*>(dst + r * P + d + u) = make_float4(x[u], x[u + 1], x[u + 2], x[u + 3]);
+    }
+    return;
+  }
   for (int idx = threadIdx.x; idx < rows * D; idx += kThreads) {
     const int r = idx / D, d = idx % D;
     const int row = row0 + r;
