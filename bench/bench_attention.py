@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import machine_header, table
 
 import pyseqrl
-from pyseqrl.ops import _cuda
+from pyseqrl.ops import _cuda, attention
 from pyseqrl.ops.attention import attention_math, causal_attention
 
 BACKENDS = {
@@ -93,6 +93,15 @@ def bench_config(
         torch.autograd.grad(causal_attention(q, k, v, key_mask, backend="kernel"), (q, k, v), grad)
 
     row["pyseqrl"] = cuda_time(ours, inner, repeat)
+    row["pyseqrl-simt"] = None
+    if (
+        dtype != torch.float32 and L <= 64
+    ):  # the automatic choice is the tensor-core kernel: time SIMT as well
+        attention.KERNEL_ALGO = 1
+        try:
+            row["pyseqrl-simt"] = cuda_time(ours, inner, repeat)
+        finally:
+            attention.KERNEL_ALGO = 0
     for name, backend in BACKENDS.items():
 
         def sdpa(backend=backend) -> None:
@@ -133,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
         f"pyseqrl {pyseqrl.__version__}; fwd+bwd per call, median of {args.repeat} x {args.inner} calls, L={args.seq_len}",
     ]
     print("\n".join(header), flush=True)
-    names = ["pyseqrl", *BACKENDS]
+    names = ["pyseqrl", "pyseqrl-simt", *BACKENDS]
     rows = []
     for dtype_name, B, H, D in itertools.product(args.dtypes, args.batch, args.heads, args.head_dim):
         dtype = getattr(torch, dtype_name)

@@ -40,6 +40,9 @@ __all__ = [
 
 HEAD_DIMS = (32, 64, 128)
 MAX_LEN = 512
+KERNEL_ALGO = 0
+"""Which CUDA kernels :func:`causal_attention` uses: 0 automatic (tensor cores for L <= 64 in bf16/fp16 on sm_80+,
+SIMT otherwise), 1 always SIMT, 2 always tensor cores (errors where they do not apply). For benchmarks and tests."""
 
 
 # ---------------------------------------------------------------------------------------------- pure torch paths
@@ -208,9 +211,10 @@ class _CausalAttentionFunction(torch.autograd.Function):
             philox=0 if philox is None else philox.data_ptr(),
             stream=_cuda.stream_handle(q.device),
             device=device,
+            algo=KERNEL_ALGO,
         )
         ctx.save_for_backward(q, k, v, out, lse, mask_u8, philox)
-        ctx.scale, ctx.dropout_p, ctx.mask_stride = scale, dropout_p, mask_stride
+        ctx.scale, ctx.dropout_p, ctx.mask_stride, ctx.algo = scale, dropout_p, mask_stride, KERNEL_ALGO
         return out
 
     @staticmethod
@@ -244,6 +248,7 @@ class _CausalAttentionFunction(torch.autograd.Function):
             philox=0 if philox is None else philox.data_ptr(),
             stream=_cuda.stream_handle(q.device),
             device=_cuda.device_index(q.device),
+            algo=ctx.algo,
         )
         return dq, dk, dv, None, None, None
 
