@@ -51,11 +51,14 @@ def main() -> None:
     }
     print(f"# DT evaluation, {platform.processor() or platform.machine()}, torch {torch.__version__}, "
           f"threads {torch.get_num_threads()}; model 128x3x1, K={K}, envs={args.envs}, steps={args.steps}")
-    results = {}
-    for name, kw in variants.items():
-        policy = DTPolicy(model, 3600.0, 1000.0, **kw)
+    policies = {name: DTPolicy(model, 3600.0, 1000.0, **kw) for name, kw in variants.items()}
+    for policy in policies.values():
         run(policy, args.envs, 30, S)  # warm-up
-        results[name] = statistics.median(run(policy, args.envs, args.steps, S) for _ in range(args.repeats))
+    times: dict[str, list[float]] = {name: [] for name in policies}
+    for _ in range(args.repeats):  # round robin, so a change of machine load hits every variant alike
+        for name, policy in policies.items():
+            times[name].append(run(policy, args.envs, args.steps, S))
+    results = {name: statistics.median(v) for name, v in times.items()}
     base = results["full recompute (DT paper loop)"]
     print("| policy | ms / vector step | env-steps/s | speedup vs full |")
     print("|---|---|---|---|")

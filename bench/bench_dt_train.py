@@ -34,19 +34,21 @@ def make_data(seed: int = 0) -> dict[str, np.ndarray]:
             "rewards": rng.uniform(0, 3, size=n).astype(np.float32), "terminals": term}
 
 
-def timed(step: Callable[[], None], steps: int, repeats: int) -> float:
+def timed(step: Callable[[], None]) -> Callable[[int], float]:
+    """Warm ``step`` up and return a function timing ``n`` steps (seconds)."""
     for _ in range(5):
         step()
-    rates = []
-    for _ in range(repeats):
+
+    def run(n: int) -> float:
         t0 = time.perf_counter()
-        for _ in range(steps):
+        for _ in range(n):
             step()
-        rates.append(steps / (time.perf_counter() - t0))
-    return statistics.median(rates)
+        return time.perf_counter() - t0
+
+    return run
 
 
-def bench_pyseqrl(data: dict[str, np.ndarray], steps: int, repeats: int) -> float:
+def bench_pyseqrl(data: dict[str, np.ndarray]) -> Callable[[int], float]:
     import pyseqrl
     from pyseqrl.algos.dt import DTObjective, param_groups
     from pyseqrl.data import EpisodeDataset, torch_batches
@@ -68,10 +70,10 @@ def bench_pyseqrl(data: dict[str, np.ndarray], steps: int, repeats: int) -> floa
         torch.nn.utils.clip_grad_norm_(model.parameters(), 0.25)
         opt.step()
 
-    return timed(step, steps, repeats)
+    return timed(step)
 
 
-def bench_hf(data: dict[str, np.ndarray], steps: int, repeats: int) -> float:
+def bench_hf(data: dict[str, np.ndarray]) -> Callable[[int], float]:
     from transformers import DecisionTransformerConfig, DecisionTransformerModel
 
     ends = np.flatnonzero(data["terminals"]) + 1
@@ -125,10 +127,10 @@ def bench_hf(data: dict[str, np.ndarray], steps: int, repeats: int) -> float:
         torch.nn.utils.clip_grad_norm_(model.parameters(), 0.25)
         opt.step()
 
-    return timed(step, steps, repeats)
+    return timed(step)
 
 
-def bench_d3rlpy(data: dict[str, np.ndarray], steps: int, repeats: int) -> float | None:
+def bench_d3rlpy(data: dict[str, np.ndarray]) -> Callable[[int], float] | None:
     try:
         import d3rlpy
     except ImportError:
@@ -143,12 +145,13 @@ def bench_d3rlpy(data: dict[str, np.ndarray], steps: int, repeats: int) -> float
     ).create(device="cpu:0")
     kw = {"show_progress": False, "logger_adapter": NoopAdapterFactory(), "save_interval": 10**9}
     dt.fit(ds, n_steps=5, n_steps_per_epoch=5, **kw)  # build + warm-up
-    rates = []
-    for _ in range(repeats):
+
+    def run(n: int) -> float:
         t0 = time.perf_counter()
-        dt.fit(ds, n_steps=steps, n_steps_per_epoch=steps, **kw)  # one epoch of `steps` updates
-        rates.append(steps / (time.perf_counter() - t0))
-    return statistics.median(rates)
+        dt.fit(ds, n_steps=n, n_steps_per_epoch=n, **kw)  # one epoch of n updates
+        return time.perf_counter() - t0
+
+    return run
 
 
 def main() -> None:
@@ -160,14 +163,20 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     data = make_data()
-    rows = {"pyseqrl": bench_pyseqrl(data, args.steps, args.repeats),
-            "HF DecisionTransformerModel + numpy batcher": bench_hf(data, args.steps, args.repeats),
-            "d3rlpy DecisionTransformer": bench_d3rlpy(data, args.steps, args.repeats)}
+    runners = {"pyseqrl": bench_pyseqrl(data),
+               "HF DecisionTransformerModel + numpy batcher": bench_hf(data),
+               "d3rlpy DecisionTransformer": bench_d3rlpy(data)}
+    times: dict[str, list[float]] = {k: [] for k in runners}
+    for _ in range(args.repeats):  # round robin, so a change of machine load hits every implementation alike
+        for name, run in runners.items():
+            if run is not None:
+                times[name].append(run(args.steps))
+    rows = {k: (args.steps / statistics.median(v) if v else None) for k, v in times.items()}
     import transformers
 
     print(f"# DT training, {platform.processor() or platform.machine()}, torch {torch.__version__}, transformers "
           f"{transformers.__version__}, threads {torch.get_num_threads()}; 128x3x1, B={B}, K={K}, {args.steps} steps "
-          f"x {args.repeats} repeats (median)")
+          f"x {args.repeats} repeats, round robin (median)")
     print("| implementation | steps/s | pyseqrl speedup |")
     print("|---|---|---|")
     for name, rate in rows.items():
