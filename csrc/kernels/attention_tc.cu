@@ -48,9 +48,25 @@ void dispatch(const Params& p, cudaStream_t stream, void (*bf16[3])(const Params
 
 }  // namespace tc
 
+// The WMMA bodies exist only in code compiled for sm_80+ (older targets get empty kernels): check the virtual
+// architecture of the code the driver actually loaded for this device, once per device.
+static bool tensor_core_code_loaded() {
+  static int cache[64] = {};  // 0 unknown, 1 yes, 2 no
+  int device = 0;
+  check_cuda(cudaGetDevice(&device), "cudaGetDevice");
+  if (device >= 64) device = 63;
+  if (cache[device] == 0) {
+    cudaFuncAttributes attr{};
+    check_cuda(cudaFuncGetAttributes(&attr, tc::attention_fwd_tc_kernel<__nv_bfloat16, 64>),
+               "cudaFuncGetAttributes(attention_fwd_tc_kernel)");
+    cache[device] = device_cc_major() >= 8 && attr.ptxVersion >= 80 ? 1 : 2;
+  }
+  return cache[device] == 1;
+}
+
 bool tensor_core_attention_applies(const AttentionShape& s) {
   return s.L <= tc::kMaxLen && s.dtype != DType::kFloat32 && (s.D == 32 || s.D == 64 || s.D == 128) &&
-         device_cc_major() >= 8;
+         tensor_core_code_loaded();
 }
 
 void attention_forward_tc(const AttentionForwardParams& p, cudaStream_t stream) {

@@ -11,7 +11,8 @@
 namespace pyseqrl {
 namespace kernels {
 
-// L <= 64, bf16/fp16, D in {32, 64, 128}, and the current device is sm_80 or newer.
+// L <= 64, bf16/fp16, D in {32, 64, 128}, the current device is sm_80 or newer and the library carries sm_80+
+// code for it (a build for older architectures only has empty tensor-core kernels).
 bool tensor_core_attention_applies(const AttentionShape& s);
 void attention_forward_tc(const AttentionForwardParams& p, cudaStream_t stream);
 void attention_backward_tc(const AttentionBackwardParams& p, cudaStream_t stream);
@@ -22,7 +23,7 @@ inline bool use_tensor_cores(const AttentionShape& s, const char* fn) {
   const bool applies = tensor_core_attention_applies(s);
   if (s.algo == 2 && !applies)
     throw std::invalid_argument(std::string(fn) +
-                                ": algo=2 (tensor cores) needs L <= 64, bf16/fp16 and an sm_80+ device");
+                                ": algo=2 (tensor cores) needs L <= 64, bf16/fp16, an sm_80+ device and a build with sm_80+ code");
   return applies;
 }
 
