@@ -86,6 +86,11 @@ def test_recipe_cli_end_to_end(assets, tmp_path, recipe):
     assert not any("lora_" in k for k in model.state_dict()) and meta["recipe"] == recipe
     policy = load_dt_policy(run / "export")
     assert policy.act(np.zeros((2, S), np.float32)).shape == (2, A)
+    from pyseqrl.policies import load_policy
+
+    obs = np.random.default_rng(0).normal(size=(2, S)).astype(np.float32)
+    by_spec = load_policy(f"dt:{run}", None)  # a run directory resolves to its export
+    np.testing.assert_allclose(by_spec.act(obs), load_dt_policy(run / "export").act(obs), atol=1e-6)
 
 
 def test_resume_gives_the_same_losses(assets, tmp_path):
