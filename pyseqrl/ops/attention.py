@@ -8,7 +8,9 @@ explicit mask and its other kernels are tuned for long sequences, so pyseqrl shi
 * a query with no such key (a left-padded position) outputs zeros and gets zero gradient (never NaN).
 
 :func:`causal_attention` picks the kernel when it applies (CUDA tensors, fp32/bf16/fp16, head dim 32/64/128,
-L <= 512) and otherwise runs :func:`attention_reference` (torch SDPA with the same mask). Importing this module
+L <= 512) and otherwise runs :func:`attention_reference` (torch SDPA with the same mask). On sm_80+ GPUs,
+bf16/fp16 with L <= 64 (the DT case) run on tensor cores, with one CTA per (batch, head). Everything else runs
+SIMT kernels with fp32 accumulation. See :data:`KERNEL_ALGO`. Importing this module
 registers ``attn_implementation="pyseqrl"`` with transformers, so a GPT-2 backbone uses the kernel by name::
 
     import pyseqrl.ops.attention  # registers "pyseqrl"
