@@ -94,3 +94,94 @@ class ReplayBuffer:
     def position(self) -> int: ...
     def get_state(self) -> dict[str, Any]: ...
     def set_state(self, state: dict[str, Any]) -> None: ...
+
+class cuda:
+    """Submodule ``pyseqrl._core.cuda`` (present only when ``with_cuda``): raw CUDA entry points.
+
+    Tensors are ``(data_ptr, stride_b, stride_h, stride_l)`` of ``[B, H, L, D]`` (last dim contiguous); pointers,
+    the stream (``torch.cuda.current_stream().cuda_stream``) and the device index are plain ints. Use pyseqrl.ops.
+    """
+
+    attention_max_len: int
+    attention_head_dims: tuple[int, int, int]
+    @staticmethod
+    def attention_forward(
+        q: tuple[int, int, int, int],
+        k: tuple[int, int, int, int],
+        v: tuple[int, int, int, int],
+        out: tuple[int, int, int, int],
+        lse: int,
+        key_mask: int,
+        mask_stride_b: int,
+        B: int,
+        H: int,
+        L: int,
+        D: int,
+        dtype: int,
+        scale: float,
+        dropout_p: float,
+        philox: int,
+        stream: int,
+        device: int,
+        algo: int = 0,
+    ) -> None: ...
+    @staticmethod
+    def attention_backward(
+        q: tuple[int, int, int, int],
+        k: tuple[int, int, int, int],
+        v: tuple[int, int, int, int],
+        out: tuple[int, int, int, int],
+        grad_out: tuple[int, int, int, int],
+        grad_q: tuple[int, int, int, int],
+        grad_k: tuple[int, int, int, int],
+        grad_v: tuple[int, int, int, int],
+        lse: int,
+        delta: int,
+        key_mask: int,
+        mask_stride_b: int,
+        B: int,
+        H: int,
+        L: int,
+        D: int,
+        dtype: int,
+        scale: float,
+        dropout_p: float,
+        philox: int,
+        stream: int,
+        device: int,
+        algo: int = 0,
+    ) -> None: ...
+    @staticmethod
+    def attention_dropout_mask(
+        B: int, H: int, L: int, dropout_p: float, philox: int, out: int, stream: int, device: int
+    ) -> None: ...
+    @staticmethod
+    def segment_gather(
+        observations: int,
+        actions: int,
+        rewards: int,
+        rtg: int,
+        episode_ends: int,
+        state_mean: int,
+        state_inv_std: int,
+        N: int,
+        S: int,
+        A: int,
+        E: int,
+        batch_size: int,
+        context_len: int,
+        max_ep_len: int,
+        seed: int,
+        sample_by_length: bool,
+        inv_return_scale: float,
+        pad_action: float,
+        batch_index: int,
+        out_states: int,
+        out_actions: int,
+        out_rewards: int,
+        out_rtg: int,
+        out_timesteps: int,
+        out_mask: int,
+        stream: int,
+        device: int,
+    ) -> None: ...
