@@ -1,9 +1,9 @@
 """Online fine-tuning throughput: env steps/s of SAC at UTD 4 with a 10-critic ensemble, pyseqrl vs d3rlpy.
 
-Both run one Hopper environment, 256x256 networks, batch 256, 10 critics and 4 gradient updates per
-environment step, on the CPU with the same number of torch threads. Each system first collects ``--warmup``
-random steps (not timed), then ``--steps`` steps with updates are timed; the median over ``--repeats`` windows
-is reported.
+Both run one Hopper environment, 256x256 networks (LayerNorm in the critics), batch 256, 10 critics and 4
+gradient updates per environment step, on the CPU with the same number of torch threads. Each system first
+collects ``--warmup`` random steps (not timed), then ``--steps`` steps with updates are timed; the median over
+``--repeats`` windows is reported.
 
 Systems:
   pyseqrl (fair)   4 x (critic + actor + temperature) updates per step, like d3rlpy's n_updates=4
@@ -19,6 +19,7 @@ all 10.
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import statistics
 import time
@@ -72,14 +73,23 @@ def bench_pyseqrl(args: argparse.Namespace, actor_every_update: bool) -> list[fl
 
 
 def bench_d3rlpy(args: argparse.Namespace) -> list[float]:
+    import logging
+
     import d3rlpy
     import gymnasium as gym
+    import structlog
 
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
     d3rlpy.seed(0)
     env = gym.make(args.env)
-    enc = d3rlpy.models.VectorEncoderFactory(hidden_units=[args.hidden] * 2)
+    # the same architecture as pyseqrl's: a plain MLP actor, critics with LayerNorm after each hidden layer
+    actor_enc = d3rlpy.models.VectorEncoderFactory(hidden_units=[args.hidden] * 2)
+    critic_enc = d3rlpy.models.VectorEncoderFactory(hidden_units=[args.hidden] * 2, use_layer_norm=True)
     sac = d3rlpy.algos.SACConfig(
-        batch_size=args.batch, n_critics=args.critics, actor_encoder_factory=enc, critic_encoder_factory=enc
+        batch_size=args.batch,
+        n_critics=args.critics,
+        actor_encoder_factory=actor_enc,
+        critic_encoder_factory=critic_enc,
     ).create(device="cpu:0")
     buffer = d3rlpy.dataset.create_fifo_replay_buffer(limit=100_000, env=env)
     stamps: dict[int, float] = {}
@@ -132,6 +142,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     import d3rlpy
 
+    print(f"load average at start: {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
     print(
         f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, "
         f"python {platform.python_version()}, torch {torch.__version__}, d3rlpy {d3rlpy.__version__}"
@@ -148,6 +159,7 @@ def main() -> None:
             results["pyseqrl (WSRL: 4 critic + 1 actor)"] = bench_pyseqrl(args, actor_every_update=False)
         elif name == "d3rlpy":
             results["d3rlpy SAC fit_online"] = bench_d3rlpy(args)
+    print(f"load average at end: {os.getloadavg()[0]:.2f}")
     base = statistics.median(results["d3rlpy SAC fit_online"]) if "d3rlpy SAC fit_online" in results else None
     print("\n| system | env steps/s (median) | min | max | vs d3rlpy |\n|---|---|---|---|---|")
     for name, rates in results.items():

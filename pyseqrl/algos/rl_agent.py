@@ -113,8 +113,9 @@ class SACAgent(nn.Module):
         self.target_critic = copy.deepcopy(self.critic).requires_grad_(False)
         self.log_alpha = nn.Parameter(torch.tensor(math.log(config.init_temperature), dtype=torch.float32))
         self.target_entropy = float(-action_dim if config.target_entropy is None else config.target_entropy)
-        self.actor_optim = torch.optim.Adam(self.actor.parameters(), lr=config.actor_lr, foreach=True)
-        self.critic_optim = torch.optim.Adam(self.critic.parameters(), lr=config.critic_lr, foreach=True)
+        # fused Adam: one kernel per parameter group step (CPU and CUDA), measurably faster at UTD 4
+        self.actor_optim = torch.optim.Adam(self.actor.parameters(), lr=config.actor_lr, fused=True)
+        self.critic_optim = torch.optim.Adam(self.critic.parameters(), lr=config.critic_lr, fused=True)
         self.alpha_optim = torch.optim.Adam([self.log_alpha], lr=config.temperature_lr)
         self.num_updates = 0
         """critic updates performed so far (tests use it to prove that no update happened)"""
