@@ -42,6 +42,7 @@ def test_cpu_fallback_is_the_cpu_sampler_stream():
     assert_same_batch(out, ref.sample())
     ours.load_state_dict(state)
     assert_same_batch(ours.sample(), ref.batch_at(3))
+    assert_same_batch(next(iter(ours)), ref.batch_at(4))
     with pytest.raises(ValueError, match="seed 8 does not match"):
         ours.load_state_dict({"seed": 8, "position": 0})
 

@@ -209,6 +209,10 @@ class GPUSegmentSampler:
         self._gather(torch.tensor(int(index), dtype=torch.int64, device=self.device), out)
         return out
 
+    def __iter__(self):
+        while True:
+            yield self.sample()
+
     # ------------------------------------------------------------------ resume
     @property
     def position(self) -> int:
