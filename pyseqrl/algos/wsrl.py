@@ -64,6 +64,8 @@ class WSRLConfig:
     """steps collected without updates; default 5000 for wsrl and scratch, 0 for the other baselines"""
     utd: int = 4
     """critic updates per environment step (the actor is updated once per step)"""
+    actor_every_update: bool = False
+    """update the actor after every critic update instead of once per environment step"""
     batch_size: int = 256
     """minibatch size"""
     buffer_size: int = 1_000_000
@@ -240,6 +242,7 @@ def train_wsrl(cfg: WSRLConfig) -> WSRLResult:
         total_steps=cfg.total_steps,
         warmup_steps=warmup,
         utd=cfg.utd,
+        actor_every_update=cfg.actor_every_update,
         log_every=cfg.log_every,
         eval_every=cfg.eval_every,
         eval_episodes=cfg.eval_episodes,
