@@ -276,7 +276,30 @@ class SACPolicy(Policy):
         from pyseqrl.utils.checkpoint import load_torch
 
         state = load_torch(path)
+        if "actor" in state:  # an actor-only file written by export_actor
+            actor = TanhGaussianActor(*state["dims"], tuple(state["hidden_dims"]), *map(torch.as_tensor,
+                                                                                         state["action_bounds"]))
+            actor.load_state_dict(state["actor"])
+            return cls(actor, deterministic=deterministic)
         agent_state = state.get("agent", state)
         if "model" not in agent_state:
             raise ValueError(f"{str(path)!r} is not a pyseqrl SAC/Cal-QL/WSRL checkpoint (no 'agent' entry)")
         return cls(SACAgent.from_state_dict(agent_state).actor, deterministic=deterministic)
+
+
+def export_actor(checkpoint: str | Path, out: str | Path, **metadata: Any) -> Path:
+    """Write only the actor of a ``pyseqrl train sac|calql|wsrl`` checkpoint (a small file that
+    :meth:`SACPolicy.from_checkpoint` and the ``sac:`` policy scheme load), with ``metadata`` beside it."""
+    from pyseqrl.utils.checkpoint import load_torch, save_torch
+
+    state = load_torch(checkpoint)
+    agent = SACAgent.from_state_dict(state.get("agent", state))
+    low, high = (agent.actor.action_bias - agent.actor.action_scale), (agent.actor.action_bias + agent.actor.action_scale)
+    return save_torch({
+        "algo": "sac",
+        "actor": agent.actor.state_dict(),
+        "dims": (agent.observation_dim, agent.action_dim),
+        "hidden_dims": tuple(agent.config.hidden_dims),
+        "action_bounds": (low.numpy(), high.numpy()),
+        "metadata": {"env_id": state.get("env_id"), **metadata},
+    }, out)

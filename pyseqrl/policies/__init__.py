@@ -6,7 +6,7 @@
 
 from pyseqrl.policies.base import Policy
 from pyseqrl.policies.cs285 import CS285Policy, load_cs285
-from pyseqrl.policies.registry import load_policy, register_policy_loader, registered_schemes
+from pyseqrl.policies.registry import builtin_policies, load_policy, register_policy_loader, registered_schemes
 from pyseqrl.policies.sb3 import SB3Policy, load_sb3
 from pyseqrl.policies.simple import EpsilonRandom, GaussianNoise, PolicyWrapper, RandomPolicy
 
@@ -18,6 +18,7 @@ __all__ = [
     "PolicyWrapper",
     "RandomPolicy",
     "SB3Policy",
+    "builtin_policies",
     "load_cs285",
     "load_policy",
     "load_sb3",

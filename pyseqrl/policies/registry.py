@@ -8,6 +8,8 @@ sb3        Stable-Baselines3 / RL-Zoo agent zip (:func:`pyseqrl.policies.sb3.loa
 cs285      CS285 numpy expert pickle (:func:`pyseqrl.policies.cs285.load_cs285`)
 pyseqrl    a pyseqrl checkpoint; dispatched on its ``"algo"`` entry to the loader of that scheme
 dt, sac    pyseqrl DT / SAC checkpoints (lazy: ``pyseqrl.algos.dt:load_policy`` / ``pyseqrl.algos.sac:load_policy``)
+builtin    pyseqrl's own reference SAC policies shipped in the package (``builtin:Hopper-v4``; see
+           :func:`builtin_policies`)
 =========  ====================================================================
 
 A bare path ending in ``.zip`` means ``sb3:``, one ending in ``.pkl`` means ``cs285:``.
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from pyseqrl.policies.base import Policy
@@ -125,9 +128,26 @@ def _load_pyseqrl(argument: str, env: Any | None, **kwargs: Any) -> Policy:
     return _resolve(algo)(argument, env, **kwargs)
 
 
+ASSETS = Path(__file__).resolve().parents[1] / "assets" / "policies"
+
+
+def builtin_policies() -> dict[str, Path]:
+    """Environment id -> actor file of pyseqrl's own reference policies (``pyseqrl/assets/policies``)."""
+    return {p.stem.removeprefix("sac_"): p for p in sorted(ASSETS.glob("sac_*.pt"))}
+
+
+def _load_builtin(argument: str, env: Any | None, **kwargs: Any) -> Policy:
+    available = builtin_policies()
+    if argument not in available:
+        raise ValueError(f"no built-in policy for {argument!r}; available: {sorted(available) or 'none'}")
+    kwargs.pop("seed", None)
+    return _resolve("sac")(str(available[argument]), env, **kwargs)
+
+
 register_policy_loader("random", _load_random)
 register_policy_loader("sb3", _load_sb3)
 register_policy_loader("cs285", _load_cs285)
 register_policy_loader("pyseqrl", _load_pyseqrl)
 register_policy_loader("dt", "pyseqrl.algos.dt:load_policy")
 register_policy_loader("sac", "pyseqrl.algos.sac:load_policy")
+register_policy_loader("builtin", _load_builtin)

