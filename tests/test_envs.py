@@ -173,3 +173,17 @@ def test_bad_input_raises_clear_errors() -> None:
             env.step(np.array([[0, 0, 0], [0, np.nan, 0]], np.float32))
     with pytest.raises(RuntimeError, match="closed"):
         env.reset()
+
+
+def test_seed_range_is_checked_and_derived_seeds_fit():
+    from pyseqrl.envs import MAX_SEED, derive_seed, make
+
+    with pytest.raises(ValueError, match=r"seed must be an integer in \[0, "):
+        make("Pendulum-v1", 2, seed=MAX_SEED)
+    with pytest.raises(ValueError, match="seed must be"):
+        make("Pendulum-v1", 2, seed=-1)
+    # checkpoints re-create environments with seeds derived from (seed, step): always valid, even late in a run
+    seeds = {derive_seed(123, step) for step in (0, 25_000, 10**9, 10**15)}
+    assert len(seeds) == 4 and all(0 <= s < 2**30 for s in seeds)
+    env = make("Pendulum-v1", 2, seed=derive_seed(0, 25_000 * 1_000_003))
+    env.close()

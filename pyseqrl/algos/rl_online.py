@@ -68,8 +68,8 @@ class EnvCollector:
         self.restart(0)
 
     def restart(self, step: int) -> None:
-        """(Re)create the environments with seed ``seed + 1_000_003 * step``; running episodes are cut."""
-        from pyseqrl.envs import make
+        """(Re)create the environments with a seed derived from ``(seed, step)``; running episodes are cut."""
+        from pyseqrl.envs import derive_seed, make
 
         if self.env is not None:
             self.env.close()
@@ -78,7 +78,7 @@ class EnvCollector:
         self.env = make(
             self.env_id,
             self.num_envs,
-            seed=self.seed + 1_000_003 * step,
+            seed=self.seed if step == 0 else derive_seed(self.seed, step),
             backend=self.backend,
             **self.env_kwargs,
         )
@@ -292,7 +292,9 @@ class OnlineLoop:
                 pbar.set_postfix(ret=row.get("train/episode_return", float("nan")))
                 t0, steps_t0 = now, done
             if self.eval_every and (done % self.eval_every == 0 or done == self.total_steps):
-                ev = try_evaluate(agent, collector.env_id, self.eval_episodes, self.seed + 7919 * done)
+                from pyseqrl.envs import derive_seed
+
+                ev = try_evaluate(agent, collector.env_id, self.eval_episodes, derive_seed(self.seed, 7919, done))
                 if ev:
                     log.info("step %d: %s", done, ", ".join(f"{k}={v:.4g}" for k, v in ev.items()))
                     if self.logger is not None:

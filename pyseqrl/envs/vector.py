@@ -84,6 +84,9 @@ class VectorEnv:
             raise ValueError(f"num_envs must be a positive integer, got {num_envs!r}")
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+        if not isinstance(seed, (int, np.integer)) or not 0 <= seed <= MAX_SEED - num_envs:
+            raise ValueError(f"seed must be an integer in [0, {MAX_SEED - num_envs}] (env i gets seed + i, an int32 "
+                             f"for EnvPool), got {seed!r}")
         if backend == "auto":
             backend = "envpool" if env_id in _envpool_ids() else "gymnasium"
         self.env_id = env_id
@@ -239,6 +242,15 @@ class VectorEnv:
             f"VectorEnv({self.env_id!r}, num_envs={self.num_envs}, backend={self.backend!r}, "
             f"S={self.observation_dim}, A={self.action_dim})"
         )
+
+
+#: the largest seed an environment accepts (EnvPool seeds are int32)
+MAX_SEED = 2**31 - 2
+
+
+def derive_seed(*parts: int) -> int:
+    """A seed in [0, 2**30) mixed from integers (e.g. a base seed and a step), for re-created environments."""
+    return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1)[0] % 2**30)
 
 
 def make(env_id: str, num_envs: int, seed: int = 0, backend: str = "auto", **kwargs: Any) -> VectorEnv:
