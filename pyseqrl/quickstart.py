@@ -35,6 +35,8 @@ class Budget:
     """characters of Wikipedia text read for pretraining and co-training"""
     dt_steps: int
     """gradient steps of each Decision Transformer"""
+    dt_batch_size: int
+    """segments per DT step (LM co-training uses a quarter of it, in blocks of 64 tokens)"""
     dt_evals: int
     """evaluations during each DT run (learning-curve points)"""
     eval_episodes: int
@@ -49,11 +51,11 @@ class Budget:
 
 BUDGETS = {
     # about 10 minutes on 2 CPU cores
-    "default": Budget(dataset_steps=50_000, lm_steps=300, lm_max_chars=2_000_000, dt_steps=1500, dt_evals=3,
-                      eval_episodes=5, calql_steps=1500, wsrl_warmup=1000, wsrl_steps=2500),
+    "default": Budget(dataset_steps=50_000, lm_steps=200, lm_max_chars=2_000_000, dt_steps=500, dt_batch_size=32,
+                      dt_evals=2, eval_episodes=5, calql_steps=1000, wsrl_warmup=500, wsrl_steps=1500),
     # about 1-2 minutes: what CI runs
-    "ci": Budget(dataset_steps=3000, lm_steps=20, lm_max_chars=200_000, dt_steps=20, dt_evals=1, eval_episodes=2,
-                 calql_steps=30, wsrl_warmup=100, wsrl_steps=200),
+    "ci": Budget(dataset_steps=3000, lm_steps=20, lm_max_chars=200_000, dt_steps=20, dt_batch_size=16, dt_evals=1,
+                 eval_episodes=2, calql_steps=30, wsrl_warmup=100, wsrl_steps=200),
 }
 
 
@@ -118,7 +120,8 @@ def run(cfg: QuickstartConfig) -> dict:
         metrics = ex.train_dt(recipe, data_path, run_dir, b.dt_steps, seed=cfg.seed, backbone=backbone,
                               eval_every=max(1, b.dt_steps // b.dt_evals), eval_episodes=b.eval_episodes,
                               lm_text=cfg.lm_text, lm_max_chars=b.lm_max_chars, kmeans_clusters=64,
-                              resume=False)
+                              batch_size=b.dt_batch_size, lm_batch_size=max(1, b.dt_batch_size // 4),
+                              lm_seq_len=64, resume=False)
         steps, values = ex.curve(run_dir, "eval/score_")
         dt_results[name] = {"recipe": recipe, "final_score": float(values[-1]) if len(values) else None,
                             "curve": [steps.tolist(), values.tolist()],

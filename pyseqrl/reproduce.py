@@ -56,7 +56,10 @@ SCALES = {
     # seconds: what the tests run
     "tiny": Scale(dataset_steps=2000, dt_steps=6, dt_batch_size=8, evals=2, eval_episodes=2, lm_steps=5,
                   lm_max_chars=100_000, calql_steps=10, wsrl_warmup=50, wsrl_steps=120),
-    # tens of minutes per suite on 2 CPU cores
+    # 10-30 minutes per suite and seed on 2 CPU cores: what docs/RESULTS.md reports from the development VM
+    "small": Scale(dataset_steps=50_000, dt_steps=800, dt_batch_size=32, evals=4, eval_episodes=5, lm_steps=300,
+                   lm_max_chars=2_000_000, calql_steps=2000, wsrl_warmup=1000, wsrl_steps=4000),
+    # hours per suite on 2 CPU cores
     "cpu": Scale(dataset_steps=100_000, dt_steps=2000, dt_batch_size=32, evals=5, eval_episodes=5, lm_steps=1000,
                  lm_max_chars=5_000_000, calql_steps=5000, wsrl_warmup=2000, wsrl_steps=20_000),
     # the papers' budgets, for a GPU
@@ -72,7 +75,7 @@ class ReproduceConfig:
 
     suite: Literal["wikirl", "lamo", "wsrl"] = "wikirl"
     """which comparison to run"""
-    scale: Literal["tiny", "cpu", "gpu"] = "cpu"
+    scale: Literal["tiny", "small", "cpu", "gpu"] = "small"
     """budget preset (see SCALES)"""
     envs: list[str] = field(default_factory=lambda: ["Hopper-v4"])
     """environments (Hopper-v4, HalfCheetah-v4, Walker2d-v4, ...)"""
@@ -88,6 +91,8 @@ class ReproduceConfig:
     """[lamo] data ratios"""
     out: str = "runs/reproduce"
     """output directory"""
+    threads: int = 0
+    """torch CPU threads (0: torch's default)"""
 
 
 def _policy_for(cfg: ReproduceConfig, i: int, env_id: str) -> str:
@@ -203,6 +208,10 @@ SUITES = {"wikirl": suite_wikirl, "lamo": suite_lamo, "wsrl": suite_wsrl}
 
 
 def run(cfg: ReproduceConfig) -> dict:
+    if cfg.threads:
+        import torch
+
+        torch.set_num_threads(cfg.threads)
     s = SCALES[cfg.scale]
     out = Path(cfg.out) / cfg.suite
     out.mkdir(parents=True, exist_ok=True)
