@@ -45,3 +45,19 @@ def test_stub_matches_module():
         obj = getattr(core, cls)
         actual = {n for n in vars(obj) if not n.startswith("_") or n in ("__init__", "__len__")}
         assert public(names[cls]) == actual, cls
+
+
+def test_missing_compiled_core_says_how_to_rebuild(monkeypatch):
+    import importlib
+    import sys
+
+    import pytest
+
+    import pyseqrl._native as native
+
+    monkeypatch.setitem(sys.modules, "pyseqrl._core", None)  # what a missing or stale build looks like
+    monkeypatch.delattr(pyseqrl, "_core")
+    with pytest.raises(ImportError, match=r"could not be imported.*\n.*Rebuild.*\n.*pip install"):
+        importlib.reload(native)
+    monkeypatch.undo()
+    importlib.reload(native)
