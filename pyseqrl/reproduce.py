@@ -12,7 +12,8 @@ Suites (each writes ``<out>/<suite>/results.md``, ``results.json`` and PNG plots
 Protocol, at every scale: D4RL-normalised scores of the **last** evaluation (not the best), mean ± std over
 seeds, evaluation episodes and budgets as in the scale preset (printed into the report). Datasets are
 D4RL-style medium sets collected with EnvPool from ``--policy`` (default: pyseqrl's built-in policy for the
-environment, else the RL-Zoo agent named in ``MEDIUM_POLICIES`` from ../shared) with Gaussian action noise 0.1.
+environment, else the RL-Zoo agent named in ``MEDIUM_POLICIES`` from ../shared, else a short SAC run) with
+Gaussian action noise 0.1.
 """
 
 from __future__ import annotations
@@ -95,16 +96,15 @@ class ReproduceConfig:
     """torch CPU threads (0: torch's default)"""
 
 
-def _policy_for(cfg: ReproduceConfig, i: int, env_id: str) -> str:
+def _policy_for(cfg: ReproduceConfig, s: Scale, i: int, env_id: str, out: Path) -> str:
+    """--policy, else the built-in policy, else the RL-Zoo agent of ../shared, else a short SAC run."""
     from pyseqrl.policies import builtin_policies
 
     if i < len(cfg.policy):
         return cfg.policy[i]
-    if env_id in builtin_policies():
-        return f"builtin:{env_id}"
-    if env_id in MEDIUM_POLICIES and SHARED.is_dir():
+    if env_id not in builtin_policies() and env_id in MEDIUM_POLICIES and SHARED.is_dir():
         return MEDIUM_POLICIES[env_id]
-    raise ValueError(f"no behaviour policy for {env_id}: pass --policy (e.g. sb3:path/to/agent.zip)")
+    return ex.behaviour_policy(env_id, sac_steps=max(2000, s.dataset_steps), run_dir=out / f"sac-{env_id}")
 
 
 def _datasets(cfg: ReproduceConfig, s: Scale, out: Path) -> dict[str, Path]:
@@ -112,7 +112,7 @@ def _datasets(cfg: ReproduceConfig, s: Scale, out: Path) -> dict[str, Path]:
     for i, env_id in enumerate(cfg.envs):
         path = out / "datasets" / f"{env_id}-medium-{s.dataset_steps}.hdf5"
         path.parent.mkdir(parents=True, exist_ok=True)
-        ex.build_dataset(env_id, _policy_for(cfg, i, env_id), s.dataset_steps, path, seed=1000)
+        ex.build_dataset(env_id, _policy_for(cfg, s, i, env_id, out), s.dataset_steps, path, seed=1000)
         paths[env_id] = path
     return paths
 
