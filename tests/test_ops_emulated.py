@@ -19,7 +19,7 @@ import torch
 
 import pyseqrl
 from pyseqrl.ops.attention import attention_math, attention_reference
-from tests.conftest import random_dataset
+from conftest import random_dataset
 
 REPO = Path(__file__).resolve().parents[1]
 EMU = Path(__file__).resolve().parent / "ops_cuda_emu"
@@ -241,7 +241,7 @@ def test_emulated_low_precision_within_twice_torch_error(emu, dtype, D):
 
 
 def test_emulated_dropout(emu):
-    from tests.test_ops_attention import philox4x32_10_numpy
+    from test_ops_attention import philox4x32_10_numpy
 
     B, H, L, D, p = 2, 1, 24, 32, 0.25
     seed, offset = 987654321123, 5

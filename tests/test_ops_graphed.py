@@ -9,7 +9,7 @@ from pyseqrl.models.decision_transformer import DecisionTransformer, DTConfig
 from pyseqrl.ops import _cuda
 from pyseqrl.ops.gpu_sampler import GPUSegmentSampler
 from pyseqrl.ops.graphed_step import TrainStep, dt_action_loss, make_capturable_adamw, use_pyseqrl_attention
-from tests.conftest import random_dataset
+from conftest import random_dataset
 
 needs_kernels = pytest.mark.skipif(
     not _cuda.compiled_with_cuda(), reason="pyseqrl built without CUDA kernels"

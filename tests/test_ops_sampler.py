@@ -9,7 +9,7 @@ import torch
 import pyseqrl
 from pyseqrl.ops import _cuda
 from pyseqrl.ops.gpu_sampler import GPUSegmentSampler
-from tests.conftest import random_dataset
+from conftest import random_dataset
 
 needs_kernels = pytest.mark.skipif(
     not _cuda.compiled_with_cuda(), reason="pyseqrl built without CUDA kernels"
