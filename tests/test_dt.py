@@ -168,10 +168,10 @@ def test_presets_parse():
 @pytest.mark.slow  # ~16 s idle; two fresh interpreters importing torch can take much longer on a loaded machine
 def test_ddp_two_processes_gloo(assets, tmp_path):
     run = tmp_path / "ddp"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
            "-m", "pyseqrl.cli", "train", "dt", *tiny_args(assets, run, "dt", steps=3)]
-    res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240, check=False)
+    res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240, check=False, cwd=tmp_path)
     assert res.returncode == 0, res.stderr[-3000:]
     ck = torch.load(run / "checkpoint.pt", weights_only=False)
     assert len(ck["ranks"]) == 2 and ck["step"] == 3

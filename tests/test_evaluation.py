@@ -98,12 +98,13 @@ def test_cli_evaluate(capsys: pytest.CaptureFixture[str]) -> None:
     assert "Hopper-v4: return" in out and "over 3 episodes" in out and "D4RL score" in out
 
 
-def test_cli_evaluate_in_a_subprocess() -> None:
+def test_cli_evaluate_in_a_subprocess(tmp_path) -> None:
     import subprocess
     import sys
 
     cmd = [sys.executable, "-m", "pyseqrl.cli", "evaluate", "--policy", "random", "--env-id", "Pendulum-v1",
            "--episodes", "2", "--max-episode-steps", "10", "--backend", "gymnasium", "--no-progress"]
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
+    # cwd outside the source tree: `python -m` puts the cwd first on sys.path
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False, cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     assert "Pendulum-v1: return" in out.stdout and "length 10" in out.stdout

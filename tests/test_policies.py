@@ -227,7 +227,7 @@ def test_sb3_agents_act_like_sb3(name: str) -> None:
 
 
 @needs_shared
-def test_sb3_loader_works_without_stable_baselines3() -> None:
+def test_sb3_loader_works_without_stable_baselines3(tmp_path) -> None:
     code = (
         "import sys; sys.modules['stable_baselines3'] = None; sys.modules['sb3_contrib'] = None\n"
         "import numpy as np\n"
@@ -236,7 +236,8 @@ def test_sb3_loader_works_without_stable_baselines3() -> None:
         "assert p.time_feature_max_steps == 1000 and p.obs_std is not None\n"
         "print(p.act(np.zeros((2, 17), np.float32)).shape)\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False,
+                         cwd=tmp_path)  # not the source tree: `-c` puts the cwd first on sys.path
     assert out.returncode == 0, out.stderr
     assert "(2, 6)" in out.stdout
 
