@@ -59,7 +59,7 @@ SCALES = {
                   lm_max_chars=100_000, calql_steps=10, wsrl_warmup=50, wsrl_steps=120),
     # 10-30 minutes per suite and seed on 2 CPU cores: what docs/RESULTS.md reports from the development VM
     "small": Scale(dataset_steps=50_000, dt_steps=800, dt_batch_size=32, evals=4, eval_episodes=5, lm_steps=300,
-                   lm_max_chars=2_000_000, calql_steps=2000, wsrl_warmup=1000, wsrl_steps=4000),
+                   lm_max_chars=2_000_000, calql_steps=1000, wsrl_warmup=1000, wsrl_steps=3000),
     # hours per suite on 2 CPU cores
     "cpu": Scale(dataset_steps=100_000, dt_steps=2000, dt_batch_size=32, evals=5, eval_episodes=5, lm_steps=1000,
                  lm_max_chars=5_000_000, calql_steps=5000, wsrl_warmup=2000, wsrl_steps=20_000),
@@ -90,6 +90,8 @@ class ReproduceConfig:
     """Wikipedia text for ChibiT pretraining and LM co-training"""
     ratios: list[float] = field(default_factory=lambda: [0.01, 0.1, 1.0])
     """[lamo] data ratios"""
+    num_critics: int = 10
+    """[wsrl] critics in the ensemble of Cal-QL and SAC (WSRL uses 10; fewer are much cheaper on a CPU)"""
     out: str = "runs/reproduce"
     """output directory"""
     threads: int = 0
@@ -182,10 +184,12 @@ def suite_wsrl(cfg: ReproduceConfig, s: Scale, out: Path) -> tuple[str, dict]:
         for name, mode in WSRL_MODES.items():
             finals, firsts, runs = [], [], []
             for seed in cfg.seeds:
-                ckpt = ex.train_calql(data, out / env_id / f"calql-s{seed}", s.calql_steps, seed=seed)
+                ckpt = ex.train_calql(data, out / env_id / f"calql-s{seed}", s.calql_steps, seed=seed,
+                                      num_critics=cfg.num_critics)
                 run_dir = out / env_id / f"{mode}-s{seed}"
                 warmup = s.wsrl_warmup if mode in ("wsrl", "scratch") else 0  # scratch: random-action warmup
-                r = ex.train_wsrl(ckpt, run_dir, mode, env_id, s.wsrl_steps, warmup, seed=seed, dataset=data)
+                r = ex.train_wsrl(ckpt, run_dir, mode, env_id, s.wsrl_steps, warmup, seed=seed, dataset=data,
+                                  num_critics=cfg.num_critics)
                 score = evaluate(load_policy(f"sac:{run_dir / 'checkpoint.pt'}"), env_id,
                                  episodes=s.eval_episodes, seed=10_000 + seed).normalized_score
                 finals.append(score)
