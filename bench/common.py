@@ -56,6 +56,6 @@ def fmt_time(seconds: float) -> str:
 
 
 def table(headers: list[str], rows: list[list[object]]) -> str:
-    out = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
-    out += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
-    return "\n".join(out)
+    from pyseqrl.experiments import markdown_table
+
+    return markdown_table(headers, rows)
