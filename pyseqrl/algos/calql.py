@@ -17,7 +17,6 @@ Example:
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -29,7 +28,8 @@ import torch
 from tqdm.auto import tqdm
 
 from pyseqrl.algos.rl_agent import AgentConfig, Batch, SACAgent
-from pyseqrl.utils.checkpoint import load_torch, rng_state, save_torch, set_rng_state
+from pyseqrl.algos.runs import RunOptions, parse_config
+from pyseqrl.utils.checkpoint import rng_state, save_torch, set_rng_state
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +51,7 @@ class CQLConfig:
 
 
 @dataclass
-class CalQLConfig:
+class CalQLConfig(RunOptions):
     """Offline Cal-QL / CQL pretraining."""
 
     dataset: str = ""
@@ -70,22 +70,8 @@ class CalQLConfig:
     """networks and SAC losses (Cal-QL uses no entropy backup and actor lr 1e-4)"""
     run_dir: str = "runs/calql"
     """where metrics, config and checkpoint.pt go"""
-    resume: bool = False
-    """continue from <run_dir>/checkpoint.pt if it exists"""
-    log_every: int = 1000
-    """log training metrics every this many steps"""
     eval_every: int = 50_000
     """evaluate every this many steps (0: never); needs pyseqrl.evaluation and an env id"""
-    eval_episodes: int = 10
-    """episodes per evaluation"""
-    checkpoint_every: int = 50_000
-    """checkpoint every this many steps (and at the end)"""
-    tensorboard: bool = True
-    """also write TensorBoard event files"""
-    progress: bool = True
-    """show a progress bar"""
-    threads: int = 0
-    """torch CPU threads (0: leave torch's default)"""
 
 
 def offline_transitions(
@@ -190,8 +176,6 @@ def train_calql(cfg: CalQLConfig, dataset: Any = None) -> SACAgent:
     from pyseqrl.algos.rl_online import try_evaluate
     from pyseqrl.utils.logger import RunLogger
 
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
     if dataset is None:
         if not cfg.dataset:
             raise ValueError(
@@ -201,10 +185,7 @@ def train_calql(cfg: CalQLConfig, dataset: Any = None) -> SACAgent:
 
         dataset = load(cfg.dataset)
     env_id = cfg.env_id or (dataset.metadata or {}).get("env_id")
-    run_dir = Path(cfg.run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    ckpt_path = run_dir / "checkpoint.pt"
-    (run_dir / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
+    run_dir, ckpt_path, state = cfg.open_run()
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)
 
@@ -237,8 +218,7 @@ def train_calql(cfg: CalQLConfig, dataset: Any = None) -> SACAgent:
     gen = torch.Generator().manual_seed(cfg.seed)
 
     start = 0
-    if cfg.resume and ckpt_path.exists():
-        state = load_torch(ckpt_path)
+    if state is not None:
         agent.load_full_state_dict(state["agent"])
         set_rng_state(state["rng"])
         gen.set_state(state["sampler_rng"])
@@ -285,8 +265,6 @@ def train_calql(cfg: CalQLConfig, dataset: Any = None) -> SACAgent:
 
 def main(argv: list[str] | None = None) -> int:
     """``pyseqrl train calql [options]``."""
-    from pyseqrl.algos.rl_online import parse_config
-
     cfg = parse_config(
         CalQLConfig, argv, __doc__.split("\n\n")[0] + " (YAML presets: --config configs/wsrl/*.yaml)"
     )

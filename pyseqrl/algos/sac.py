@@ -11,7 +11,6 @@ Example:
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -28,13 +27,13 @@ from pyseqrl.algos.rl_online import (
     random_actions,
     restore_loop_state,
 )
-from pyseqrl.utils.checkpoint import load_torch
+from pyseqrl.algos.runs import RunOptions, parse_config
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
-class SACConfig:
+class SACConfig(RunOptions):
     """Online SAC from scratch."""
 
     env_id: str = "Hopper-v4"
@@ -61,26 +60,10 @@ class SACConfig:
     """environment backend: auto, envpool, gymnasium"""
     run_dir: str = "runs/sac"
     """where metrics, config and checkpoint.pt go"""
-    resume: bool = False
-    """continue from <run_dir>/checkpoint.pt if it exists"""
-    log_every: int = 1000
-    """log training metrics every this many steps"""
-    eval_every: int = 10_000
-    """evaluate the deterministic policy every this many steps (0: never)"""
-    eval_episodes: int = 10
-    """episodes per evaluation"""
-    checkpoint_every: int = 50_000
-    """checkpoint every this many steps (also at the end); running episodes are cut there"""
     stop_return: float | None = None
     """stop once the mean return of the last 10 training episodes reaches this"""
     save_replay: str | None = None
     """write everything collected as an EpisodeDataset file here (e.g. a medium-replay dataset)"""
-    tensorboard: bool = True
-    """also write TensorBoard event files"""
-    progress: bool = True
-    """show a progress bar"""
-    threads: int = 0
-    """torch CPU threads (0: leave torch's default)"""
 
 
 @dataclass
@@ -104,13 +87,7 @@ def train_sac(cfg: SACConfig, record_episodes: bool = False) -> SACResult:
     import pyseqrl
     from pyseqrl.utils.logger import RunLogger
 
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    run_dir = Path(cfg.run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    ckpt_path = run_dir / "checkpoint.pt"
-    state = load_torch(ckpt_path) if cfg.resume and ckpt_path.exists() else None
-    (run_dir / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
+    run_dir, ckpt_path, state = cfg.open_run()
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)
 
@@ -235,8 +212,6 @@ def load_policy(argument: str, env: Any = None, deterministic: bool = True, **_:
 
 def main(argv: list[str] | None = None) -> int:
     """``pyseqrl train sac [options]``."""
-    from pyseqrl.algos.rl_online import parse_config
-
     cfg = parse_config(
         SACConfig, argv, __doc__.split("\n\n")[0] + " (YAML presets: --config configs/wsrl/*.yaml)"
     )

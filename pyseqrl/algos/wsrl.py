@@ -22,7 +22,6 @@ unlearns.
 from __future__ import annotations
 
 import copy
-import json
 import logging
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -39,6 +38,7 @@ from pyseqrl.algos.rl_online import (
     random_actions,
     restore_loop_state,
 )
+from pyseqrl.algos.runs import RunOptions, parse_config
 from pyseqrl.utils.checkpoint import load_torch
 
 log = logging.getLogger(__name__)
@@ -47,7 +47,7 @@ MODES = ("wsrl", "no_warmup", "keep_offline_append", "keep_offline_mixed", "scra
 
 
 @dataclass
-class WSRLConfig:
+class WSRLConfig(RunOptions):
     """WSRL online fine-tuning and its baselines."""
 
     checkpoint: str = ""
@@ -82,22 +82,6 @@ class WSRLConfig:
     """environment backend: auto, envpool, gymnasium"""
     run_dir: str = "runs/wsrl"
     """where metrics, config and checkpoint.pt go"""
-    resume: bool = False
-    """continue from <run_dir>/checkpoint.pt if it exists"""
-    log_every: int = 1000
-    """log training metrics every this many steps"""
-    eval_every: int = 10_000
-    """evaluate the deterministic policy every this many steps (0: never)"""
-    eval_episodes: int = 10
-    """episodes per evaluation"""
-    checkpoint_every: int = 50_000
-    """checkpoint every this many steps (and at the end); running episodes are cut there"""
-    tensorboard: bool = True
-    """also write TensorBoard event files"""
-    progress: bool = True
-    """show a progress bar"""
-    threads: int = 0
-    """torch CPU threads (0: leave torch's default)"""
 
 
 @dataclass
@@ -121,8 +105,6 @@ def train_wsrl(cfg: WSRLConfig) -> WSRLResult:
 
     if cfg.mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {cfg.mode!r}")
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
     offline_state = None
     if cfg.mode != "scratch":
         if not cfg.checkpoint:
@@ -137,11 +119,7 @@ def train_wsrl(cfg: WSRLConfig) -> WSRLResult:
         cfg.warmup_steps if cfg.warmup_steps is not None else (5000 if cfg.mode in ("wsrl", "scratch") else 0)
     )
 
-    run_dir = Path(cfg.run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    ckpt_path = run_dir / "checkpoint.pt"
-    resume_state = load_torch(ckpt_path) if cfg.resume and ckpt_path.exists() else None
-    (run_dir / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
+    run_dir, ckpt_path, resume_state = cfg.open_run()
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)
 
@@ -269,8 +247,6 @@ def train_wsrl(cfg: WSRLConfig) -> WSRLResult:
 
 def main(argv: list[str] | None = None) -> int:
     """``pyseqrl train wsrl [options]``."""
-    from pyseqrl.algos.rl_online import parse_config
-
     cfg = parse_config(
         WSRLConfig, argv, __doc__.split("\n\n")[0] + " (YAML presets: --config configs/wsrl/*.yaml)"
     )
