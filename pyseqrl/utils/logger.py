@@ -42,7 +42,7 @@ class RunLogger:
                 from torch.utils.tensorboard import SummaryWriter
 
                 self._tb = SummaryWriter(log_dir=str(self.run_dir / "tb"), purge_step=resume_step)
-            except Exception as e:  # tensorboard not installed
+            except ImportError as e:  # tensorboard not installed
                 log.info("TensorBoard logging disabled: %s", e)
 
     def _rewrite(self) -> None:
