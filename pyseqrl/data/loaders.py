@@ -52,8 +52,6 @@ def _detect(path: Path) -> str:
     with open(path, "rb") as f:
         head = f.read(8)
     if head == _HDF5_MAGIC:
-        import h5py
-
         with _open_h5(path) as h5:
             return "pyseqrl" if h5.attrs.get("format") == FORMAT else "d4rl"
     if path.suffix in (".pkl", ".pickle") or head[:1] == b"\x80":
