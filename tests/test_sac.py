@@ -110,3 +110,24 @@ def test_exact_resume(tmp_path) -> None:
     for k in ("actor_optim", "critic_optim"):
         for a, b in zip(full_ck["agent"][k]["state"].values(), part_ck["agent"][k]["state"].values()):
             torch.testing.assert_close(a["exp_avg"], b["exp_avg"], rtol=0, atol=0)
+
+
+def test_export_actor_round_trip_and_bad_checkpoint(tmp_path) -> None:
+    from pyseqrl.algos.rl_agent import export_actor
+    from pyseqrl.utils.checkpoint import load_torch, save_torch
+
+    cfg = SACConfig(env_id="Pendulum-v1", total_steps=12, learning_starts=6, batch_size=8, buffer_size=100,
+                    agent=TINY, eval_every=0, run_dir=str(tmp_path / "run"), tensorboard=False, progress=False)
+    train_sac(cfg)
+    ckpt = tmp_path / "run" / "checkpoint.pt"
+    out = export_actor(ckpt, tmp_path / "actor.pt", note="x")
+    saved = load_torch(out)
+    assert "agent" not in saved and saved["metadata"] == {"env_id": "Pendulum-v1", "note": "x"}
+    obs = np.random.default_rng(0).normal(size=(6, 3)).astype(np.float32)
+    np.testing.assert_array_equal(SACPolicy.from_checkpoint(out).act(obs), SACPolicy.from_checkpoint(ckpt).act(obs))
+
+    save_torch({"step": 3}, tmp_path / "other.pt")
+    for load in (lambda p: export_actor(p, tmp_path / "never.pt"), SACPolicy.from_checkpoint):
+        with pytest.raises(ValueError, match=r"other.pt' is not a pyseqrl SAC/Cal-QL/WSRL checkpoint"):
+            load(tmp_path / "other.pt")
+    assert not (tmp_path / "never.pt").exists()

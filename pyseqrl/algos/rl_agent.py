@@ -276,15 +276,20 @@ class SACPolicy(Policy):
         from pyseqrl.utils.checkpoint import load_torch
 
         state = load_torch(path)
-        if "actor" in state:  # an actor-only file written by export_actor
+        if isinstance(state, dict) and "actor" in state:  # an actor-only file written by export_actor
             actor = TanhGaussianActor(*state["dims"], tuple(state["hidden_dims"]), *map(torch.as_tensor,
                                                                                          state["action_bounds"]))
             actor.load_state_dict(state["actor"])
             return cls(actor, deterministic=deterministic)
-        agent_state = state.get("agent", state)
-        if "model" not in agent_state:
-            raise ValueError(f"{str(path)!r} is not a pyseqrl SAC/Cal-QL/WSRL checkpoint (no 'agent' entry)")
-        return cls(SACAgent.from_state_dict(agent_state).actor, deterministic=deterministic)
+        return cls(SACAgent.from_state_dict(_agent_state(state, path)).actor, deterministic=deterministic)
+
+
+def _agent_state(state: Any, path: str | Path) -> dict[str, Any]:
+    """The :meth:`SACAgent.full_state_dict` inside a loaded ``pyseqrl train sac|calql|wsrl`` checkpoint."""
+    agent_state = state.get("agent", state) if isinstance(state, dict) else None
+    if not isinstance(agent_state, dict) or "model" not in agent_state:
+        raise ValueError(f"{str(path)!r} is not a pyseqrl SAC/Cal-QL/WSRL checkpoint (no 'agent' entry)")
+    return agent_state
 
 
 def export_actor(checkpoint: str | Path, out: str | Path, **metadata: Any) -> Path:
@@ -293,13 +298,13 @@ def export_actor(checkpoint: str | Path, out: str | Path, **metadata: Any) -> Pa
     from pyseqrl.utils.checkpoint import load_torch, save_torch
 
     state = load_torch(checkpoint)
-    agent = SACAgent.from_state_dict(state.get("agent", state))
-    low, high = (agent.actor.action_bias - agent.actor.action_scale), (agent.actor.action_bias + agent.actor.action_scale)
+    agent_state = _agent_state(state, checkpoint)
+    agent = SACAgent.from_state_dict(agent_state)
     return save_torch({
         "algo": "sac",
         "actor": agent.actor.state_dict(),
-        "dims": (agent.observation_dim, agent.action_dim),
+        "dims": tuple(agent_state["dims"]),
         "hidden_dims": tuple(agent.config.hidden_dims),
-        "action_bounds": (low.numpy(), high.numpy()),
+        "action_bounds": agent_state["action_bounds"],
         "metadata": {"env_id": state.get("env_id"), **metadata},
     }, out)
