@@ -24,6 +24,7 @@ from typing import Any, Literal
 import numpy as np
 
 from pyseqrl.policies.base import Policy
+from pyseqrl.rollout import EnvRunner
 
 log = logging.getLogger(__name__)
 
@@ -105,8 +106,6 @@ def run_episodes(
         vector steps taken.
     """
     from tqdm.auto import tqdm
-
-    from pyseqrl.collect import EnvRunner
 
     n = env.num_envs
     quota = np.full(n, episodes // n) + (np.arange(n) < episodes % n)
