@@ -7,6 +7,10 @@ Sources (any mix):
   without importing the package's code).
 * a text file (WikiText's ``*.txt``/``*.raw`` or anything else, UTF-8), one document per file;
 * a directory: every ``*.txt``/``*.raw`` file in it, recursively.
+
+Files must be UTF-8 text: a binary file (an HDF5 dataset passed by mistake, say) raises a ValueError instead of
+being read as text. :func:`split_documents` holds whole documents out of training, so held-out perplexity is
+measured on text the model never saw.
 """
 
 from __future__ import annotations
@@ -41,6 +45,20 @@ def _ovos_wiki_texts(lang: str = "en-us") -> list[str]:
     return [f"{v['title']}\n{v['extract']}" for v in data.values() if v.get("extract")]
 
 
+def _read_text_file(path: Path) -> str:
+    """A UTF-8 text file's content; a ValueError naming the file when it is binary or not UTF-8."""
+    data = path.read_bytes()
+    kind = "an HDF5 file" if data.startswith(b"\x89HDF") else "a binary file" if b"\x00" in data[:65536] else ""
+    if kind:
+        raise ValueError(f"text source {str(path)!r} is {kind}, not text: pass UTF-8 text files "
+                         f"(e.g. WikiText's *.raw) or {OVOS_WIKI!r}")
+    try:
+        return data.decode("utf-8").replace("\r\n", "\n")
+    except UnicodeDecodeError as e:
+        raise ValueError(f"text source {str(path)!r} is not UTF-8 text (invalid byte at offset {e.start}); "
+                         "convert it to UTF-8 first") from e
+
+
 def read_texts(sources: Sequence[str], max_chars: int | None = None) -> list[str]:
     """Read documents from the given sources (see module docstring), in order.
 
@@ -53,7 +71,7 @@ def read_texts(sources: Sequence[str], max_chars: int | None = None) -> list[str
 
     Raises:
         FileNotFoundError: a source is neither ``ovos-wiki`` nor an existing file or directory.
-        ValueError: the sources hold no text.
+        ValueError: the sources hold no text, or a file is binary or not UTF-8.
     """
     docs: list[str] = []
     total = 0
@@ -70,7 +88,7 @@ def read_texts(sources: Sequence[str], max_chars: int | None = None) -> list[str
                 raise FileNotFoundError(
                     f"text source {src!r}: expected {OVOS_WIKI!r}, a text file or a directory; found nothing"
                 )
-            new = [f.read_text(encoding="utf-8", errors="replace") for f in files]
+            new = [_read_text_file(f) for f in files]
         for d in new:
             if max_chars is not None and total >= max_chars:
                 break
@@ -138,3 +156,60 @@ def split_holdout(tokens: np.ndarray, fraction: float) -> tuple[np.ndarray, np.n
         raise ValueError(f"holdout fraction must be in (0, 1), got {fraction}")
     cut = int(len(tokens) * (1.0 - fraction))
     return tokens[:cut], tokens[cut:]
+
+
+def split_documents(docs: Sequence[str], valid_fraction: float, test_fraction: float, seed: int = 0,
+                    min_units: int = 50) -> tuple[list[str], list[str], list[str]]:
+    """Split documents into (train, valid, test) by holding out whole documents.
+
+    A seeded random choice of documents, about ``valid_fraction`` and ``test_fraction`` of the characters, is held
+    out, so neither held-out part shares a document with the training text (unlike cutting a token stream, which
+    would also put all held-out text at the end of an alphabetical corpus). When there are fewer than
+    ``min_units`` documents (a single WikiText file, say), the documents are first cut into pieces of about 4,000
+    characters at line ends and the pieces are split instead.
+
+    Args:
+        docs: the documents.
+        valid_fraction: share of characters held out for model selection (early stopping), in (0, 1).
+        test_fraction: share held out for the final report only, in (0, 1).
+        seed: seed of the choice (keep it fixed to compare runs on the same held-out text).
+        min_units: fewest documents that are split as they are.
+
+    Returns:
+        (train, valid, test) lists of documents; valid and test are never empty.
+
+    Raises:
+        ValueError: bad fractions, or too little text to hold out a non-empty part for each split.
+    """
+    if not (0.0 < valid_fraction < 1.0 and 0.0 < test_fraction < 1.0 and valid_fraction + test_fraction < 1.0):
+        raise ValueError(f"valid and test fractions must be in (0, 1) and sum to less than 1, got "
+                         f"{valid_fraction} and {test_fraction}")
+    units = list(docs) if len(docs) >= min_units else [c for d in docs for c in _chunks(d, 4000)]
+    if len(units) < 3:
+        raise ValueError(f"need at least 3 documents or 4,000-character pieces to hold out text, got {len(units)}")
+    order = np.random.Generator(np.random.PCG64(seed)).permutation(len(units))
+    total = sum(map(len, units))
+    valid: list[str] = []
+    test: list[str] = []
+    for part, fraction in ((valid, valid_fraction), (test, test_fraction)):
+        taken = 0
+        while order.size > 1 and (not part or taken < fraction * total):
+            part.append(units[order[0]])
+            taken += len(units[order[0]])
+            order = order[1:]
+    train = [units[i] for i in sorted(order)]
+    return train, valid, test
+
+
+def _chunks(doc: str, size: int) -> list[str]:
+    """``doc`` cut at line ends into pieces of at least ``size`` characters (the last may be shorter)."""
+    pieces, cur, n = [], [], 0
+    for line in doc.splitlines(keepends=True):
+        cur.append(line)
+        n += len(line)
+        if n >= size:
+            pieces.append("".join(cur))
+            cur, n = [], 0
+    if cur:
+        pieces.append("".join(cur))
+    return pieces

