@@ -62,20 +62,29 @@ def build_dataset(env_id: str, policy: str, steps: int, path: Path, seed: int = 
 
 
 # ------------------------------------------------------------------------------------------------ ChibiT
-def chibit(text: Sequence[str], steps: int, out: Path | None = None, max_chars: int | None = 3_000_000,
-           seed: int = 0, batch_size: int = 16) -> tuple[Path, dict[str, float]]:
-    """Pretrain (or reuse from the cache) a ChibiT-size LM; returns its directory and pretraining summary."""
-    from pyseqrl.lm.pretrain import PretrainConfig, pretrain
+def chibit(text: Sequence[str] = ("ovos-wiki",), steps: int | None = None, out: Path | None = None,
+           max_chars: int | None = None, seed: int = 0) -> tuple[Path, dict[str, Any]]:
+    """The ChibiT backbone (a 128-wide, 3-layer, 1-head GPT-2) and its pretraining summary.
 
+    By default (``steps=None``) this is the ChibiT pretrained until its held-out perplexity stops improving,
+    trained once per machine and cached (:func:`pyseqrl.lm.pretrain.cached_chibit`; ``out`` is then ignored).
+    With ``steps``, a short run of at most that many steps is made instead (in ``out``, else in the cache), for
+    smoke tests and tiny budgets; it is reused when it exists.
+    """
+    from pyseqrl.lm.pretrain import SUMMARY, PretrainConfig, cached_chibit, pretrain
+
+    if steps is None:
+        path = cached_chibit(text, max_chars=max_chars, seed=seed)
+        print(f"using the pretrained ChibiT in {path}")
+        return path, json.loads((path / SUMMARY).read_text())["summary"]
     key = f"chibit-{'+'.join(Path(t).name for t in text)}-{steps}-{max_chars}-{seed}"
     out = Path(out or CACHE / key)
-    summary_file = out / "pretrain_summary.json"
-    if summary_file.exists() and (out / "model.safetensors").exists():
+    if (out / SUMMARY).exists() and (out / "model.safetensors").exists():
         print(f"reusing the pretrained ChibiT in {out}")
-        return out, json.loads(summary_file.read_text())["summary"]
-    summary = pretrain(PretrainConfig(text=list(text), out=str(out), preset="chibit", steps=steps,
-                                      batch_size=batch_size, max_chars=max_chars, seed=seed, vocab_size=8192,
-                                      warmup_steps=min(100, steps // 10)))
+        return out, json.loads((out / SUMMARY).read_text())["summary"]
+    summary = pretrain(PretrainConfig(text=list(text), out=str(out), max_steps=steps, max_chars=max_chars,
+                                      seed=seed, warmup_steps=max(1, min(200, steps // 10)),
+                                      eval_every=max(1, steps // 5), max_minutes=None))
     return out, summary
 
 
