@@ -72,12 +72,13 @@ def test_recipe_cli_end_to_end(assets, tmp_path, recipe):
     assert all(np.isfinite(float(r["train/loss"])) for r in rows)
     cfg = yaml.safe_load((run / "config.yaml").read_text())
     assert cfg["recipe"] == recipe
-    if recipe == "wiki":
-        assert cfg["lm_weight"] == 0.2 and cfg["align_weight"] == 0.1 and "train/align_loss" in rows[0]
-        assert float(rows[-1]["train/align_weight"]) == 0.0  # annealed to 0 after align_anneal_steps
+    if recipe == "wiki":  # official main runs: alignment, no co-training, tied action head, time after the LN
+        assert cfg["lm_weight"] == 0.0 and cfg["align_weight"] == 0.1 and "train/align_loss" in rows[0]
+        assert cfg["action_head"] == "tied" and cfg["time_embedding"] == "after_ln" and cfg["dropout"] == 0.2
+        assert float(rows[-1]["train/align_weight"]) < 0.1 * 0.01  # sigmoid-annealed past align_anneal_steps
     if recipe == "lamo":
-        assert cfg["lora"] and cfg["embedding"] == "mlp" and "train/lm_loss" in rows[0]
-        assert "lr/lm_decay" not in rows[0]  # backbone frozen: only LoRA, embeddings and heads train
+        assert cfg["lora"] and cfg["embedding"] == "mlp" and cfg["action_head"] == "mlp" and "train/lm_loss" in rows[0]
+        assert "lr/lm_decay" not in rows[0]  # backbone frozen: only LoRA (+ Q/K/V bias), embeddings and heads train
     ck = torch.load(run / "checkpoint.pt", weights_only=False)
     assert ck["step"] == 4 and {"model", "optimizer", "scheduler", "ranks"} <= set(ck)
     from pyseqrl.models import load_dt, load_dt_policy
@@ -95,11 +96,12 @@ def test_recipe_cli_end_to_end(assets, tmp_path, recipe):
 
 def test_resume_gives_the_same_losses(assets, tmp_path):
     full, part = tmp_path / "full", tmp_path / "part"
-    base = tiny_args(assets, full, "wiki", steps=6)
+    cotrain = ["--lm-weight", "1.0", "--align-anneal", "linear"]  # Wiki-RL's lm_cotraining variant
+    base = tiny_args(assets, full, "wiki", steps=6) + cotrain
     assert main(["train", "wiki", *base]) == 0
-    args = tiny_args(assets, part, "wiki", steps=4)
+    args = tiny_args(assets, part, "wiki", steps=4) + cotrain
     assert main(["train", "wiki", *args]) == 0  # "interrupted" after the checkpoint at step 4
-    assert main(["train", "wiki", *tiny_args(assets, part, "wiki", steps=6)]) == 0  # resumed
+    assert main(["train", "wiki", *tiny_args(assets, part, "wiki", steps=6), *cotrain]) == 0  # resumed
     a, b = read_metrics(full), read_metrics(part)
     assert [r["step"] for r in b] == [str(i) for i in range(1, 7)]
     assert a[0]["train/align_loss"] and not a[-1]["train/align_loss"]  # alignment active, then annealed away
@@ -137,11 +139,13 @@ def test_param_groups_apply_the_lm_learning_rate(assets):
 def test_recipe_defaults_yaml_and_errors(assets, tmp_path, capsys):
     cfg = parse_args(["--recipe", "lamo", "--dataset", "x.h5"])
     assert cfg.lora and cfg.embedding == "mlp" and cfg.lm_weight == 0.1 and cfg.backbone == "gpt2"
-    assert cfg.lm_lr == cfg.lr and cfg.grad_clip == 0.25
+    assert cfg.lm_lr is None and cfg.grad_clip == 0.25 and cfg.weight_decay == 1e-5 and cfg.warmup_steps == 2500
+    assert cfg.lm_batch_size == 2 and cfg.lm_seq_len == 1024 and cfg.tanh_action is False
     preset = tmp_path / "p.yaml"
-    preset.write_text("steps: 7\nlm_weight: 0.3\n")
+    preset.write_text("steps: 7\nlm_weight: 0.3\nlm_lr: 1.0e-5\n")
     cfg = parse_args(["--recipe", "wiki", "--dataset", "x.h5", "--config", str(preset), "--lm-weight", "0.5"])
     assert cfg.steps == 7 and cfg.lm_weight == 0.5 and cfg.lm_lr == 1e-5  # flags > YAML > recipe
+    assert resolve(cfg) == cfg  # idempotent: train() resolves again without changing anything
     preset.write_text("stepz: 7\n")
     with pytest.raises(ValueError, match="unknown keys"):
         parse_args(["--recipe", "dt", "--dataset", "x.h5", "--config", str(preset)])
@@ -156,6 +160,33 @@ def test_recipe_defaults_yaml_and_errors(assets, tmp_path, capsys):
     assert "none.h5" in capsys.readouterr().err
     assert main(["train", "lamo", *tiny_args({**assets, "lm": str(tmp_path / "nolm")}, tmp_path / "r2", "lamo")]) == 1
     assert "config.json" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="data_ratio"):
+        resolve(TrainConfig(recipe="lamo", dataset="x.h5", data_ratio=0.0))
+
+
+def test_train_without_resolve_and_resume_refuses_another_dataset(assets, tmp_path):
+    from pyseqrl.algos.dt import train
+    from pyseqrl.data import load
+
+    run = tmp_path / "run"
+    cfg = TrainConfig(dataset=assets["dataset"], run_dir=str(run), steps=2, batch_size=4, context_len=4,
+                      hidden_size=16, n_layer=1, eval_every=0, progress=False, tensorboard=False, max_ep_len=64)
+    train(cfg)  # no resolve() needed
+    other = tmp_path / "other.h5"
+    load(assets["dataset"]).subset_episodes(0.5, seed=0).save(other)
+    with pytest.raises(ValueError, match="cannot resume.*dataset"):
+        train(TrainConfig(**{**cfg.__dict__, "dataset": str(other), "steps": 3}))
+    with pytest.raises(ValueError, match="cannot resume.*hidden_size"):
+        train(TrainConfig(**{**cfg.__dict__, "hidden_size": 32, "steps": 3}))
+
+
+def test_lamo_data_ratio_counts_trajectories(assets, tmp_path):
+    run = tmp_path / "ratio"
+    assert main(["train", "lamo", *tiny_args(assets, run, "lamo", steps=1), "--data-ratio", "0.5"]) == 0
+    from pyseqrl.data import load
+
+    full = load(assets["dataset"])
+    assert full.subset_episodes(0.5, seed=0).num_episodes == full.num_episodes // 2
 
 
 def test_presets_parse():

@@ -189,7 +189,7 @@ def test_gpt2_set_attn_implementation_and_cached_decoding():
         outs = []
         for model in (ref, ours):
             first = model(inputs_embeds=x[:, :6], attention_mask=mask[:, :6], use_cache=True)
-            step = model(inputs_embeds=x[:, 6:], attention_mask=mask, past_key_values=first.past_key_values)
+            step = model(inputs_embeds=x[:, 6:], attention_mask=mask, cache=first.cache)
             outs.append(step.last_hidden_state)
     torch.testing.assert_close(outs[1], outs[0], rtol=1e-5, atol=1e-5)
 

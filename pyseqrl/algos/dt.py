@@ -1,10 +1,12 @@
 """Train Decision Transformers: ``pyseqrl train dt | wiki | lamo`` (one trainer, three recipes).
 
 * ``dt``   -- Chen et al. 2021: random GPT-2 (128 x 3 layers x 1 head), linear embeddings.
-* ``wiki`` -- Reid et al. 2022 (Wiki-RL): LM-initialised backbone (GPT-2 or ChibiT), similarity alignment loss
-              to k-means centroids of the LM token embeddings (weight annealed to 0), LM co-training.
-* ``lamo`` -- Shi et al. 2024 (LaMo): LM-initialised, frozen backbone with LoRA on the attention QKV projection,
-              residual-MLP embeddings, LM co-training with weight 0.1.
+* ``wiki`` -- Reid et al. 2022 (Wiki-RL): LM-initialised backbone (GPT-2, ChibiT, SmolLM2...), alignment loss
+              to k-means centroids of the LM token embeddings (sigmoid-annealed), optional LM co-training.
+* ``lamo`` -- Shi et al. 2023 (LaMo): LM-initialised, frozen backbone with LoRA on the attention Q, K and V,
+              residual-MLP embeddings and action head, LM co-training with weight 0.1.
+
+Every recipe default follows the official code (:data:`RECIPES`; docs/RECIPES.md names the source of each).
 
 The loop is straight-line: sample, loss, step, log, evaluate, checkpoint. Recipe-specific parts are marked
 ``# [wiki]`` / ``# [lamo]``. Presets: configs/dt/*.yaml (``--config``); precedence defaults < recipe < YAML < flags.
@@ -15,6 +17,7 @@ The loop is straight-line: sample, loss, step, log, evaluate, checkpoint. Recipe
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import logging
 import os
@@ -28,16 +31,26 @@ import torch
 import yaml
 from torch import nn
 
-from pyseqrl.models.alignment import alignment_loss, kmeans
+from tqdm import tqdm
+
+import pyseqrl
+from pyseqrl.data import load, torch_batches
+from pyseqrl.lm.corpus import TokenBlocks, encode_texts, read_texts
+from pyseqrl.models.alignment import alignment_loss, anneal_weight, kmeans
+from pyseqrl.models.backbone import load_tokenizer, max_positions
 from pyseqrl.models.decision_transformer import DecisionTransformer, DTConfig
+from pyseqrl.models.export import export_dt
 from pyseqrl.models.lora import LoRAConfig, apply_lora, merge_lora
+from pyseqrl.models.policy import DTPolicy
+from pyseqrl.utils.checkpoint import load_torch, rng_state, save_torch, set_rng_state
+from pyseqrl.utils.logger import RunLogger
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
 class TrainConfig:
-    """Options of ``pyseqrl train dt|wiki|lamo`` (recipe defaults are applied to fields left at None)."""
+    """Options of ``pyseqrl train dt|wiki|lamo``; fields left at None take the recipe's default (:data:`RECIPES`)."""
 
     recipe: str = "dt"
     """dt | wiki | lamo (set by the subcommand)."""
@@ -47,9 +60,12 @@ class TrainConfig:
     """Output directory: config.yaml, metrics.csv, tb/, checkpoint.pt, export/."""
     config: str | None = None
     """YAML preset (configs/dt/*.yaml); explicit flags override it."""
+    data_ratio: float = 1.0
+    """Train on this fraction of the dataset's trajectories, chosen at random by count (LaMo's data ratios)."""
     # ---- model
     backbone: str | None = None
-    """'random', a hub name ('gpt2') or a directory (ChibiT from pretrain-lm). Recipe default: dt random, else gpt2."""
+    """'random', 'smollm2', a .gguf file, a save_pretrained directory (ChibiT) or a hub name ('gpt2').
+    Recipe default: dt random, else gpt2."""
     hidden_size: int = 128
     """Width of a random backbone."""
     n_layer: int = 3
@@ -60,14 +76,24 @@ class TrainConfig:
     """Context K in steps."""
     max_ep_len: int = 1000
     """Timestep embedding size."""
-    dropout: float = 0.1
-    """Dropout (random backbone and embeddings)."""
+    dropout: float | None = None
+    """Backbone dropout (see DTConfig.dropout). Recipe default: dt 0.1, wiki 0.2 (official run.sh), lamo the
+    checkpoint's own."""
     embedding: str | None = None
     """'linear' or 'mlp'. Recipe default: mlp for lamo, linear otherwise."""
-    tanh_action: bool = True
-    """tanh on the action head."""
-    timestep_from_lm: bool = False
-    """[wiki] initialise the timestep embedding from the LM's position table."""
+    action_head: str | None = None
+    """'linear', 'tied' or 'mlp'. Recipe default: dt linear, wiki tied (--share_input_output_proj), lamo mlp."""
+    tanh_action: bool | None = None
+    """tanh on the action head. Recipe default: True, except lamo (its MLP head has none)."""
+    positions: str | None = None
+    """Token positions in the backbone: 'none' (all official code) or 'backbone'. Recipe default: none."""
+    time_embedding: str | None = None
+    """'before_ln' (DT) or 'after_ln' (Wiki-RL, LaMo). Recipe default accordingly."""
+    timestep_from_lm: bool | None = None
+    """Initialise the timestep embedding from the LM's learned position table (Wiki-RL's --extend_positions).
+    Recipe default: wiki when the backbone has a learned table, else no."""
+    attn_implementation: str = "sdpa"
+    """'sdpa', 'eager' or 'pyseqrl'."""
     # ---- optimisation
     steps: int = 100_000
     """Gradient steps."""
@@ -76,40 +102,53 @@ class TrainConfig:
     lr: float = 1e-4
     """Learning rate of everything that is not a pretrained LM weight (embeddings, heads, LoRA, random backbone)."""
     lm_lr: float | None = None
-    """Learning rate of pretrained backbone weights. Recipe default: 1e-5 for wiki (= lr otherwise)."""
-    weight_decay: float = 1e-4
-    """AdamW weight decay, applied to weights with >= 2 dimensions only."""
-    warmup_steps: int = 10_000
-    """Linear learning-rate warmup."""
+    """Learning rate of pretrained backbone weights; None = lr (what the official Wiki-RL and LaMo runs did: their
+    separate LM learning rate never reached the optimizer)."""
+    weight_decay: float | None = None
+    """AdamW weight decay, applied to weights with >= 2 dimensions only. Recipe default: 1e-4, lamo 1e-5."""
+    adam_eps: float | None = None
+    """AdamW epsilon. Recipe default: 1e-8 for dt, 1e-6 for the pretrained recipes (official code)."""
+    warmup_steps: int | None = None
+    """Linear learning-rate warmup. Recipe default: 10,000, lamo 2,500."""
     grad_clip: float = 0.25
     """Gradient-norm clip."""
+    precision: str = "fp32"
+    """'fp32', 'bf16' (autocast; weights, optimizer state and losses stay fp32) or 'auto' (bf16 where the CPU or GPU
+    supports it)."""
     return_scale: float = 1000.0
     """Returns-to-go are divided by this."""
     sample_by: str = "length"
     """SegmentSampler episode weighting: 'length' (as DT) or 'uniform'."""
     # ---- [wiki] alignment, [wiki]/[lamo] LM co-training, [lamo] LoRA
     align_weight: float | None = None
-    """Weight of the similarity alignment loss at step 0. Recipe default: 0.1 for wiki, 0 otherwise."""
+    """Weight of the alignment loss. Recipe default: 0.1 for wiki, 0 otherwise."""
+    align_loss: str = "official"
+    """'official' (per-coordinate max over clusters, Wiki-RL's code) or 'paper' (max cosine similarity)."""
+    align_anneal: str = "sigmoid"
+    """Anneal of the alignment weight: 'sigmoid' (official), 'linear' or 'none'."""
     align_anneal_steps: int = 5000
-    """The alignment weight decays linearly to 0 over this many steps."""
+    """Length of the anneal (the official sigmoid is 0.5 at half of it)."""
     kmeans_clusters: int = 1000
     """k-means centroids of the LM token table (capped at the vocabulary size)."""
+    kmeans_metric: str = "cosine"
+    """k-means assignment: 'cosine' (official) or 'euclidean'."""
     lm_weight: float | None = None
-    """Weight of the LM co-training loss. Recipe default: wiki 0.2, lamo 0.1, dt 0."""
+    """Weight of the LM co-training loss. Recipe default: dt 0, wiki 0 (its main runs; its lm_cotraining variant
+    used 1.0), lamo 0.1 (LaMo's run_cotrain.sh)."""
     lm_text: list[str] = field(default_factory=lambda: ["ovos-wiki"])
     """Text for LM co-training (see pyseqrl.lm.read_texts)."""
     lm_tokenizer: str | None = None
-    """Tokenizer of the backbone (default: the backbone directory, or the hub name)."""
-    lm_batch_size: int = 16
-    """LM blocks per step."""
-    lm_seq_len: int = 128
-    """LM block length."""
+    """Tokenizer for co-training (default: the backbone's own)."""
+    lm_batch_size: int | None = None
+    """LM blocks per step. Recipe default: 16; lamo 2 (official)."""
+    lm_seq_len: int | None = None
+    """LM block length in tokens. Recipe default: 128; lamo 1024 (official, capped at the backbone's positions)."""
     lm_max_chars: int | None = 5_000_000
     """Read at most this much co-training text."""
     lora: bool | None = None
-    """Freeze the backbone and train LoRA adapters. Recipe default: True for lamo."""
+    """Freeze the backbone and train LoRA adapters on its attention Q/K/V. Recipe default: True for lamo."""
     lora_r: int = 16
-    """LoRA rank."""
+    """LoRA rank (of each of Q, K and V)."""
     lora_alpha: int = 32
     """LoRA alpha."""
     lora_dropout: float = 0.1
@@ -143,28 +182,42 @@ class TrainConfig:
     """'auto', 'cpu' or 'cuda'."""
 
 
+# Defaults of each recipe, from the official code (docs/RECIPES.md gives the file behind each value).
 RECIPES: dict[str, dict[str, Any]] = {
-    "dt": {"backbone": "random", "embedding": "linear", "lm_lr": None, "align_weight": 0.0, "lm_weight": 0.0,
-           "lora": False},
-    "wiki": {"backbone": "gpt2", "embedding": "linear", "lm_lr": 1e-5, "align_weight": 0.1, "lm_weight": 0.2,
-             "lora": False},
-    "lamo": {"backbone": "gpt2", "embedding": "mlp", "lm_lr": None, "align_weight": 0.0, "lm_weight": 0.1,
-             "lora": True},
+    "dt": {"backbone": "random", "embedding": "linear", "action_head": "linear", "tanh_action": True,
+           "positions": "none", "time_embedding": "before_ln", "timestep_from_lm": False, "dropout": 0.1,
+           "weight_decay": 1e-4, "adam_eps": 1e-8, "warmup_steps": 10_000, "align_weight": 0.0, "lm_weight": 0.0,
+           "lm_batch_size": 16, "lm_seq_len": 128, "lora": False},
+    "wiki": {"backbone": "gpt2", "embedding": "linear", "action_head": "tied", "tanh_action": True,
+             "positions": "none", "time_embedding": "after_ln", "dropout": 0.2, "weight_decay": 1e-4,
+             "adam_eps": 1e-6, "warmup_steps": 10_000, "align_weight": 0.1, "lm_weight": 0.0,
+             "lm_batch_size": 16, "lm_seq_len": 128, "lora": False},
+    "lamo": {"backbone": "gpt2", "embedding": "mlp", "action_head": "mlp", "tanh_action": False,
+             "positions": "none", "time_embedding": "after_ln", "timestep_from_lm": False, "weight_decay": 1e-5,
+             "adam_eps": 1e-6, "warmup_steps": 2_500, "align_weight": 0.0, "lm_weight": 0.1, "lm_batch_size": 2,
+             "lm_seq_len": 1024, "lora": True},
 }
+"""Recipe defaults for the TrainConfig fields left at None. ``dropout`` and ``timestep_from_lm`` may stay None:
+the checkpoint's own dropout, and a timestep table from the LM exactly when it has a learned one."""
 
 
 def resolve(cfg: TrainConfig) -> TrainConfig:
-    """Fill the fields left at None from the recipe and check the combination."""
+    """Fill the fields left at None from the recipe and check the combination (idempotent)."""
     if cfg.recipe not in RECIPES:
         raise ValueError(f"recipe must be one of {sorted(RECIPES)}, got {cfg.recipe!r}")
     filled = {k: v for k, v in RECIPES[cfg.recipe].items() if getattr(cfg, k) is None}
     cfg = dataclasses.replace(cfg, **filled)
-    if cfg.lm_lr is None:
-        cfg = dataclasses.replace(cfg, lm_lr=cfg.lr)
     if not cfg.dataset:
         raise ValueError("--dataset is required (a file readable by pyseqrl.data.load)")
     if cfg.backbone == "random" and (cfg.lm_weight or cfg.align_weight or cfg.lora):
         raise ValueError(f"recipe {cfg.recipe!r} with lm_weight/align_weight/lora needs a pretrained --backbone")
+    if not 0.0 < cfg.data_ratio <= 1.0:
+        raise ValueError(f"data_ratio must be in (0, 1], got {cfg.data_ratio}")
+    if cfg.precision not in ("fp32", "bf16", "auto"):
+        raise ValueError(f"precision must be 'fp32', 'bf16' or 'auto', got {cfg.precision!r}")
+    for name in ("steps", "batch_size", "context_len", "log_every", "checkpoint_every", "max_ep_len"):
+        if getattr(cfg, name) < 1:
+            raise ValueError(f"{name} must be >= 1, got {getattr(cfg, name)}")
     return cfg
 
 
@@ -185,7 +238,9 @@ def parse_args(argv: list[str]) -> TrainConfig:
         if unknown:
             raise ValueError(f"{known.config}: unknown keys {sorted(unknown)}")
         default = dataclasses.replace(default, **data)
-    return resolve(tyro.cli(TrainConfig, default=default, args=argv))
+    return resolve(tyro.cli(TrainConfig, default=default, args=argv, prog=f"pyseqrl train {known.recipe}"))
+
+
 
 
 class DTObjective(nn.Module):
@@ -194,11 +249,13 @@ class DTObjective(nn.Module):
     action MSE on real steps + [wiki] alignment(t) + [wiki/lamo] LM co-training.
     """
 
-    def __init__(self, model: DecisionTransformer, centroids: torch.Tensor | None, lm_weight: float):
+    def __init__(self, model: DecisionTransformer, centroids: torch.Tensor | None, lm_weight: float,
+                 align_loss: str = "official"):
         super().__init__()
         self.model = model
         self.register_buffer("centroids", centroids if centroids is not None else torch.zeros(0), persistent=False)
         self.lm_weight = lm_weight
+        self.align_loss = align_loss
 
     def forward(self, batch: dict[str, torch.Tensor], align_weight: float,
                 lm_ids: torch.Tensor | None) -> dict[str, torch.Tensor]:
@@ -209,7 +266,8 @@ class DTObjective(nn.Module):
         out = {"action_loss": (err * mask).sum() / mask.sum().clamp(min=1.0)}
         loss = out["action_loss"]
         if align_weight > 0:  # [wiki] pull input embeddings toward LM token clusters
-            out["align_loss"] = alignment_loss(emb, self.centroids, mask.repeat_interleave(3, dim=1))
+            out["align_loss"] = alignment_loss(emb, self.centroids, mask.repeat_interleave(3, dim=1),
+                                               kind=self.align_loss)
             loss = loss + align_weight * out["align_loss"]
         if lm_ids is not None:  # [wiki]/[lamo] keep the language modelling ability
             out["lm_loss"] = self.model.lm_loss(lm_ids)
@@ -218,36 +276,65 @@ class DTObjective(nn.Module):
         return out
 
 
-def param_groups(model: DecisionTransformer, lr: float, lm_lr: float, weight_decay: float) -> list[dict[str, Any]]:
-    """AdamW groups by rule: decay only >= 2-D weights; pretrained backbone weights get ``lm_lr``.
+def param_groups(model: DecisionTransformer, lr: float, lm_lr: float | None, weight_decay: float
+                 ) -> list[dict[str, Any]]:
+    """AdamW groups by rule: decay only >= 2-D weights; pretrained backbone weights get ``lm_lr`` (None = lr).
 
     A backbone weight is "pretrained" when the backbone was loaded (not random) and it is not a LoRA adapter.
     Frozen parameters are left out. Each group carries a ``name`` for logging and tests.
     """
-    pretrained = model.cfg.backbone != "random"
     groups: dict[str, dict[str, Any]] = {}
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        is_lm = pretrained and name.startswith("transformer.") and "lora_" not in name
+        is_lm = model.pretrained and name.startswith("lm.") and "lora_" not in name
         decay = p.dim() >= 2
         key = f"{'lm' if is_lm else 'rl'}_{'decay' if decay else 'no_decay'}"
-        g = groups.setdefault(key, {"name": key, "params": [], "lr": lm_lr if is_lm else lr,
+        g = groups.setdefault(key, {"name": key, "params": [], "lr": (lm_lr or lr) if is_lm else lr,
                                     "weight_decay": weight_decay if decay else 0.0})
         g["params"].append(p)
     return list(groups.values())
 
 
-def _unwrap(m: nn.Module) -> DTObjective:
-    return m.module if isinstance(m, nn.parallel.DistributedDataParallel) else m  # type: ignore[return-value]
+def build_model(cfg: TrainConfig, state_dim: int, act_dim: int) -> DecisionTransformer:
+    """The Decision Transformer of a resolved config, with [lamo] LoRA adapters when ``cfg.lora``."""
+    model = DecisionTransformer(DTConfig(
+        state_dim=state_dim, act_dim=act_dim, backbone=cfg.backbone or "random", hidden_size=cfg.hidden_size,
+        n_layer=cfg.n_layer, n_head=cfg.n_head, context_len=cfg.context_len, max_ep_len=cfg.max_ep_len,
+        dropout=cfg.dropout, embedding=cfg.embedding or "linear", action_head=cfg.action_head or "linear",
+        tanh_action=bool(cfg.tanh_action), positions=cfg.positions or "none",
+        time_embedding=cfg.time_embedding or "before_ln", timestep_from_lm=cfg.timestep_from_lm,
+        attn_implementation=cfg.attn_implementation))
+    if cfg.lora:
+        apply_lora(model.lm, LoRAConfig(r=cfg.lora_r, alpha=cfg.lora_alpha, dropout=cfg.lora_dropout))
+    return model
+
+
+def lm_token_blocks(cfg: TrainConfig, model: DecisionTransformer, seed: int) -> TokenBlocks:
+    """[wiki]/[lamo] co-training text tokenized by the backbone's own tokenizer, as a sampler of token blocks."""
+    tok = load_tokenizer(cfg.lm_tokenizer or str(cfg.backbone))
+    eos = tok.eos_token_id if tok.eos_token_id is not None else tok.bos_token_id
+    if eos is None:
+        raise ValueError(f"tokenizer of {cfg.lm_tokenizer or cfg.backbone!r} has no end-of-text token to separate "
+                         f"co-training documents")
+    tokens = encode_texts(read_texts(cfg.lm_text, cfg.lm_max_chars), tok.backend_tokenizer, int(eos))
+    vocab = int(model.lm.config.vocab_size)
+    if tokens.max() >= vocab:
+        raise ValueError(f"tokenizer ids reach {tokens.max()} but the backbone vocabulary has {vocab} entries: "
+                         f"wrong --lm-tokenizer?")
+    seq_len = min(int(cfg.lm_seq_len or 128), max_positions(model.lm))
+    return TokenBlocks(tokens, seq_len, int(cfg.lm_batch_size or 16), seed=seed)
+
+
+# fields a resume must agree on: the data, the architecture and what the exported model stores
+RESUME_KEYS = ("recipe", "dataset", "data_ratio", "backbone", "hidden_size", "n_layer", "n_head", "context_len",
+               "max_ep_len", "embedding", "action_head", "tanh_action", "positions", "time_embedding", "lora",
+               "lora_r", "return_scale")
 
 
 def train(cfg: TrainConfig) -> dict[str, float]:
     """Run training; returns the last logged metrics (and the final evaluation when there is one)."""
-    import pyseqrl
-    from pyseqrl.data import load, torch_batches
-    from pyseqrl.utils.checkpoint import load_torch, rng_state, save_torch, set_rng_state
-    from pyseqrl.utils.logger import RunLogger
+    cfg = resolve(cfg)
 
     # ---- processes (torchrun sets WORLD_SIZE/RANK/LOCAL_RANK)
     world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -258,15 +345,22 @@ def train(cfg: TrainConfig) -> dict[str, float]:
     device = torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}" if cuda else "cpu")
     if cuda:
         torch.cuda.set_device(device)
+    bf16 = autocast_bf16(cfg.precision, device)
     torch.manual_seed(cfg.seed)  # same init on every rank (DDP also broadcasts rank 0's weights)
     np.random.seed(cfg.seed + rank)
     run_dir = Path(cfg.run_dir)
+    ckpt_path = run_dir / "checkpoint.pt"
+    ck = load_torch(ckpt_path, map_location=device) if cfg.resume and ckpt_path.exists() else None
+    if ck is not None:
+        check_resume(ck.get("config", {}), cfg, ckpt_path)
     if rank == 0:
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.yaml").write_text(yaml.safe_dump(asdict(cfg), sort_keys=False))
 
-    # ---- data
+    # ---- data ([lamo] a random fraction of the trajectories)
     ds = load(cfg.dataset)
+    if cfg.data_ratio < 1.0:
+        ds = ds.subset_episodes(cfg.data_ratio, seed=cfg.seed)
     mean, std = ds.state_stats()
     sampler = pyseqrl.SegmentSampler(ds, context_len=cfg.context_len, batch_size=cfg.batch_size, seed=cfg.seed + rank,
                                      return_scale=cfg.return_scale, max_ep_len=cfg.max_ep_len, state_mean=mean,
@@ -275,45 +369,31 @@ def train(cfg: TrainConfig) -> dict[str, float]:
     targets = list(cfg.target_returns) or [float(ds.episode_returns().max())]
 
     # ---- model (+ [lamo] LoRA)
-    model = DecisionTransformer(DTConfig(
-        state_dim=ds.observation_dim, act_dim=ds.action_dim, backbone=cfg.backbone or "random",
-        hidden_size=cfg.hidden_size, n_layer=cfg.n_layer, n_head=cfg.n_head, context_len=cfg.context_len,
-        max_ep_len=cfg.max_ep_len, dropout=cfg.dropout, embedding=cfg.embedding or "linear",
-        tanh_action=cfg.tanh_action, timestep_from_lm=cfg.timestep_from_lm))
-    if cfg.lora:
-        apply_lora(model, LoRAConfig(r=cfg.lora_r, alpha=cfg.lora_alpha, dropout=cfg.lora_dropout))
-    model.to(device)
+    model = build_model(cfg, ds.observation_dim, ds.action_dim).to(device)
 
     # ---- [wiki] k-means centroids of the LM token table; [wiki]/[lamo] co-training text
     centroids = None
     if cfg.align_weight:
-        wte = model.transformer.wte.weight
-        centroids = kmeans(wte, min(cfg.kmeans_clusters, wte.shape[0]), seed=cfg.seed).to(device)
-    lm_blocks = None
-    if cfg.lm_weight:
-        from pyseqrl.lm.corpus import TokenBlocks, encode_texts, read_texts
-        from pyseqrl.lm.tokenizer import eos_id
+        if ck is not None and ck.get("centroids") is not None:
+            centroids = ck["centroids"].to(device)
+        else:
+            table = model.lm.get_input_embeddings().weight
+            centroids = kmeans(table, min(cfg.kmeans_clusters, table.shape[0]), seed=cfg.seed,
+                               metric=cfg.kmeans_metric).to(device)
+    lm_blocks = lm_token_blocks(cfg, model, cfg.seed + 7919 * (rank + 1)) if cfg.lm_weight else None
 
-        tok = _backbone_tokenizer(cfg.lm_tokenizer or str(cfg.backbone))
-        tokens = encode_texts(read_texts(cfg.lm_text, cfg.lm_max_chars), tok, eos_id(tok))
-        if tokens.max() >= model.transformer.config.vocab_size:
-            raise ValueError(f"tokenizer ids reach {tokens.max()} but the backbone vocabulary has "
-                             f"{model.transformer.config.vocab_size} entries: wrong --lm-tokenizer?")
-        lm_blocks = TokenBlocks(tokens, cfg.lm_seq_len, cfg.lm_batch_size, seed=cfg.seed + 7919 * (rank + 1))
-
-    objective: nn.Module = DTObjective(model, centroids, float(cfg.lm_weight or 0.0)).to(device)
+    objective: nn.Module = DTObjective(model, centroids, float(cfg.lm_weight or 0.0), cfg.align_loss).to(device)
     if world > 1:
         objective = nn.parallel.DistributedDataParallel(objective, device_ids=[device.index] if cuda else None,
                                                         find_unused_parameters=True)
-    groups = param_groups(model, cfg.lr, float(cfg.lm_lr), cfg.weight_decay)
-    optimizer = torch.optim.AdamW(groups, betas=(0.9, 0.999))
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / max(1, cfg.warmup_steps)))
+    optimizer = torch.optim.AdamW(param_groups(model, cfg.lr, cfg.lm_lr, float(cfg.weight_decay)), betas=(0.9, 0.999),
+                                  eps=float(cfg.adam_eps), foreach=True)
+    warmup = max(1, int(cfg.warmup_steps or 1))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / warmup))
 
     # ---- resume
     step = 0
-    ckpt_path = run_dir / "checkpoint.pt"
-    if cfg.resume and ckpt_path.exists():
-        ck = load_torch(ckpt_path, map_location=device)
+    if ck is not None:
         model.load_state_dict(ck["model"])
         optimizer.load_state_dict(ck["optimizer"])
         scheduler.load_state_dict(ck["scheduler"])
@@ -334,8 +414,8 @@ def train(cfg: TrainConfig) -> dict[str, float]:
             torch.distributed.all_gather_object(ranks, mine)
         if rank == 0:
             save_torch({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                        "scheduler": scheduler.state_dict(), "ranks": ranks, "step": step, "config": asdict(cfg)},
-                       ckpt_path)
+                        "scheduler": scheduler.state_dict(), "ranks": ranks, "step": step, "config": asdict(cfg),
+                        "centroids": None if centroids is None else centroids.cpu()}, ckpt_path)
 
     # rows up to the checkpoint step are kept on resume
     logger = RunLogger(run_dir, cfg.tensorboard, resume_step=step + 1 if step else None) if rank == 0 else None
@@ -350,10 +430,9 @@ def train(cfg: TrainConfig) -> dict[str, float]:
         except ImportError as e:
             log.warning("evaluation unavailable (%s): skipping", e)
             return {}
-        from pyseqrl.models.policy import DTPolicy
-
         policy = DTPolicy(model, targets[0], cfg.return_scale, mean, std, refresh_every=cfg.eval_refresh_every)
-        res = evaluate(policy, env_id, episodes=cfg.eval_episodes, seed=cfg.seed + 10_000, target_returns=targets)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            res = evaluate(policy, env_id, episodes=cfg.eval_episodes, seed=cfg.seed + 10_000, target_returns=targets)
         model.train()
         out: dict[str, float] = {}
         for t, r in res.per_target.items():
@@ -363,8 +442,6 @@ def train(cfg: TrainConfig) -> dict[str, float]:
         return out
 
     # ---- train
-    from tqdm import tqdm
-
     batches = torch_batches(sampler, device=device)
     model.train()
     bar = tqdm(total=cfg.steps, initial=step, desc=f"train {cfg.recipe}", unit="step", dynamic_ncols=True,
@@ -373,8 +450,8 @@ def train(cfg: TrainConfig) -> dict[str, float]:
     while step < cfg.steps:
         batch = next(batches)
         lm_ids = torch.as_tensor(lm_blocks.sample(), device=device) if lm_blocks is not None else None
-        align_w = float(cfg.align_weight or 0.0) * max(0.0, 1.0 - step / max(1, cfg.align_anneal_steps))
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+        align_w = float(cfg.align_weight or 0.0) * anneal_weight(step, cfg.align_anneal_steps, cfg.align_anneal)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
             losses = objective(batch, align_w, lm_ids)
         optimizer.zero_grad(set_to_none=True)
         losses["loss"].backward()
@@ -406,11 +483,8 @@ def train(cfg: TrainConfig) -> dict[str, float]:
 
     # ---- export (LoRA merged into a copy, so the checkpoint keeps its adapters)
     if rank == 0 and cfg.export:
-        import copy
-
-        from pyseqrl.models.export import export_dt
-
-        final = merge_lora(copy.deepcopy(model).cpu())
+        final = copy.deepcopy(model).cpu()
+        merge_lora(final)
         export_dt(final, run_dir / "export", {"state_mean": mean, "state_std": std, "return_scale": cfg.return_scale,
                                               "target_returns": targets, "env_id": env_id, "recipe": cfg.recipe})
     if logger is not None:
@@ -423,15 +497,36 @@ def train(cfg: TrainConfig) -> dict[str, float]:
     return metrics
 
 
-def _backbone_tokenizer(name: str) -> Any:
-    """The backbone's tokenizer: a directory (tokenizer.json or vocab.json + merges.txt) or a hub name."""
-    from pyseqrl.lm.tokenizer import load_tokenizer
+def check_resume(saved: dict[str, Any], cfg: TrainConfig, path: Path) -> None:
+    """Refuse to resume a checkpoint whose data or architecture differ from ``cfg`` (ValueError naming them)."""
+    now = asdict(cfg)
+    diff = [f"{k}: {saved.get(k)!r} in the checkpoint, {now[k]!r} now" for k in RESUME_KEYS
+            if k in saved and saved.get(k) != now[k]]
+    if diff:
+        raise ValueError(f"cannot resume {str(path)!r}: " + "; ".join(diff) +
+                         " (use another --run-dir, or --no-resume to start over in this one)")
 
-    if Path(os.path.expanduser(name)).exists():
-        return load_tokenizer(name)
-    from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(name).backend_tokenizer
+def autocast_bf16(precision: str, device: torch.device) -> bool:
+    """Whether to run the forward under bf16 autocast: 'bf16' requires support, 'auto' uses it where supported."""
+    supported = bf16_supported(device)
+    if precision == "bf16" and not supported:
+        raise ValueError(f"precision 'bf16' needs bf16 support on {device.type}; this "
+                         f"{'GPU' if device.type == 'cuda' else 'CPU'} has none (use 'fp32' or 'auto')")
+    use = precision == "bf16" or (precision == "auto" and supported)
+    log.info("training precision: %s", "bf16 autocast" if use else "fp32")
+    return use
+
+
+def bf16_supported(device: torch.device) -> bool:
+    """bf16 matmuls in hardware: a CUDA device that supports them, or a CPU with AVX512-BF16 or AMX."""
+    if device.type == "cuda":
+        return bool(torch.cuda.is_bf16_supported())
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return " avx512_bf16" in flags or " amx_bf16" in flags
 
 
 def load_policy(argument: str, env: Any = None, target_return: float | None = None, **kwargs: Any) -> Any:

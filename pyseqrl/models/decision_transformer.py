@@ -1,34 +1,41 @@
-"""The Decision Transformer on transformers' GPT2Model (Chen et al. 2021), with the Wiki-RL and LaMo variants.
+"""The Decision Transformer (Chen et al. 2021) on any decoder-only language model, with the Wiki-RL and LaMo variants.
 
 Each time step t contributes three tokens, (R_t, s_t, a_t): the return-to-go, the state and the action, each embedded
-by its own input embedding plus a learned timestep embedding. GPT-2 reads the interleaved sequence causally and the
-action a_t is predicted from the hidden state of the token s_t.
+by its own input embedding, normalised by a LayerNorm and given a learned timestep embedding. The backbone reads the
+interleaved sequence causally and the action a_t is predicted from the hidden state of the token s_t.
 
     R_1 s_1 a_1 R_2 s_2 a_2 ... R_K s_K a_K     (3K tokens; left padded when the segment is shorter than K)
          |           |               |
         â_1         â_2             â_K
 
-The backbone is a plain ``transformers.GPT2Model``, so any GPT-2-family checkpoint loads by hub name or directory
-(Wiki-RL, LaMo), or it is built at random (the DT baseline, 128 hidden x 3 layers x 1 head).
+The backbone (:mod:`pyseqrl.models.backbone`) is a transformers causal LM: a GPT-2 built at random for the DT
+baseline (128 hidden x 3 layers x 1 head), or a pretrained one for Wiki-RL and LaMo (ChibiT, GPT-2, SmolLM2, Qwen2,
+GPT-NeoX...). The options below follow the official code of each method; ``docs/RECIPES.md`` lists where they
+differ from the papers.
 
-Padding never changes the outputs at real positions: a 4-D attention mask removes padded keys and GPT-2 position ids
-count real tokens only, so a left-padded segment and its unpadded version give the same action predictions.
+Padding never changes the outputs at real positions: an explicit causal + padding mask removes padded keys for
+every attention implementation, and position ids (when used) count real tokens only, so a left-padded segment and
+its unpadded version give the same action predictions.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import GPT2Config, GPT2Model
+
+from pyseqrl.models import backbone as bb
 
 log = logging.getLogger(__name__)
+
+POSITIONS = ("none", "backbone")
+TIME_EMBEDDINGS = ("before_ln", "after_ln")
+ACTION_HEADS = ("linear", "tied", "mlp")
+EMBEDDINGS = ("linear", "mlp")
 
 
 @dataclass
@@ -40,10 +47,10 @@ class DTConfig:
     act_dim: int
     """Size A of an action vector."""
     backbone: str = "random"
-    """"random" (GPT-2 built from the sizes below), a local directory of a Hugging Face GPT-2-family checkpoint
-    (ChibiT from ``pyseqrl pretrain-lm`` included), or a hub name such as "gpt2"."""
+    """"random" (GPT-2 built from the sizes below), "smollm2", a .gguf file, a save_pretrained directory (ChibiT from
+    ``pyseqrl pretrain-lm``) or a hub name such as "gpt2"."""
     hidden_size: int = 128
-    """Width H of the random backbone (ignored for pretrained backbones, which bring their own)."""
+    """Width H of the random backbone (pretrained backbones bring their own)."""
     n_layer: int = 3
     """Transformer blocks of the random backbone."""
     n_head: int = 1
@@ -54,23 +61,31 @@ class DTConfig:
     """Context K in time steps (3K tokens)."""
     max_ep_len: int = 1000
     """Size of the timestep embedding table; larger timesteps are clamped to the last row."""
-    dropout: float = 0.1
-    """Dropout of the random backbone and of the input embeddings."""
+    dropout: float | None = 0.1
+    """Dropout of the random backbone; for a pretrained one, the family's dropout field (residual dropout for GPT-2,
+    as Wiki-RL sets it, and GPT-NeoX; attention dropout for Llama/Qwen2). None keeps the checkpoint's."""
     embedding: str = "linear"
-    """Input embeddings: "linear" (DT, Wiki-RL) or "mlp" (LaMo's residual MLP)."""
+    """Input embeddings: "linear" (DT, Wiki-RL) or "mlp" (LaMo's residual GELU MLP)."""
+    action_head: str = "linear"
+    """"linear" (DT), "tied" (Wiki-RL's share_input_output_proj: tanh(h W_a) with the action embedding's weight) or
+    "mlp" (LaMo: Linear-GELU-Linear)."""
     tanh_action: bool = True
-    """Squash predicted actions with tanh (continuous actions in [-1, 1])."""
-    position_embedding: bool | None = None
-    """Add GPT-2's token-position table; None = only for pretrained backbones (the DT baseline has none)."""
-    timestep_from_lm: bool = False
-    """Initialise the timestep embedding from the LM's position table (Wiki-RL's option; needs H equal sizes)."""
+    """Squash "linear" and "mlp" action heads with tanh ("tied" always squashes)."""
+    positions: str = "none"
+    """Token positions inside the backbone: "none" (the official DT, Wiki-RL and LaMo code adds no token-position
+    embedding; a learned table is zeroed and frozen, a rotary backbone gets position id 0 everywhere, a rotation by
+    zero) or "backbone" (the backbone's own scheme, positions counting real tokens)."""
+    time_embedding: str = "before_ln"
+    """Where the timestep embedding is added: "before_ln" (DT) or "after_ln" (Wiki-RL and LaMo)."""
+    timestep_from_lm: bool | None = False
+    """Initialise the timestep embedding from the backbone's learned position table, extended by repetition to
+    max_ep_len (Wiki-RL's --extend_positions); True needs a learned table, None = exactly when there is one."""
+    attn_implementation: str = "sdpa"
+    """transformers attention implementation: "sdpa", "eager" or "pyseqrl" (the fused kernel)."""
 
 
 class ResidualMLPEmbedding(nn.Module):
-    """LaMo's input embedding: a linear projection followed by a residual GELU MLP.
-
-    ``y = h + W_2 gelu(h)`` with ``h = W_1 x``; maps ``(..., in_dim)`` to ``(..., hidden)``.
-    """
+    """LaMo's input embedding: ``y = h + W_2 gelu(h)`` with ``h = W_1 x``; maps (..., in_dim) to (..., hidden)."""
 
     def __init__(self, in_dim: int, hidden: int):
         super().__init__()
@@ -82,80 +97,24 @@ class ResidualMLPEmbedding(nn.Module):
         return h + self.fc2(F.gelu(h))
 
 
-def _embedding(kind: str, in_dim: int, hidden: int) -> nn.Module:
-    if kind == "linear":
-        return nn.Linear(in_dim, hidden)
-    if kind == "mlp":
-        return ResidualMLPEmbedding(in_dim, hidden)
-    raise ValueError(f"embedding must be 'linear' or 'mlp', got {kind!r}")
+class TiedActionHead(nn.Module):
+    """Wiki-RL's shared input/output projection: ``tanh(h W)`` with W the action embedding's (H, A) weight."""
+
+    def __init__(self, embed_action: nn.Linear):
+        super().__init__()
+        self.embed_action = [embed_action]  # a list: no second registration of the shared module
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(h @ self.embed_action[0].weight)  # (..., H) x (H, A)
 
 
-def load_backbone(cfg: DTConfig, gpt2_config: GPT2Config | None = None) -> GPT2Model:
-    """Build or load the GPT-2 backbone named by ``cfg.backbone`` (or build ``gpt2_config`` untrained).
-
-    Raises:
-        FileNotFoundError: ``cfg.backbone`` looks like a path (contains a separator or starts with '.') but is
-            not a directory holding a ``config.json``.
-    """
-    name = cfg.backbone
-    if gpt2_config is not None:  # weights come from a state dict (exported models)
-        return GPT2Model(gpt2_config)
-    if name == "random":
-        gcfg = GPT2Config(
-            vocab_size=1,  # no text; LM co-training needs a pretrained backbone
-            bos_token_id=0,
-            eos_token_id=0,
-            n_positions=max(1024, 3 * cfg.context_len),
-            n_embd=cfg.hidden_size,
-            n_layer=cfg.n_layer,
-            n_head=cfg.n_head,
-            n_inner=4 * cfg.hidden_size,
-            activation_function=cfg.activation,
-            resid_pdrop=cfg.dropout,
-            embd_pdrop=cfg.dropout,
-            attn_pdrop=cfg.dropout,
-        )
-        return GPT2Model(gcfg)
-    path = Path(os.path.expanduser(name))
-    looks_local = path.exists() or os.sep in name or name.startswith(".")
-    if looks_local and not (path / "config.json").is_file():
-        raise FileNotFoundError(
-            f"backbone {name!r}: expected a directory with a Hugging Face config.json (save_pretrained output), "
-            f"found {'a directory without config.json' if path.is_dir() else 'nothing'}"
-        )
-    log.info("loading GPT-2 backbone from %s", name)
-    # GPT2Model.from_pretrained accepts both GPT2Model and GPT2LMHeadModel checkpoints ("transformer." prefix)
-    return GPT2Model.from_pretrained(str(path) if looks_local else name, local_files_only=looks_local)
-
-
-def attention_mask_4d(key_mask: torch.Tensor, q_len: int) -> torch.Tensor:
-    """Causal + padding mask for the last ``q_len`` of ``L`` tokens.
-
-    Args:
-        key_mask: bool (B, L), True for real tokens (cached ones first, the ``q_len`` new ones last).
-        q_len: number of query tokens.
-
-    Returns:
-        bool (B, 1, q_len, L), True where a query may attend. Every query may attend to itself, so rows of padded
-        queries are never empty (no NaN); real queries never see padded keys.
-    """
-    L = key_mask.shape[1]
-    q_pos = torch.arange(L - q_len, L, device=key_mask.device)[:, None]  # (q, 1) absolute index of each query
-    k_pos = torch.arange(L, device=key_mask.device)[None, :]  # (1, L)
-    causal = k_pos <= q_pos  # (q, L)
-    mask = causal[None] & key_mask[:, None, :]  # (B, q, L)
-    mask = mask | (k_pos == q_pos)[None]  # padded queries attend to themselves only
-    return mask[:, None]  # (B, 1, q, L)
-
-
-def position_ids_from_mask(key_mask: torch.Tensor, q_len: int) -> torch.Tensor:
-    """GPT-2 position of each of the last ``q_len`` tokens = number of real tokens before it (int64 (B, q_len))."""
-    pos = key_mask.long().cumsum(1) - 1  # (B, L)
-    return pos[:, -q_len:].clamp(min=0)
+def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {choices}, got {value!r}")
 
 
 class DecisionTransformer(nn.Module):
-    """Return-conditioned policy: GPT-2 over interleaved (return-to-go, state, action) tokens.
+    """Return-conditioned policy: a causal LM over interleaved (return-to-go, state, action) tokens.
 
     Example:
         >>> model = DecisionTransformer(DTConfig(state_dim=11, act_dim=3, context_len=20))
@@ -166,45 +125,73 @@ class DecisionTransformer(nn.Module):
         torch.Size([4, 20, 3])
     """
 
-    def __init__(self, cfg: DTConfig, gpt2_config: GPT2Config | None = None):
+    def __init__(self, cfg: DTConfig, backbone_config: Any = None):
         super().__init__()
-        if cfg.state_dim < 1 or cfg.act_dim < 1 or cfg.context_len < 1:
-            raise ValueError(
-                f"state_dim, act_dim and context_len must be >= 1, got {cfg.state_dim}, {cfg.act_dim}, "
-                f"{cfg.context_len}"
-            )
+        if cfg.state_dim < 1 or cfg.act_dim < 1 or cfg.context_len < 1 or cfg.max_ep_len < 1:
+            raise ValueError(f"state_dim, act_dim, context_len and max_ep_len must be >= 1, got {cfg.state_dim}, "
+                             f"{cfg.act_dim}, {cfg.context_len}, {cfg.max_ep_len}")
+        _check_choice("positions", cfg.positions, POSITIONS)
+        _check_choice("time_embedding", cfg.time_embedding, TIME_EMBEDDINGS)
+        _check_choice("action_head", cfg.action_head, ACTION_HEADS)
+        _check_choice("embedding", cfg.embedding, EMBEDDINGS)
+        if cfg.action_head == "tied" and cfg.embedding != "linear":
+            raise ValueError("action_head='tied' shares the action embedding's weight: it needs embedding='linear'")
         self.cfg = cfg
-        self.transformer = load_backbone(cfg, gpt2_config)
-        H = self.transformer.config.n_embd
+
+        # --- the backbone: a causal LM (its LM head serves LM co-training)
+        if backbone_config is not None:  # an exported model: architecture known, weights come from a state dict
+            self.lm = bb.load_causal_lm("", None, cfg.attn_implementation, config=backbone_config)
+        elif cfg.backbone == "random":
+            if cfg.hidden_size % max(1, cfg.n_head) or cfg.n_head < 1 or cfg.n_layer < 1:
+                raise ValueError(f"random backbone: need n_layer >= 1, n_head >= 1 and hidden_size divisible by "
+                                 f"n_head, got {cfg.n_layer}, {cfg.n_head}, {cfg.hidden_size}")
+            gcfg = bb.random_gpt2_config(cfg.hidden_size, cfg.n_layer, cfg.n_head, cfg.activation,
+                                         0.1 if cfg.dropout is None else cfg.dropout, max(1024, 3 * cfg.context_len))
+            self.lm = bb.load_causal_lm("", None, cfg.attn_implementation, config=gcfg)
+        else:
+            self.lm = bb.load_causal_lm(cfg.backbone, cfg.dropout, cfg.attn_implementation)
+        H = int(self.lm.config.hidden_size)
         self.hidden_size = H
-        pretrained = cfg.backbone != "random"
-        self.use_positions = pretrained if cfg.position_embedding is None else cfg.position_embedding
-        if 3 * cfg.context_len > self.transformer.config.n_positions and self.use_positions:
-            raise ValueError(
-                f"context_len={cfg.context_len} needs {3 * cfg.context_len} positions, the backbone has "
-                f"{self.transformer.config.n_positions}"
-            )
-        if not self.use_positions:  # the original DT has no token-position embedding: zero it and keep it frozen
-            with torch.no_grad():
-                self.transformer.wpe.weight.zero_()
-            self.transformer.wpe.weight.requires_grad_(False)
+        self.position_scheme = bb.position_scheme(self.lm)
+        if 3 * cfg.context_len > bb.max_positions(self.lm):
+            raise ValueError(f"context_len={cfg.context_len} needs {3 * cfg.context_len} tokens, the backbone "
+                             f"supports {bb.max_positions(self.lm)}")
+        table = self.backbone.wpe if self.position_scheme == "learned" else None
 
         # --- the boxes of the DT figure: input embeddings, LayerNorm, action head
         self.embed_timestep = nn.Embedding(cfg.max_ep_len, H)
-        if cfg.timestep_from_lm:
-            wpe = self.transformer.wpe.weight
-            if not pretrained or wpe.shape[0] < cfg.max_ep_len:
-                raise ValueError(
-                    f"timestep_from_lm needs a pretrained backbone with >= max_ep_len={cfg.max_ep_len} positions, "
-                    f"got backbone={cfg.backbone!r} with {wpe.shape[0]}"
-                )
+        from_lm = cfg.timestep_from_lm if cfg.timestep_from_lm is not None else table is not None
+        if from_lm and backbone_config is None:  # (an export brings its trained table)
+            if table is None:
+                raise ValueError(f"timestep_from_lm needs a backbone with a learned position table; "
+                                 f"{self.lm.config.model_type!r} uses {self.position_scheme} positions")
             with torch.no_grad():
-                self.embed_timestep.weight.copy_(wpe[: cfg.max_ep_len])
-        self.embed_return = _embedding(cfg.embedding, 1, H)
-        self.embed_state = _embedding(cfg.embedding, cfg.state_dim, H)
-        self.embed_action = _embedding(cfg.embedding, cfg.act_dim, H)
+                self.embed_timestep.weight.copy_(bb.extend_table(table.weight, cfg.max_ep_len))
+        if table is not None and cfg.positions == "none":  # no token positions: zero the table and keep it frozen
+            with torch.no_grad():
+                table.weight.zero_()
+            table.weight.requires_grad_(False)
+        make = ResidualMLPEmbedding if cfg.embedding == "mlp" else nn.Linear
+        self.embed_return = make(1, H)
+        self.embed_state = make(cfg.state_dim, H)
+        self.embed_action = make(cfg.act_dim, H)
         self.embed_ln = nn.LayerNorm(H)
-        self.predict_action = nn.Sequential(nn.Linear(H, cfg.act_dim), nn.Tanh() if cfg.tanh_action else nn.Identity())
+        squash = [nn.Tanh()] if cfg.tanh_action else []
+        if cfg.action_head == "tied":
+            self.predict_action: nn.Module = TiedActionHead(self.embed_action)
+        elif cfg.action_head == "mlp":
+            self.predict_action = nn.Sequential(nn.Linear(H, H), nn.GELU(), nn.Linear(H, cfg.act_dim), *squash)
+        else:
+            self.predict_action = nn.Sequential(nn.Linear(H, cfg.act_dim), *squash)
+
+    @property
+    def backbone(self) -> nn.Module:
+        """The LM's decoder (GPT2Model, LlamaModel, ...): hidden states without the LM head."""
+        return self.lm.base_model
+
+    @property
+    def pretrained(self) -> bool:
+        return self.cfg.backbone != "random"
 
     # ------------------------------------------------------------------ inputs
     def check_inputs(self, states: torch.Tensor, actions: torch.Tensor, returns_to_go: torch.Tensor,
@@ -224,39 +211,49 @@ class DecisionTransformer(nn.Module):
             raise ValueError(f"segment length K={K} exceeds the model's context_len={self.cfg.context_len}")
 
     def embed(self, states: torch.Tensor, actions: torch.Tensor, returns_to_go: torch.Tensor,
-              timesteps: torch.Tensor) -> torch.Tensor:
-        """Token embeddings fed to GPT-2.
+              timesteps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Token embeddings fed to the backbone.
 
         Args:
             states: float32 (B, T, S). actions: float32 (B, T, A). returns_to_go: float32 (B, T, 1).
             timesteps: int64 (B, T).
 
         Returns:
-            float (B, 3T, H): R_1, s_1, a_1, R_2, ... after the embedding LayerNorm.
+            (inputs, aligned): float (B, 3T, H) each, R_1, s_1, a_1, R_2, ...; ``inputs`` go to the backbone,
+            ``aligned`` are the LayerNorm outputs the alignment loss pulls (without the timestep embedding when it
+            is added after the LayerNorm, as in Wiki-RL's code).
         """
         B, T = states.shape[:2]
         time = self.embed_timestep(timesteps.clamp(0, self.cfg.max_ep_len - 1))  # (B, T, H)
-        r = self.embed_return(returns_to_go) + time  # (B, T, H)
-        s = self.embed_state(states) + time
-        a = self.embed_action(actions) + time
-        x = torch.stack((r, s, a), dim=2).reshape(B, 3 * T, self.hidden_size)  # (B, 3T, H): R_1, s_1, a_1, R_2...
-        return self.embed_ln(x)
+        tokens = [self.embed_return(returns_to_go), self.embed_state(states), self.embed_action(actions)]
+        if self.cfg.time_embedding == "before_ln":
+            tokens = [t + time for t in tokens]
+        x = torch.stack(tokens, dim=2).reshape(B, 3 * T, self.hidden_size)  # (B, 3T, H): R_1, s_1, a_1, R_2...
+        x = self.embed_ln(x)
+        if self.cfg.time_embedding == "after_ln":
+            return x + time.repeat_interleave(3, dim=1), x  # (B, 3T, H)
+        return x, x
 
-    def run_backbone(self, x: torch.Tensor, key_mask: torch.Tensor, past: Any = None,
+    def run_backbone(self, x: torch.Tensor, key_mask: torch.Tensor, cache: Any = None,
                      use_cache: bool = False) -> tuple[torch.Tensor, Any]:
-        """GPT-2 over new token embeddings ``x`` (B, q, H) given a bool key mask (B, past + q).
+        """The backbone over new token embeddings ``x`` (B, q, H) given a bool key mask (B, cached + q).
 
-        Returns the last hidden states (B, q, H) and the key/value cache (when ``use_cache``).
+        Returns the last hidden states (B, q, H) and the key/value cache (a transformers ``Cache``, when
+        ``use_cache``).
         """
         q = x.shape[1]
-        out = self.transformer(
+        if use_cache and cache is None:
+            from transformers import DynamicCache
+
+            cache = DynamicCache(config=self.lm.config)
+        out = self.backbone(
             inputs_embeds=x,
-            attention_mask=attention_mask_4d(key_mask, q),
-            position_ids=position_ids_from_mask(key_mask, q),
-            past_key_values=past,
+            attention_mask=bb.attention_mask_for(self.lm, key_mask, q, x.dtype),
+            position_ids=bb.position_ids_for(key_mask, q, counted=self.cfg.positions == "backbone"),
+            cache=cache,
             use_cache=use_cache,
         )
-        return out.last_hidden_state, out.past_key_values
+        return out.last_hidden_state, (out.cache if use_cache else None)
 
     # ------------------------------------------------------------------ forward
     def forward(self, states: torch.Tensor, actions: torch.Tensor, returns_to_go: torch.Tensor,
@@ -270,7 +267,7 @@ class DecisionTransformer(nn.Module):
             returns_to_go: float32 (B, K, 1), already divided by the return scale.
             timesteps: int64 (B, K), step index within the episode.
             attention_mask: float or bool (B, K), 1 for real steps, 0 for (left) padding; None = all real.
-            return_embeddings: also return the token embeddings (for the alignment loss).
+            return_embeddings: also return the LayerNorm'd token embeddings (for the alignment loss).
 
         Returns:
             action predictions float (B, K, A); with ``return_embeddings`` also the embeddings (B, 3K, H).
@@ -281,25 +278,27 @@ class DecisionTransformer(nn.Module):
             attention_mask = torch.ones(B, K, device=states.device)
         elif tuple(attention_mask.shape) != (B, K):
             raise ValueError(f"attention_mask: expected shape {(B, K)}, got {tuple(attention_mask.shape)}")
-        x = self.embed(states, actions, returns_to_go, timesteps)  # (B, 3K, H)
+        x, aligned = self.embed(states, actions, returns_to_go, timesteps)  # (B, 3K, H)
         key_mask = attention_mask.bool().repeat_interleave(3, dim=1)  # (B, 3K)
         h, _ = self.run_backbone(x, key_mask)  # (B, 3K, H)
         h = h.reshape(B, K, 3, self.hidden_size)  # (B, K, 3, H): [R_t, s_t, a_t] per step
         action_preds = self.predict_action(h[:, :, 1])  # (B, K, A) from the state tokens
-        return (action_preds, x) if return_embeddings else action_preds
+        return (action_preds, aligned) if return_embeddings else action_preds
 
     # ------------------------------------------------------------------ language modelling
-    def lm_logits(self, input_ids: torch.Tensor) -> torch.Tensor:
-        """Causal-LM logits of the backbone (head tied to the token table): int64 (B, T) -> float (B, T, V)."""
-        if self.transformer.config.vocab_size < 2:
-            raise ValueError("LM co-training needs a pretrained backbone with a vocabulary; backbone is 'random'")
-        h = self.transformer(input_ids=input_ids).last_hidden_state  # (B, T, H)
-        return F.linear(h, self.transformer.wte.weight)  # (B, T, V)
-
     def lm_loss(self, input_ids: torch.Tensor) -> torch.Tensor:
-        """Next-token cross-entropy on int64 (B, T) token blocks (mean over B x (T-1) predictions)."""
-        logits = self.lm_logits(input_ids[:, :-1])  # (B, T-1, V)
-        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), input_ids[:, 1:].reshape(-1))
+        """Next-token cross-entropy of the backbone's own LM head on int64 (B, T) token blocks.
 
-    def num_params(self, trainable_only: bool = False) -> int:
-        return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)
+        Token positions follow ``cfg.positions`` as in the RL pass (the official Wiki-RL and LaMo code runs its
+        co-training text without position embeddings too).
+        """
+        vocab = int(self.lm.config.vocab_size)
+        if vocab < 2:
+            raise ValueError("LM co-training needs a pretrained backbone with a vocabulary; backbone is 'random'")
+        B, T = input_ids.shape
+        if T > bb.max_positions(self.lm):
+            raise ValueError(f"LM blocks of {T} tokens exceed the backbone's {bb.max_positions(self.lm)} positions")
+        pos = bb.position_ids_for(torch.ones(B, T, dtype=torch.bool, device=input_ids.device), T,
+                                  counted=self.cfg.positions == "backbone")
+        logits = self.lm(input_ids=input_ids[:, :-1], position_ids=pos[:, :-1]).logits  # (B, T-1, V)
+        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), input_ids[:, 1:].reshape(-1))

@@ -2,16 +2,18 @@
 
 Layout of an export directory::
 
-    dt_config.json       DTConfig fields, the backbone's GPT2Config and evaluation metadata
+    dt_config.json       DTConfig fields, the backbone's transformers config (any family) and evaluation metadata
                          (state_mean, state_std, return_scale, target_returns, env_id)
-    model.safetensors    the full state dict (LoRA already merged: no peft needed to load)
+    model.safetensors    the full state dict (LoRA already merged; tied weights stored once)
+
+Both files are written atomically: an interrupted export never leaves a half-written file under either name.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict
+from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any
 
@@ -20,37 +22,64 @@ import numpy as np
 from pyseqrl.models.decision_transformer import DecisionTransformer, DTConfig
 from pyseqrl.models.lora import has_lora
 from pyseqrl.models.policy import DTPolicy
+from pyseqrl.utils.checkpoint import atomic_write
+
+FORMAT = 2
+"""Export format: 2 = any transformers causal LM (``backbone_config``)."""
 
 
 def export_dt(model: DecisionTransformer, out_dir: str | os.PathLike, meta: dict[str, Any] | None = None) -> Path:
     """Write ``model`` (which must have no unmerged LoRA adapters) and ``meta`` to ``out_dir``."""
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     if has_lora(model):
         raise ValueError("merge the LoRA adapters first (pyseqrl.models.merge_lora) before exporting")
     out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"export: {str(out)!r} exists and is not a directory")
     out.mkdir(parents=True, exist_ok=True)
     meta = {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in (meta or {}).items()}
-    doc = {"dt_config": asdict(model.cfg), "gpt2_config": model.transformer.config.to_dict(), "meta": meta}
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    save_file(state, str(out / "model.safetensors"))
-    (out / "dt_config.json").write_text(json.dumps(doc, indent=2))
+    cfg = model.lm.config.to_dict()
+    cfg.pop("quantization_config", None)  # GGUF-loaded weights are stored dequantised
+    doc = {"format": FORMAT, "dt_config": asdict(model.cfg), "backbone_config": cfg, "meta": meta}
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items() if not _tied(model, k)}
+    blob = save(state)
+    atomic_write(out / "model.safetensors", lambda f: f.write(blob))
+    atomic_write(out / "dt_config.json", lambda f: f.write(json.dumps(doc, indent=2)), mode="w")
     return out
 
 
 def load_dt(path: str | os.PathLike, device: str = "cpu") -> tuple[DecisionTransformer, dict[str, Any]]:
     """Load an export directory: returns the model (eval mode) and its metadata dict."""
     from safetensors.torch import load_file
-    from transformers import GPT2Config
+    from transformers import AutoConfig
 
     p = Path(path)
     if not (p / "dt_config.json").is_file() or not (p / "model.safetensors").is_file():
         raise FileNotFoundError(f"{str(p)!r} is not a pyseqrl DT export: expected dt_config.json + model.safetensors")
-    doc = json.loads((p / "dt_config.json").read_text())
-    gcfg = GPT2Config.from_dict(doc["gpt2_config"])
-    model = DecisionTransformer(DTConfig(**doc["dt_config"]), gpt2_config=gcfg)
-    model.load_state_dict(load_file(str(p / "model.safetensors")))
+    try:
+        doc = json.loads((p / "dt_config.json").read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{str(p / 'dt_config.json')!r} is not valid JSON ({e})") from e
+    if doc.get("format") != FORMAT:
+        raise ValueError(f"{str(p)!r} was exported in format {doc.get('format', 1)}, this pyseqrl reads format "
+                         f"{FORMAT}: export it again (pyseqrl train ... --resume re-exports from its checkpoint)")
+    known = {f.name for f in fields(DTConfig)}
+    dt_cfg = DTConfig(**{k: v for k, v in doc["dt_config"].items() if k in known})
+    bcfg = dict(doc["backbone_config"])
+    bcfg_obj = AutoConfig.for_model(bcfg.pop("model_type"), **bcfg)
+    model = DecisionTransformer(dt_cfg, backbone_config=bcfg_obj)
+    missing, unexpected = model.load_state_dict(load_file(str(p / "model.safetensors")), strict=False)
+    if unexpected or [k for k in missing if not _tied(model, k)]:
+        raise ValueError(f"{str(p)!r}: weights do not match the exported architecture (missing {missing[:3]}, "
+                         f"unexpected {unexpected[:3]})")
     return model.to(device).eval(), doc["meta"]
+
+
+def _tied(model: DecisionTransformer, key: str) -> bool:
+    """True for a parameter stored once under another name (a tied LM head)."""
+    out = model.lm.get_output_embeddings()
+    return out is not None and key.endswith("lm_head.weight") and out.weight is model.lm.get_input_embeddings().weight
 
 
 def load_dt_policy(path: str | os.PathLike, target_return: float | None = None, device: str = "cpu",

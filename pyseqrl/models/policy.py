@@ -4,10 +4,10 @@ Each environment keeps its own episode history. The return-to-go starts at ``tar
 decremented by ``reward / return_scale`` after every step, exactly as in the DT evaluation loop; states are
 normalised with the training statistics and the context is padded and masked like a training segment.
 
-Incremental decoding. All environments share one token timeline in GPT-2's key/value cache. Each :meth:`act`
+Incremental decoding. All environments share one token timeline in the backbone's key/value cache. Each :meth:`act`
 appends three tokens per environment, ``[a_{t-1}, R_t, s_t]``, and reads the action from the hidden state of
 ``s_t``: 3 new tokens instead of 3K. An environment that starts a new episode masks its old cache entries out (a
-masked key changes nothing, and GPT-2 positions count unmasked tokens only).
+masked key changes nothing, and position ids, when used, count unmasked tokens only).
 
 The sliding window. Once the timeline holds K steps, old steps must leave the context. Cached keys of the remaining
 tokens were computed while attending to the leaving ones, so no cache can slide exactly: the window is rebuilt
@@ -39,7 +39,7 @@ class DTPolicy(Policy):
         state_std: float32 (S,) training state std (None = 1).
         context_len: context K in steps (default: the model's).
         refresh_every: steps dropped at once when the window is full (1 = exact sliding window of the DT paper).
-        use_cache: decode incrementally with GPT-2's key/value cache (False = recompute each context).
+        use_cache: decode incrementally with the backbone's key/value cache (False = recompute each context).
         device: torch device of the model (default: where its parameters are).
 
     Example:
@@ -169,9 +169,9 @@ class DTPolicy(Policy):
         """Rebuild the cache: the context steps as (R, s, a) tokens, the current step as (R, s)."""
         m = self.model
         states, actions, rtg, time, mask = self._window(self.slots)
-        x = m.embed(states, actions, rtg, time)[:, :-1]  # (n, 3T - 1, H): drop the current step's action token
+        x = m.embed(states, actions, rtg, time)[0][:, :-1]  # (n, 3T - 1, H): drop the current step's action token
         key_mask = mask.repeat_interleave(3, dim=1)[:, :-1]  # (n, 3T - 1)
-        h, self.cache = m.run_backbone(x, key_mask, past=None, use_cache=True)
+        h, self.cache = m.run_backbone(x, key_mask, cache=None, use_cache=True)
         self.key_mask = key_mask
         return m.predict_action(h[:, -1])  # (n, A) from s_t
 
@@ -179,11 +179,11 @@ class DTPolicy(Policy):
         """Append [a_{t-1}, R_t, s_t] to the cache and read a_t."""
         m = self.model
         states, actions, rtg, time, _ = self._window(2)  # previous and current step
-        x = m.embed(states, actions, rtg, time)  # (n, 6, H): R_{t-1} s_{t-1} a_{t-1} R_t s_t a_t
+        x = m.embed(states, actions, rtg, time)[0]  # (n, 6, H): R_{t-1} s_{t-1} a_{t-1} R_t s_t a_t
         x = x[:, 2:5]  # (n, 3, H): a_{t-1}, R_t, s_t
         new_mask = torch.ones(self.n, 3, dtype=torch.bool, device=self.device)
         new_mask[:, 0] = prev_len > 0  # no previous action in a fresh episode
         key_mask = torch.cat([self.key_mask, new_mask], dim=1)  # (n, L + 3)
-        h, self.cache = m.run_backbone(x, key_mask, past=self.cache, use_cache=True)
+        h, self.cache = m.run_backbone(x, key_mask, cache=self.cache, use_cache=True)
         self.key_mask = key_mask
         return m.predict_action(h[:, -1])

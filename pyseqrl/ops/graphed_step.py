@@ -17,7 +17,6 @@ is the reference (tests compare the two; bench/bench_gpu_dt.py times them).
 from __future__ import annotations
 
 import logging
-import types
 from collections.abc import Callable
 from typing import Any
 
@@ -68,35 +67,16 @@ def make_capturable_adamw(
     return torch.optim.AdamW(groups, lr=lr_value, betas=betas, capturable=capturable)
 
 
-def _run_backbone_2d(
-    self: Any, x: torch.Tensor, key_mask: torch.Tensor, past: Any = None, use_cache: bool = False
-):
-    """DecisionTransformer.run_backbone that hands GPT-2 the 2-D key mask (what the "pyseqrl" kernel takes)."""
-    if past is not None or use_cache:
-        return type(self).run_backbone(self, x, key_mask, past, use_cache)
-    from pyseqrl.models.decision_transformer import position_ids_from_mask
-
-    out = self.transformer(
-        inputs_embeds=x,
-        attention_mask=key_mask,  # (B, L) bool: the "pyseqrl" mask hook passes it through unchanged
-        position_ids=position_ids_from_mask(key_mask, x.shape[1]),
-        use_cache=False,
-    )
-    return out.last_hidden_state, None
-
-
 def use_pyseqrl_attention(model: torch.nn.Module) -> torch.nn.Module:
-    """Switch a DecisionTransformer's GPT-2 backbone to the fused kernel (``attn_implementation="pyseqrl"``).
+    """Switch a DecisionTransformer's backbone to the fused kernel (``attn_implementation="pyseqrl"``).
 
-    The model builds a 4-D mask where padded queries attend to themselves; the kernel takes the 2-D key padding
-    mask instead (padded queries output zeros). Outputs at real steps are the same either way; padded positions
-    never reach the loss. Falls back to SDPA on the CPU.
+    The kernel takes the 2-D key padding mask (padded queries output zeros); outputs at real steps are those of
+    the other implementations, and padded positions never reach the loss. Falls back to SDPA on the CPU.
     """
     import pyseqrl.ops.attention  # noqa: F401  (registers "pyseqrl" with transformers)
 
-    model.transformer.set_attn_implementation("pyseqrl")
-    if hasattr(model, "run_backbone"):
-        model.run_backbone = types.MethodType(_run_backbone_2d, model)
+    model.lm.set_attn_implementation("pyseqrl")
+    model.cfg.attn_implementation = "pyseqrl"
     return model
 
 
