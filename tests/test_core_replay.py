@@ -187,6 +187,14 @@ def test_add_dataset():
         (lambda: pyseqrl.ReplayBuffer(10, (0,), ACT), ValueError, "obs_shape: expected positive sizes"),
         (lambda: pyseqrl.ReplayBuffer(10, OBS, ACT, alpha=-1), ValueError, "alpha"),
         (lambda: pyseqrl.ReplayBuffer(10, OBS, ACT, seed=-2), ValueError, "seed"),
+        # 7 x 0x6DB6DB6DB6DB6DB7 wraps to 1 in 64 bits: the buffer had one float per slot
+        (lambda: pyseqrl.ReplayBuffer(10, (7, 0x6DB6DB6DB6DB6DB7), ACT), ValueError,
+         "obs_shape: the size 7 x 7905747460161236407 overflows 64 bits"),
+        (lambda: pyseqrl.ReplayBuffer(10, OBS, (2**32, 2**32)), ValueError, "action_shape: .* overflows 64 bits"),
+        (lambda: pyseqrl.ReplayBuffer(2**40, (2**30,), ACT), ValueError, "capacity x obs_shape: .* overflows"),
+        (lambda: pyseqrl.ReplayBuffer(2**40, OBS, ACT), MemoryError,
+         r"capacity: the replay buffer: needs \d+ bytes .* physical memory"),
+        (lambda: pyseqrl.ReplayBuffer(2**40, OBS, ACT, prioritized=True), MemoryError, "capacity"),
     ],
 )
 def test_bad_construction(make, exc, match):
@@ -217,3 +225,7 @@ def test_bad_add_and_sample():
     rb.add(o, a, r, n, t)
     with pytest.raises(ValueError, match="batch_size: expected a positive integer, got 0"):
         rb.sample(0)
+    with pytest.raises(ValueError, match="batch_size x obs_shape: .* overflows 64 bits"):
+        rb.sample(2**61)
+    with pytest.raises(MemoryError, match="batch_size: one sample: needs"):
+        rb.sample(2**45)

@@ -221,3 +221,23 @@ def test_long_episodes_and_single_step_episodes():
     b = pyseqrl.SegmentSampler(ds, context_len=3, batch_size=10, seed=0, prefetch=0).sample()
     assert (b["attention_mask"] == [0, 0, 1]).all()
     np.testing.assert_allclose(b["returns_to_go"][:, -1, 0], 1e-3)
+
+
+@pytest.mark.parametrize(
+    "kwargs, exc, match",
+    [
+        # 2^61 x 8 wraps to 0 in 64 bits: the batch was allocated empty and then overrun
+        (dict(batch_size=2**61, context_len=8), ValueError,
+         "batch_size x context_len: the size 2305843009213693952 x 8 overflows 64 bits"),
+        (dict(batch_size=2**31, context_len=2**31), ValueError, "batch_size x context_len x state_dim: .* overflows"),
+        (dict(batch_size=1, context_len=2**62), ValueError, "context_len x state_dim: .* overflows"),
+        # fits in 64 bits but not in any machine's memory
+        (dict(batch_size=2**40, context_len=8), MemoryError,
+         r"batch_size x context_len: one batch: needs \d+ bytes .* physical memory"),
+        (dict(batch_size=2**20, context_len=64, prefetch=2**20), MemoryError, "prefetch: the batches prepared ahead"),
+    ],
+)
+def test_sizes_that_overflow_or_cannot_be_allocated(kwargs, exc, match):
+    ds = random_dataset([5, 5])
+    with pytest.raises(exc, match=match):
+        pyseqrl.SegmentSampler(ds, **kwargs).sample()

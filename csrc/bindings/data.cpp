@@ -237,7 +237,7 @@ static int64_t shape_size(const std::vector<py::ssize_t>& shape, const char* nam
   int64_t n = 1;
   for (auto s : shape) {
     PYSEQRL_CHECK(s > 0, name, ": expected positive sizes, got ", s);
-    n *= s;
+    n = checked_mul(n, s, name);
   }
   return n;
 }
@@ -306,6 +306,11 @@ void register_replay_buffer(py::module_& m) {
           "sample",
           [](PyReplayBuffer& self, int64_t batch_size) {
             PYSEQRL_CHECK(batch_size > 0, "batch_size: expected a positive integer, got ", batch_size);
+            const auto& c = self.rb->config();
+            // 2 x obs, actions, rewards, terminals (float32), indices (int64), weights (float32)
+            const int64_t row = checked_add(checked_mul(2, c.obs_size, "obs_shape"), c.action_size,
+                                            "obs_shape + action_shape") * 4 + 16;
+            check_allocation(checked_mul(batch_size, row, "batch_size x obs_shape"), "batch_size: one sample");
             const bool prio = self.rb->config().prioritized;
             f32 obs(batch_shape(batch_size, self.obs_shape)), next(batch_shape(batch_size, self.obs_shape));
             f32 act(batch_shape(batch_size, self.action_shape)), rew(batch_size), term(batch_size);

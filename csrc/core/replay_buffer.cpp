@@ -19,12 +19,27 @@ ReplayBuffer::ReplayBuffer(const ReplayBufferConfig& config) : cfg_(config), rng
   PYSEQRL_CHECK(cfg_.beta >= 0.0 && std::isfinite(cfg_.beta), "beta: expected a finite value >= 0, got ", cfg_.beta);
   PYSEQRL_CHECK(cfg_.eps > 0.0 && std::isfinite(cfg_.eps), "eps: expected a finite value > 0, got ", cfg_.eps);
   const int64_t C = cfg_.capacity;
-  obs_.resize(C * cfg_.obs_size);
-  next_obs_.resize(C * cfg_.obs_size);
-  act_.resize(C * cfg_.action_size);
-  rew_.resize(C);
-  term_.resize(C);
-  if (cfg_.prioritized) tree_.reset(C);
+  // Every size product is checked before anything is allocated: a wrapped product would allocate a small buffer
+  // that add() then overruns.
+  const int64_t obs_floats = checked_mul(C, cfg_.obs_size, "capacity x obs_shape");
+  const int64_t act_floats = checked_mul(C, cfg_.action_size, "capacity x action_shape");
+  int64_t bytes = checked_mul(checked_add(checked_add(obs_floats, obs_floats, "capacity x obs_shape"), act_floats,
+                                          "capacity x (obs_shape, action_shape)"),
+                              4, "capacity x (obs_shape, action_shape)");
+  bytes = checked_add(bytes, checked_mul(C, 8, "capacity"), "capacity: the buffer");
+  if (cfg_.prioritized) bytes = checked_add(bytes, SumTree::bytes_for(C), "capacity: the priority tree");
+  check_allocation(bytes, "capacity: the replay buffer");
+  try {
+    obs_.resize(obs_floats);
+    next_obs_.resize(obs_floats);
+    act_.resize(act_floats);
+    rew_.resize(C);
+    term_.resize(C);
+    if (cfg_.prioritized) tree_.reset(C);
+  } catch (const std::bad_alloc&) {
+    throw allocation_error(detail::concat("capacity: could not allocate ", bytes, " bytes for ", C,
+                                          " transitions"));
+  }
 }
 
 int64_t ReplayBuffer::size() const {
@@ -41,6 +56,7 @@ void ReplayBuffer::add(int64_t n, const float* obs, const float* actions, const 
                        const float* next_obs, const float* terminals) {
   PYSEQRL_CHECK(n >= 0, "add: expected a non-negative number of transitions, got ", n);
   const int64_t O = cfg_.obs_size, A = cfg_.action_size, C = cfg_.capacity;
+  checked_mul(n, std::max(O, A), "add: n x obs_shape");
   std::lock_guard<std::mutex> lock(mu_);
   // More transitions than slots: only the last `capacity` survive, so skip the rest.
   const int64_t skip = std::max<int64_t>(0, n - C);
@@ -67,6 +83,7 @@ void ReplayBuffer::sample(int64_t batch_size, float* obs, float* actions, float*
                           float* terminals, int64_t* indices, float* weights) {
   PYSEQRL_CHECK(batch_size > 0, "batch_size: expected a positive integer, got ", batch_size);
   const int64_t O = cfg_.obs_size, A = cfg_.action_size;
+  checked_mul(batch_size, std::max(O, A), "batch_size x obs_shape");
   std::lock_guard<std::mutex> lock(mu_);
   PYSEQRL_CHECK(size_ > 0, "sample: the replay buffer is empty; add transitions before sampling");
   std::vector<int64_t> local;

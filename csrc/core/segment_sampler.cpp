@@ -10,13 +10,17 @@
 
 namespace pyseqrl {
 
-SegmentBatch::SegmentBatch(int64_t B, int64_t K, int64_t S, int64_t A)
-    : states(new float[B * K * S]),
-      actions(new float[B * K * A]),
-      rewards(new float[B * K]),
-      returns_to_go(new float[B * K]),
-      mask(new float[B * K]),
-      timesteps(new int64_t[B * K]) {}
+SegmentBatch::SegmentBatch(int64_t B, int64_t K, int64_t S, int64_t A) {
+  // Sizes were checked against overflow when the sampler was built; checked again here for direct callers.
+  const int64_t BK = checked_mul(B, K, "batch_size x context_len");
+  const char* what = "batch_size x context_len: one batch";
+  states.reset(allocate_array<float>(checked_mul(BK, S, "batch_size x context_len x state_dim"), what));
+  actions.reset(allocate_array<float>(checked_mul(BK, A, "batch_size x context_len x action_dim"), what));
+  rewards.reset(allocate_array<float>(BK, what));
+  returns_to_go.reset(allocate_array<float>(BK, what));
+  mask.reset(allocate_array<float>(BK, what));
+  timesteps.reset(allocate_array<int64_t>(BK, what));
+}
 
 std::unique_ptr<SegmentBatch> BatchPool::take() {
   std::lock_guard<std::mutex> lock(mu_);
@@ -31,6 +35,36 @@ void BatchPool::give(std::unique_ptr<SegmentBatch> batch) {
   if (free_.size() < max_free_) free_.push_back(std::move(batch));
 }
 
+namespace {
+
+// Checks the configuration before anything is built from it (the thread pool is a member).
+const SegmentSamplerConfig& validated(const SegmentSamplerConfig& c) {
+  PYSEQRL_CHECK(c.context_len > 0, "context_len: expected a positive integer, got ", c.context_len);
+  PYSEQRL_CHECK(c.batch_size > 0, "batch_size: expected a positive integer, got ", c.batch_size);
+  PYSEQRL_CHECK(c.max_ep_len > 0, "max_ep_len: expected a positive integer, got ", c.max_ep_len);
+  PYSEQRL_CHECK(std::isfinite(c.return_scale) && c.return_scale != 0.0,
+                "return_scale: expected a finite non-zero number, got ", c.return_scale);
+  PYSEQRL_CHECK(c.gamma >= 0.0 && c.gamma <= 1.0, "gamma: expected a value in [0, 1], got ", c.gamma);
+  PYSEQRL_CHECK(c.prefetch >= 0, "prefetch: expected >= 0, got ", c.prefetch);
+  PYSEQRL_CHECK(c.num_threads >= 1, "num_threads: expected >= 1, got ", c.num_threads);
+  return c;
+}
+
+// Bytes of one batch ([B,K,S] + [B,K,A] + 3 x [B,K] float32 + [B,K] int64), every product overflow-checked, and
+// a check that the batches prefetched ahead and the one being filled fit in memory.
+void check_batch_size(const SegmentSamplerConfig& c, int64_t S, int64_t A) {
+  const int64_t BK = checked_mul(c.batch_size, c.context_len, "batch_size x context_len");
+  checked_mul(BK, S, "batch_size x context_len x state_dim");
+  checked_mul(BK, A, "batch_size x context_len x action_dim");
+  const int64_t per_row = checked_add(S, A, "state_dim + action_dim") * 4 + 3 * 4 + 8;  // S, A < 2^62 here
+  const int64_t bytes = checked_mul(BK, per_row, "batch_size x context_len: one batch");
+  check_allocation(bytes, "batch_size x context_len: one batch");
+  check_allocation(checked_mul(bytes, static_cast<int64_t>(c.prefetch) + 1, "prefetch: batches prepared ahead"),
+                   "prefetch: the batches prepared ahead");
+}
+
+}  // namespace
+
 SegmentSampler::SegmentSampler(const float* observations, const float* actions, const float* rewards,
                                int64_t num_steps, int64_t state_dim, int64_t action_dim,
                                const int64_t* episode_ends, int64_t num_episodes, const float* state_mean,
@@ -41,19 +75,16 @@ SegmentSampler::SegmentSampler(const float* observations, const float* actions, 
       N_(num_steps),
       S_(state_dim),
       A_(action_dim),
-      cfg_(config),
-      pool_(std::max(1, config.num_threads)),
-      pool_buffers_(std::make_shared<BatchPool>(static_cast<size_t>(std::max(0, config.prefetch)) + 4)) {
-  PYSEQRL_CHECK(cfg_.context_len > 0, "context_len: expected a positive integer, got ", cfg_.context_len);
-  PYSEQRL_CHECK(cfg_.batch_size > 0, "batch_size: expected a positive integer, got ", cfg_.batch_size);
-  PYSEQRL_CHECK(cfg_.max_ep_len > 0, "max_ep_len: expected a positive integer, got ", cfg_.max_ep_len);
-  PYSEQRL_CHECK(std::isfinite(cfg_.return_scale) && cfg_.return_scale != 0.0,
-                "return_scale: expected a finite non-zero number, got ", cfg_.return_scale);
-  PYSEQRL_CHECK(cfg_.gamma >= 0.0 && cfg_.gamma <= 1.0, "gamma: expected a value in [0, 1], got ", cfg_.gamma);
-  PYSEQRL_CHECK(cfg_.prefetch >= 0, "prefetch: expected >= 0, got ", cfg_.prefetch);
+      cfg_(validated(config)),
+      pool_(config.num_threads),
+      pool_buffers_(std::make_shared<BatchPool>(static_cast<size_t>(config.prefetch) + 4)) {
   PYSEQRL_CHECK(num_steps > 0, "dataset: expected at least one step, got 0");
   PYSEQRL_CHECK(state_dim > 0, "observations: expected a positive state dimension, got ", state_dim);
   PYSEQRL_CHECK(action_dim > 0, "actions: expected a positive action dimension, got ", action_dim);
+  checked_mul(num_steps, state_dim, "observations: num_steps x state_dim");
+  checked_mul(num_steps, action_dim, "actions: num_steps x action_dim");
+  checked_mul(cfg_.context_len, state_dim, "context_len x state_dim");
+  check_batch_size(cfg_, state_dim, action_dim);
   check_episode_ends(episode_ends, num_episodes, num_steps);
   ends_.assign(episode_ends, episode_ends + num_episodes);
   starts_.resize(num_episodes);

@@ -35,6 +35,7 @@ struct SegmentSamplerConfig {
 // One batch in one contiguous allocation. Arrays are row-major:
 // states [B,K,S], actions [B,K,A], rewards [B,K], returns_to_go [B,K], timesteps [B,K] (int64), mask [B,K].
 struct SegmentBatch {
+  // Throws allocation_error (MemoryError) naming batch_size/context_len when the arrays cannot be allocated.
   SegmentBatch(int64_t B, int64_t K, int64_t S, int64_t A);
   int64_t index = -1;  // position in the batch stream
   std::unique_ptr<float[]> states, actions, rewards, returns_to_go, mask;

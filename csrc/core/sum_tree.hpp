@@ -3,6 +3,7 @@
 
 #include <cstdint>
 #include <limits>
+#include <stdexcept>
 #include <vector>
 
 namespace pyseqrl {
@@ -11,9 +12,11 @@ class SumTree {
  public:
   explicit SumTree(int64_t capacity = 0) { reset(capacity); }
 
+  // Bytes reset(capacity) allocates (capacity must be <= 2^61, which any buffer that fits in memory is).
+  static int64_t bytes_for(int64_t capacity) { return 4 * leaves_for(capacity) * static_cast<int64_t>(sizeof(double)); }
+
   void reset(int64_t capacity) {
-    size_ = 1;
-    while (size_ < capacity) size_ <<= 1;
+    size_ = leaves_for(capacity);
     sum_.assign(2 * size_, 0.0);
     min_.assign(2 * size_, std::numeric_limits<double>::infinity());
   }
@@ -47,6 +50,13 @@ class SumTree {
   }
 
  private:
+  static int64_t leaves_for(int64_t capacity) {
+    if (capacity > (int64_t{1} << 58)) throw std::invalid_argument("capacity: too large for a priority tree");
+    int64_t n = 1;
+    while (n < capacity) n <<= 1;
+    return n;
+  }
+
   int64_t size_ = 1;
   std::vector<double> sum_, min_;
 };
