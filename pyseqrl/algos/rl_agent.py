@@ -1,14 +1,22 @@
 """The SAC agent shared by online SAC, Cal-QL/CQL pretraining and WSRL fine-tuning.
 
 One :class:`SACAgent` holds the actor, the critic ensemble and its target, the temperature and their
-optimizers. Its update is the standard SAC update with the REDQ/WSRL ensemble rule:
+optimizers. Its update is the SAC update with the REDQ/WSRL ensemble rule, as in the official WSRL code
+(``wsrl/agents/sac.py``):
 
 * critic: ``y = s * r + b + gamma * (1 - d) * (min_{i in M} Q'_i(s', a') - [alpha * log pi(a'|s')])`` where
-  ``M`` is a random subset of ``critic_subsample`` (default 2) of the ``N`` target critics and ``a' ~
-  pi(s')``; every critic regresses onto the same ``y``. Cal-QL/CQL add a regulariser to this loss (see
+  ``M`` is a random draw of ``critic_subsample`` (default 2) of the ``N`` target critics and ``a' ~ pi(s')``;
+  every critic regresses onto the same ``y``. With ``max_target_backup`` the target takes the best of
+  ``backup_actions`` sampled ``a'`` (CQL's max-target backup). Cal-QL/CQL add a regulariser to this loss (see
   ``pyseqrl.algos.calql``).
 * actor: ``alpha * log pi(a|s) - agg_i Q_i(s, a)`` with ``agg`` the min (or mean) over all ``N`` critics.
-* temperature: ``-log_alpha * (log pi(a|s) + target_entropy)`` with target entropy ``-|A|`` by default.
+* temperature: ``log_alpha * (H - target_entropy)`` with ``H = -E log pi(a'|s')`` at the next observations
+  (``temperature_states="next"``, as the official code) or ``-E log pi(a|s)`` (``"current"``, as the SAC paper);
+  target entropy ``-|A|`` by default.
+
+The defaults of :class:`AgentConfig` are those of the official WSRL runs: ``experiments/configs/sac_config.py``
+with ``wsrl_config.py`` (10 critics, 2 in the target, LayerNorm in actor and critics) and the locomotion entry of
+``train_config.py`` (orthogonal init, last hidden layer gain 1e-2).
 """
 
 from __future__ import annotations
@@ -16,9 +24,9 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -26,6 +34,10 @@ from torch import nn
 
 from pyseqrl.algos.rl_nets import CriticEnsemble, TanhGaussianActor, soft_update
 from pyseqrl.policies.base import Policy
+from pyseqrl.utils.checkpoint import load_torch, save_torch
+
+ACTOR_UPDATES = ("all", "last", "every")
+"""How :meth:`SACAgent.update` schedules the actor and temperature steps of one update-to-data round."""
 
 Batch = dict[str, torch.Tensor]
 """A minibatch of transitions: observations f32[B,S], actions f32[B,A], rewards f32[B], next_observations
@@ -34,38 +46,104 @@ f32[B,S], terminals f32[B] (1.0 where the episode terminated), and optionally mc
 
 @dataclass
 class AgentConfig:
-    """Hyperparameters of the SAC agent (networks, losses, optimizers)."""
+    """Hyperparameters of the SAC agent (networks, losses, optimizers); defaults follow the official WSRL runs."""
 
     hidden_dims: tuple[int, ...] = (256, 256)
     """widths of the hidden layers of actor and critics"""
     num_critics: int = 10
-    """number of critics in the ensemble"""
+    """number of critics in the ensemble (official wsrl_config.py)"""
     critic_subsample: int = 2
-    """the TD target takes the min over this many randomly chosen target critics"""
+    """the TD target takes the min over this many randomly drawn target critics (official wsrl_config.py)"""
+    critic_subsample_replace: bool = True
+    """draw the target critics with replacement, as the official sac.py (jax.random.randint); False: distinct
+    critics, as the REDQ paper"""
     critic_layer_norm: bool = True
-    """LayerNorm after every hidden layer of the critics"""
+    """LayerNorm after every hidden layer of the critics (official wsrl_config.py)"""
+    actor_layer_norm: bool = True
+    """LayerNorm after every hidden layer of the actor (official wsrl_config.py)"""
+    init: Literal["orthogonal", "torch"] = "orthogonal"
+    """weight init of actor and critics: orthogonal with gain sqrt(2) and zero biases (official
+    initialization.py), or torch.nn.Linear's default"""
+    last_hidden_gain: float = 1e-2
+    """orthogonal gain of the last hidden layer of actor and critics (official train_config.py kernel_scale_final)"""
+    actor_std_min: float = 1e-5
+    """lower clip of the actor's standard deviation (official actor_critic_nets.py Policy.std_min)"""
+    actor_std_max: float = 10.0
+    """upper clip of the actor's standard deviation (official Policy.std_max)"""
     actor_q_agg: str = "min"
-    """how the actor aggregates the ensemble: 'min' or 'mean'"""
+    """how the actor aggregates the ensemble: 'min' (official sac.py) or 'mean'"""
     gamma: float = 0.99
     """discount factor"""
     tau: float = 0.005
     """Polyak rate of the target critics"""
-    actor_lr: float = 3e-4
-    """actor learning rate"""
+    actor_lr: float = 1e-4
+    """actor learning rate (official sac_config.py)"""
     critic_lr: float = 3e-4
-    """critic learning rate"""
-    temperature_lr: float = 3e-4
-    """temperature learning rate"""
+    """critic learning rate (official sac_config.py)"""
+    temperature_lr: float = 1e-4
+    """temperature learning rate (official sac_config.py)"""
     init_temperature: float = 1.0
     """initial entropy temperature alpha"""
     target_entropy: float | None = None
     """entropy target of the temperature; None means -|A|"""
-    backup_entropy: bool = True
-    """subtract alpha * log pi(a'|s') in the TD target (Cal-QL pretraining turns it off)"""
+    temperature_states: Literal["next", "current"] = "next"
+    """the temperature loss uses log pi(a'|s') at the next observations (official sac.py temperature_loss_fn) or
+    log pi(a|s) at the observations (the SAC paper)"""
+    backup_entropy: bool = False
+    """subtract alpha * log pi(a'|s') in the TD target (official sac_config.py: False)"""
+    max_target_backup: bool = False
+    """TD target from the best of backup_actions sampled next actions (CQL's max-target backup)"""
+    backup_actions: int = 10
+    """next actions sampled per transition by max_target_backup (official cql_n_actions)"""
     reward_scale: float = 1.0
     """rewards are used as reward_scale * r + reward_bias"""
     reward_bias: float = 0.0
     """see reward_scale"""
+
+
+LEGACY_CONFIG: dict[str, Any] = {
+    "critic_subsample_replace": False,
+    "actor_layer_norm": False,
+    "init": "torch",
+    "actor_std_min": math.exp(-5.0),
+    "actor_std_max": math.exp(2.0),
+    "temperature_states": "current",
+    "max_target_backup": False,
+}
+"""Values of the fields that checkpoints written before they existed were trained with."""
+
+
+def config_from_dict(values: dict[str, Any], **overrides: Any) -> AgentConfig:
+    """An :class:`AgentConfig` from a saved dict; fields the dict lacks take :data:`LEGACY_CONFIG` (the
+    behaviour of the checkpoints that predate them), then the class defaults."""
+    known = {f.name for f in fields(AgentConfig)}
+    cfg = {k: v for k, v in LEGACY_CONFIG.items()}
+    cfg.update({k: v for k, v in values.items() if k in known})
+    cfg.update(overrides)
+    cfg["hidden_dims"] = tuple(cfg.get("hidden_dims", AgentConfig.hidden_dims))
+    return AgentConfig(**cfg)
+
+
+def make_actor(
+    observation_dim: int,
+    action_dim: int,
+    config: AgentConfig,
+    action_low: np.ndarray | float = -1.0,
+    action_high: np.ndarray | float = 1.0,
+) -> TanhGaussianActor:
+    """The actor network that ``config`` describes."""
+    return TanhGaussianActor(
+        observation_dim,
+        action_dim,
+        tuple(config.hidden_dims),
+        torch.as_tensor(np.asarray(action_low, dtype=np.float32)),
+        torch.as_tensor(np.asarray(action_high, dtype=np.float32)),
+        layer_norm=config.actor_layer_norm,
+        log_std_min=math.log(config.actor_std_min),
+        log_std_max=math.log(config.actor_std_max),
+        init=config.init,
+        last_hidden_gain=config.last_hidden_gain,
+    )
 
 
 class SACAgent(nn.Module):
@@ -96,19 +174,26 @@ class SACAgent(nn.Module):
         super().__init__()
         if config.actor_q_agg not in ("min", "mean"):
             raise ValueError(f"actor_q_agg must be 'min' or 'mean', got {config.actor_q_agg!r}")
+        if config.temperature_states not in ("next", "current"):
+            raise ValueError(f"temperature_states must be 'next' or 'current', got {config.temperature_states!r}")
         if not 1 <= config.critic_subsample <= config.num_critics:
             raise ValueError(
                 f"critic_subsample must be in [1, num_critics={config.num_critics}], "
                 f"got {config.critic_subsample}"
             )
+        if config.max_target_backup and config.backup_actions < 1:
+            raise ValueError(f"backup_actions must be >= 1, got {config.backup_actions}")
         self.config = config
         self.observation_dim, self.action_dim = observation_dim, action_dim
-        hidden = tuple(config.hidden_dims)
-        low = torch.as_tensor(np.asarray(action_low, dtype=np.float32))
-        high = torch.as_tensor(np.asarray(action_high, dtype=np.float32))
-        self.actor = TanhGaussianActor(observation_dim, action_dim, hidden, low, high)
+        self.actor = make_actor(observation_dim, action_dim, config, action_low, action_high)
         self.critic = CriticEnsemble(
-            observation_dim, action_dim, hidden, config.num_critics, config.critic_layer_norm
+            observation_dim,
+            action_dim,
+            tuple(config.hidden_dims),
+            config.num_critics,
+            config.critic_layer_norm,
+            init=config.init,
+            last_hidden_gain=config.last_hidden_gain,
         )
         self.target_critic = copy.deepcopy(self.critic).requires_grad_(False)
         self.log_alpha = nn.Parameter(torch.tensor(math.log(config.init_temperature), dtype=torch.float32))
@@ -133,15 +218,27 @@ class SACAgent(nn.Module):
         return actions.numpy()
 
     # ---------------------------------------------------------------------------------------------- critic
+    def target_members(self) -> torch.Tensor:
+        """int64 ``(critic_subsample,)``: the target critics of one TD target."""
+        cfg = self.config
+        if cfg.critic_subsample_replace:
+            return torch.randint(cfg.num_critics, (cfg.critic_subsample,))
+        return torch.randperm(cfg.num_critics)[: cfg.critic_subsample]
+
     def td_target(self, batch: Batch) -> torch.Tensor:
         """The TD target ``y`` float32 ``(B,)`` (no gradient)."""
         cfg = self.config
+        k = cfg.backup_actions if cfg.max_target_backup else 1
         with torch.no_grad():
-            next_actions, next_log_prob = self.actor(batch["next_observations"])  # (B, A), (B,)
-            members = torch.randperm(cfg.num_critics)[: cfg.critic_subsample]  # the random target subset
-            next_q = self.target_critic(batch["next_observations"], next_actions, members).amin(0)  # (B,)
+            next_obs = batch["next_observations"]
+            if k > 1:
+                next_obs = next_obs.repeat_interleave(k, 0)  # (B*k, S): each next state k times
+            next_actions, next_log_prob = self.actor(next_obs)  # (B*k, A), (B*k,)
+            next_q = self.target_critic(next_obs, next_actions, self.target_members()).amin(0)  # (B*k,)
             if cfg.backup_entropy:
                 next_q = next_q - self.alpha * next_log_prob
+            if k > 1:
+                next_q = next_q.view(-1, k).amax(1)  # (B,): the best of the k sampled next actions
             rewards = cfg.reward_scale * batch["rewards"] + cfg.reward_bias
             return rewards + cfg.gamma * (1.0 - batch["terminals"]) * next_q
 
@@ -179,18 +276,27 @@ class SACAgent(nn.Module):
 
     # ------------------------------------------------------------------------------------- actor, temperature
     def update_actor(self, batch: Batch) -> dict[str, float | torch.Tensor]:
-        """One gradient step of the actor and of the temperature on ``batch["observations"]``."""
+        """One gradient step of the actor on ``batch["observations"]`` and of the temperature (on the next
+        observations by default, see :attr:`AgentConfig.temperature_states`)."""
+        cfg = self.config
+        if cfg.temperature_states == "next":
+            with torch.no_grad():  # the policy before this step, as the official code's simultaneous update
+                k = cfg.backup_actions if cfg.max_target_backup else 1
+                next_obs = batch["next_observations"]
+                _, entropy_log_prob = self.actor(next_obs.repeat_interleave(k, 0) if k > 1 else next_obs)
         actions, log_prob = self.actor(batch["observations"])  # (B, A), (B,)
+        if cfg.temperature_states == "current":
+            entropy_log_prob = log_prob.detach()
         self.critic.requires_grad_(False)  # no weight gradients for the critics: only d Q / d a is needed
         q = self.critic(batch["observations"], actions)  # (N, B)
         self.critic.requires_grad_(True)
-        q_agg = q.amin(0) if self.config.actor_q_agg == "min" else q.mean(0)  # (B,)
+        q_agg = q.amin(0) if cfg.actor_q_agg == "min" else q.mean(0)  # (B,)
         actor_loss = (self.alpha * log_prob - q_agg).mean()
         self.actor_optim.zero_grad(set_to_none=True)
         actor_loss.backward()
         self.actor_optim.step()
 
-        alpha_loss = -(self.log_alpha * (log_prob.detach() + self.target_entropy)).mean()
+        alpha_loss = -(self.log_alpha * (entropy_log_prob + self.target_entropy)).mean()
         self.alpha_optim.zero_grad(set_to_none=True)
         alpha_loss.backward()
         self.alpha_optim.step()
@@ -200,6 +306,29 @@ class SACAgent(nn.Module):
             "actor/temperature": self.alpha,
             "actor/q_pi": q_agg.detach().mean(),
         }
+
+    def update(self, batches: list[Batch], actor_update: str = "all") -> dict[str, float | torch.Tensor]:
+        """One update-to-data round: a critic step on each minibatch, and the actor and temperature steps.
+
+        Args:
+            batches: the ``utd`` minibatches of this round.
+            actor_update: ``"all"``: one actor/temperature step on all the minibatches together (the official
+                ``update_high_utd``); ``"last"``: one step on the last minibatch (REDQ); ``"every"``: a step after
+                every critic step, on its minibatch (SAC at UTD 1, d3rlpy's ``n_updates``).
+        """
+        if actor_update not in ACTOR_UPDATES:
+            raise ValueError(f"actor_update must be one of {ACTOR_UPDATES}, got {actor_update!r}")
+        metrics: dict[str, Any] = {}
+        for batch in batches:
+            metrics.update(self.update_critic(batch))
+            if actor_update == "every":
+                metrics.update(self.update_actor(batch))
+        if actor_update == "last":
+            metrics.update(self.update_actor(batches[-1]))
+        elif actor_update == "all":
+            joined = batches[0] if len(batches) == 1 else {k: torch.cat([b[k] for b in batches]) for k in batches[0]}
+            metrics.update(self.update_actor(joined))
+        return metrics
 
     # ------------------------------------------------------------------------------------------- state
     def full_state_dict(self) -> dict[str, Any]:
@@ -231,26 +360,22 @@ class SACAgent(nn.Module):
     def from_state_dict(cls, state: dict[str, Any], **config_overrides: Any) -> SACAgent:
         """Rebuild an agent saved with :meth:`full_state_dict`; ``config_overrides`` change loss settings
         (e.g. ``backup_entropy``) but not network shapes."""
-        cfg = dict(state["config"])
-        cfg["hidden_dims"] = tuple(cfg["hidden_dims"])
-        cfg.update(config_overrides)
         low, high = state["action_bounds"]
-        agent = cls(*state["dims"], AgentConfig(**cfg), action_low=low, action_high=high)
+        config = config_from_dict(state["config"], **config_overrides)
+        agent = cls(*state["dims"], config, action_low=low, action_high=high)
         agent.load_full_state_dict(state)
         return agent
 
 
-def to_torch(batch: dict[str, np.ndarray]) -> Batch:
-    """A numpy minibatch (as returned by ``ReplayBuffer.sample``) as float32 torch tensors, zero-copy."""
-    return {k: torch.from_numpy(np.asarray(v, dtype=np.float32)) for k, v in batch.items() if k != "indices"}
-
-
 class SACPolicy(Policy):
-    """A trained SAC actor as a batched :class:`~pyseqrl.policies.base.Policy` (deterministic by default).
+    """A SAC actor as a batched :class:`~pyseqrl.policies.base.Policy` (deterministic by default).
+
+    The online trainers act with ``SACPolicy(agent.actor, deterministic=False)``: it shares the learner's
+    weights, so it always acts with the current policy.
 
     Args:
         actor: the actor network.
-        deterministic: act with ``tanh(mean)`` instead of sampling.
+        deterministic: act with ``tanh(mean)`` instead of sampling (sampling uses torch's global RNG).
 
     Example:
         >>> policy = SACPolicy.from_checkpoint("runs/sac/checkpoint.pt")  # doctest: +SKIP
@@ -260,7 +385,7 @@ class SACPolicy(Policy):
     name = "sac"
 
     def __init__(self, actor: TanhGaussianActor, deterministic: bool = True):
-        self.actor = actor.eval()
+        self.actor = actor
         self.deterministic = deterministic
 
     @torch.no_grad()
@@ -273,15 +398,17 @@ class SACPolicy(Policy):
     def from_checkpoint(cls, path: str | Path, deterministic: bool = True) -> SACPolicy:
         """Load the actor of a checkpoint written by ``pyseqrl train sac|calql|wsrl`` (or an actor file under
         ``pyseqrl/assets/policies``)."""
-        from pyseqrl.utils.checkpoint import load_torch
-
         state = load_torch(path)
         if isinstance(state, dict) and "actor" in state:  # an actor-only file written by export_actor
-            actor = TanhGaussianActor(*state["dims"], tuple(state["hidden_dims"]), *map(torch.as_tensor,
-                                                                                         state["action_bounds"]))
+            config = config_from_dict({"hidden_dims": state["hidden_dims"], **state.get("actor_config", {})})
+            actor = make_actor(*state["dims"], config, *state["action_bounds"])
             actor.load_state_dict(state["actor"])
             return cls(actor, deterministic=deterministic)
         return cls(SACAgent.from_state_dict(_agent_state(state, path)).actor, deterministic=deterministic)
+
+
+ACTOR_FIELDS = ("actor_layer_norm", "actor_std_min", "actor_std_max")
+"""The AgentConfig fields an exported actor file keeps (besides hidden_dims) to rebuild the network."""
 
 
 def _agent_state(state: Any, path: str | Path) -> dict[str, Any]:
@@ -295,8 +422,6 @@ def _agent_state(state: Any, path: str | Path) -> dict[str, Any]:
 def export_actor(checkpoint: str | Path, out: str | Path, **metadata: Any) -> Path:
     """Write only the actor of a ``pyseqrl train sac|calql|wsrl`` checkpoint (a small file that
     :meth:`SACPolicy.from_checkpoint` and the ``sac:`` policy scheme load), with ``metadata`` beside it."""
-    from pyseqrl.utils.checkpoint import load_torch, save_torch
-
     state = load_torch(checkpoint)
     agent_state = _agent_state(state, checkpoint)
     agent = SACAgent.from_state_dict(agent_state)
@@ -305,6 +430,7 @@ def export_actor(checkpoint: str | Path, out: str | Path, **metadata: Any) -> Pa
         "actor": agent.actor.state_dict(),
         "dims": tuple(agent_state["dims"]),
         "hidden_dims": tuple(agent.config.hidden_dims),
+        "actor_config": {k: getattr(agent.config, k) for k in ACTOR_FIELDS},
         "action_bounds": agent_state["action_bounds"],
         "metadata": {"env_id": state.get("env_id"), **metadata},
     }, out)

@@ -3,12 +3,18 @@
 The ensemble keeps the weights of its ``N`` critics stacked (``[N, in, out]``) and evaluates all of them with
 one ``torch.baddbmm`` per layer, so a 10-critic ensemble costs a handful of kernel launches instead of ten
 networks' worth. Each critic has its own LayerNorm affine parameters, exactly like ``N`` independent ``Linear
--> LayerNorm -> ReLU`` MLPs (``tests/test_sac.py`` checks it against a per-critic loop).
+-> LayerNorm -> ReLU`` MLPs.
+
+Initialisation follows the official WSRL code (``wsrl/common/initialization.py``, ``wsrl/networks/mlp.py``):
+orthogonal weights with gain sqrt(2) and zero biases, except the last hidden layer, whose gain is
+``last_hidden_gain`` (``kernel_scale_final=1e-2`` in the official locomotion configs). ``init="torch"`` keeps
+``torch.nn.Linear``'s default instead.
 """
 
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -35,6 +41,13 @@ class EnsembleLinear(nn.Module):
         bound = 1.0 / math.sqrt(in_features)
         nn.init.uniform_(self.weight, -bound, bound)
         nn.init.uniform_(self.bias, -bound, bound)
+
+    def reset_orthogonal(self, gain: float) -> None:
+        """Orthogonal weights with ``gain`` for every member independently, zero biases."""
+        with torch.no_grad():
+            for w in self.weight:  # (in, out) per member
+                nn.init.orthogonal_(w, gain)
+            self.bias.zero_()
 
     def forward(self, x: torch.Tensor, members: torch.Tensor | None = None) -> torch.Tensor:
         """``x`` (M, B, in) -> (M, B, out), with M = N, or M = len(members) to run only those members."""
@@ -71,6 +84,8 @@ class CriticEnsemble(nn.Module):
         hidden_dims: widths of the hidden layers.
         num_critics: ensemble size ``N``.
         layer_norm: LayerNorm after every hidden Linear (WSRL/RLPD use it to keep Q-values bounded).
+        init: ``"orthogonal"`` (see the module docstring) or ``"torch"`` (``nn.Linear``'s default).
+        last_hidden_gain: orthogonal gain of the last hidden layer.
 
     Example:
         >>> q = CriticEnsemble(3, 1, (32, 32), num_critics=4)
@@ -85,19 +100,30 @@ class CriticEnsemble(nn.Module):
         hidden_dims: tuple[int, ...] = (256, 256),
         num_critics: int = 10,
         layer_norm: bool = True,
+        init: Literal["orthogonal", "torch"] = "orthogonal",
+        last_hidden_gain: float = 1e-2,
     ):
         super().__init__()
         self.num_critics = num_critics
         layers: list[nn.Module] = []
+        linears: list[EnsembleLinear] = []
         width = observation_dim + action_dim
         for h in hidden_dims:
-            layers.append(EnsembleLinear(width, h, num_critics))
+            linears.append(EnsembleLinear(width, h, num_critics))
+            layers.append(linears[-1])
             if layer_norm:
                 layers.append(EnsembleLayerNorm(h, num_critics))
             layers.append(nn.ReLU())
             width = h
-        layers.append(EnsembleLinear(width, 1, num_critics))
+        linears.append(EnsembleLinear(width, 1, num_critics))
+        layers.append(linears[-1])
         self.layers = nn.ModuleList(layers)
+        if init == "orthogonal":
+            for i, linear in enumerate(linears):
+                last_hidden = i == len(linears) - 2
+                linear.reset_orthogonal(last_hidden_gain if last_hidden else math.sqrt(2.0))
+        elif init != "torch":
+            raise ValueError(f"init must be 'orthogonal' or 'torch', got {init!r}")
 
     def forward(
         self, observations: torch.Tensor, actions: torch.Tensor, members: torch.Tensor | None = None
@@ -124,14 +150,26 @@ class CriticEnsemble(nn.Module):
 class TanhGaussianActor(nn.Module):
     """Gaussian policy squashed by tanh and rescaled to the action bounds: ``a = bias + scale * tanh(u)``.
 
+    ``[Linear -> (LayerNorm) -> ReLU] x depth``, then a linear head for the mean and the log standard deviation;
+    the standard deviation is clipped to ``[exp(log_std_min), exp(log_std_max)]``.
+
     Args:
         observation_dim: ``S``.
         action_dim: ``A``.
-        hidden_dims: widths of the hidden layers (ReLU).
+        hidden_dims: widths of the hidden layers.
         action_low: lower action bound, float ``(A,)`` or scalar (default -1).
         action_high: upper action bound (default 1).
-        log_std_min: lower clip of the log standard deviation.
-        log_std_max: upper clip of the log standard deviation.
+        layer_norm: LayerNorm after every hidden Linear (official ``wsrl_config.py``).
+        log_std_min: lower clip of the log standard deviation (default: std 1e-5, official ``Policy.std_min``).
+        log_std_max: upper clip of the log standard deviation (default: std 10, official ``Policy.std_max``).
+        init: ``"orthogonal"`` (see the module docstring) or ``"torch"`` (``nn.Linear``'s default).
+        last_hidden_gain: orthogonal gain of the last hidden layer.
+
+    Example:
+        >>> actor = TanhGaussianActor(3, 1, (32, 32), action_low=-2.0, action_high=2.0)
+        >>> actions, log_prob = actor(torch.zeros(5, 3))
+        >>> actions.shape, log_prob.shape
+        (torch.Size([5, 1]), torch.Size([5]))
     """
 
     def __init__(
@@ -141,23 +179,39 @@ class TanhGaussianActor(nn.Module):
         hidden_dims: tuple[int, ...] = (256, 256),
         action_low: torch.Tensor | float = -1.0,
         action_high: torch.Tensor | float = 1.0,
-        log_std_min: float = -5.0,
-        log_std_max: float = 2.0,
+        layer_norm: bool = True,
+        log_std_min: float = math.log(1e-5),
+        log_std_max: float = math.log(10.0),
+        init: Literal["orthogonal", "torch"] = "orthogonal",
+        last_hidden_gain: float = 1e-2,
     ):
         super().__init__()
         layers: list[nn.Module] = []
+        linears: list[nn.Linear] = []
         width = observation_dim
         for h in hidden_dims:
-            layers += [nn.Linear(width, h), nn.ReLU()]
+            linears.append(nn.Linear(width, h))
+            layers += [linears[-1], nn.LayerNorm(h), nn.ReLU()] if layer_norm else [linears[-1], nn.ReLU()]
             width = h
         self.trunk = nn.Sequential(*layers)
         self.head = nn.Linear(width, 2 * action_dim)  # mean and log-std
         self.action_dim = action_dim
+        self.layer_norm = layer_norm
         self.log_std_min, self.log_std_max = log_std_min, log_std_max
         low = torch.as_tensor(action_low, dtype=torch.float32).expand(action_dim)
         high = torch.as_tensor(action_high, dtype=torch.float32).expand(action_dim)
         self.register_buffer("action_scale", (high - low) / 2.0)
         self.register_buffer("action_bias", (high + low) / 2.0)
+        if init == "orthogonal":
+            with torch.no_grad():
+                for i, linear in enumerate(linears):
+                    nn.init.orthogonal_(linear.weight, last_hidden_gain if i == len(linears) - 1 else math.sqrt(2.0))
+                    linear.bias.zero_()
+                for rows in self.head.weight.chunk(2, dim=0):  # the mean and log-std heads, as two layers
+                    nn.init.orthogonal_(rows, math.sqrt(2.0))
+                self.head.bias.zero_()
+        elif init != "torch":
+            raise ValueError(f"init must be 'orthogonal' or 'torch', got {init!r}")
 
     def forward(
         self, observations: torch.Tensor, deterministic: bool = False, with_log_prob: bool = True
