@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import gc
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -241,3 +245,45 @@ def test_sizes_that_overflow_or_cannot_be_allocated(kwargs, exc, match):
     ds = random_dataset([5, 5])
     with pytest.raises(exc, match=match):
         pyseqrl.SegmentSampler(ds, **kwargs).sample()
+
+
+def run_python(code: str, timeout: float, tmp_path) -> subprocess.CompletedProcess:
+    """Runs code in a fresh interpreter (outside the source tree): a crash or a hang fails the test, not the run."""
+    try:
+        return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True,
+                              timeout=timeout, check=False, cwd=tmp_path)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"the subprocess hung for {timeout} s (deadlock?)")
+
+
+def test_thread_pool_that_cannot_start_fails_cleanly(tmp_path):
+    """Thread creation failing part way (address-space limit) raises a clear error instead of hanging."""
+    code = f"""
+    import resource, sys
+    import numpy as np
+    sys.path.insert(0, {str(Path(__file__).parent)!r})
+    from conftest import random_dataset
+    import pyseqrl
+
+    ds = random_dataset([5, 5])
+    pyseqrl.SegmentSampler(ds, num_threads=2).sample()  # warm up: libraries and arenas already mapped
+    with open("/proc/self/statm") as f:
+        used = int(f.read().split()[0]) * resource.getpagesize()
+    # room for a few 8 MiB thread stacks, not for 30000 of them
+    resource.setrlimit(resource.RLIMIT_AS, (used + (256 << 20), resource.RLIM_INFINITY))
+    try:
+        pyseqrl.SegmentSampler(ds, num_threads=30000)
+    except RuntimeError as e:
+        assert "num_threads: could not start 29999 worker threads" in str(e), str(e)
+        print("raised")
+    else:
+        print("started all threads")
+    resource.setrlimit(resource.RLIMIT_AS, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+    pyseqrl.SegmentSampler(ds, num_threads=2, prefetch=1).sample()  # still usable afterwards
+    print("ok")
+    """
+    if not Path("/proc/self/statm").exists():
+        pytest.skip("needs Linux /proc to size the address-space limit")
+    res = run_python(code, 120, tmp_path)
+    assert res.returncode == 0, f"rc={res.returncode}\n{res.stdout}\n{res.stderr}"
+    assert res.stdout.split() == ["raised", "ok"], res.stdout + res.stderr

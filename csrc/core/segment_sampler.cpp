@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <system_error>
 
 #include "core/check.hpp"
 #include "core/returns.hpp"
@@ -122,7 +123,14 @@ SegmentSampler::SegmentSampler(const float* observations, const float* actions, 
     mean_.swap(mean_tile);
     inv_std_.swap(inv_tile);
   }
-  if (cfg_.prefetch > 0) start_worker();
+  if (cfg_.prefetch > 0) {
+    try {
+      start_worker();
+    } catch (const std::system_error& e) {
+      throw std::runtime_error(detail::concat("prefetch: could not start the background thread that prepares "
+                                              "batches (", e.what(), "); use prefetch=0 or free resources"));
+    }
+  }
 }
 
 SegmentSampler::~SegmentSampler() { stop_worker(); }

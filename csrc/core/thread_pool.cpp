@@ -1,21 +1,39 @@
 #include "core/thread_pool.hpp"
 
 #include <algorithm>
+#include <stdexcept>
+
+#include "core/check.hpp"
 
 namespace pyseqrl {
 
 ThreadPool::ThreadPool(int num_threads) {
   if (num_threads <= 0) num_threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-  for (int i = 1; i < num_threads; ++i) workers_.emplace_back([this, i] { worker_loop(i); });
+  try {
+    workers_.reserve(static_cast<size_t>(num_threads - 1));
+    for (int i = 1; i < num_threads; ++i) workers_.emplace_back([this, i] { worker_loop(i); });
+  } catch (const std::exception& e) {
+    // The destructor does not run for a half-built object: stop and join the threads already started here, or
+    // they would wait forever on the condition variables about to be destroyed.
+    const size_t started = workers_.size();
+    shutdown();
+    throw std::runtime_error(detail::concat("num_threads: could not start ", num_threads - 1,
+                                            " worker threads (started ", started, "): ", e.what(),
+                                            "; use fewer threads"));
+  }
 }
 
-ThreadPool::~ThreadPool() {
+ThreadPool::~ThreadPool() { shutdown(); }
+
+void ThreadPool::shutdown() {
   {
     std::lock_guard<std::mutex> lock(mu_);
     stop_ = true;
   }
   cv_work_.notify_all();
-  for (auto& t : workers_) t.join();
+  for (auto& t : workers_)
+    if (t.joinable()) t.join();
+  workers_.clear();
 }
 
 void ThreadPool::worker_loop(int id) {

@@ -13,6 +13,7 @@ namespace pyseqrl {
 class ThreadPool {
  public:
   // num_threads counts the calling thread: 1 means run everything inline. 0 picks hardware_concurrency().
+  // Throws std::runtime_error (after joining the threads it did start) when the threads cannot all be started.
   explicit ThreadPool(int num_threads = 0);
   ~ThreadPool();
   ThreadPool(const ThreadPool&) = delete;
@@ -26,6 +27,7 @@ class ThreadPool {
 
  private:
   void worker_loop(int id);
+  void shutdown();  // stops and joins every started worker
 
   std::vector<std::thread> workers_;
   std::mutex mu_;
