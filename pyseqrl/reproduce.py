@@ -5,7 +5,7 @@ Suites (each writes ``<out>/<suite>/results.md``, ``results.json`` and PNG plots
 * ``wikirl`` -- Reid et al. 2022: DT from random init vs Wiki-RL from ChibiT (and from any local Hugging Face
   LM given with ``--lm``) on medium datasets. Reports the final score and the steps to reach 90% of it (the
   paper's convergence measure).
-* ``lamo`` -- Shi et al. 2023: DT vs LaMo on 1%, 10% and 100% of a medium dataset (``subset_steps``).
+* ``lamo`` -- Shi et al. 2023: DT vs LaMo on 1%, 10% and 100% of a medium dataset's trajectories (by count).
 * ``wsrl`` -- Zhou et al. 2024: Cal-QL pretraining, then WSRL vs no warmup vs keeping the offline data (50/50
   batches) vs SAC from scratch, with the return curve around the offline-to-online switch.
 
@@ -158,8 +158,8 @@ def suite_lamo(cfg: ReproduceConfig, s: Scale, out: Path) -> tuple[str, dict]:
         full = load(data)
         for ratio in cfg.ratios:
             sub = out / "datasets" / f"{data.stem}-{ratio:g}.hdf5"
-            if not sub.exists():
-                (full if ratio >= 1.0 else full.subset_steps(ratio, seed=0)).save(sub)
+            if not sub.exists():  # LaMo's data ratios: a random fraction of the trajectories, by count
+                (full if ratio >= 1.0 else full.subset_episodes(ratio, seed=0)).save(sub)
             for name, (recipe, backbone) in {"DT": ("dt", None), "LaMo": ("lamo", str(lm_dir))}.items():
                 runs = [_dt_run(recipe, sub, out / env_id / f"{recipe}-{ratio:g}-s{seed}", s, seed, backbone,
                                 cfg.lm_text) for seed in cfg.seeds]
