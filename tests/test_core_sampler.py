@@ -256,6 +256,83 @@ def run_python(code: str, timeout: float, tmp_path) -> subprocess.CompletedProce
         pytest.fail(f"the subprocess hung for {timeout} s (deadlock?)")
 
 
+CONCURRENCY = """
+import sys, threading
+import numpy as np
+sys.path.insert(0, {tests!r})
+from conftest import random_dataset
+import pyseqrl
+
+ds = random_dataset(np.random.default_rng(0).integers(1, 40, 30), obs_dim=5, act_dim=2)
+prefetch, num_threads = {prefetch}, {num_threads}
+s = pyseqrl.SegmentSampler(ds, context_len=6, batch_size=24, seed=11, prefetch=prefetch, num_threads=num_threads)
+key = lambda b: b["states"].tobytes() + b["timesteps"].tobytes()
+
+# 1. sample() from many threads: every index of [0, total) is handed out exactly once
+per_thread, n_threads = 25, 8
+got, errors = [], []
+def sampler():
+    try:
+        for _ in range(per_thread):
+            got.append(key(s.sample()))
+    except BaseException as e:
+        errors.append(e)
+threads = [threading.Thread(target=sampler) for _ in range(n_threads)]
+for t in threads: t.start()
+for t in threads: t.join()
+assert not errors, errors
+total = per_thread * n_threads
+assert s.position == total, s.position
+assert sorted(got) == sorted(key(s.batch_at(i)) for i in range(total)), "a batch was lost, repeated or torn"
+
+# 2. sample / sample_into / position setters / state_dict / load_state_dict / batch_at all at once
+starts = (0, 1000, 5000)
+reference = {{key(s.batch_at(p + i)): p + i for p in starts for i in range(400)}}
+s.load_state_dict({{"seed": 11, "position": 0}})
+def hammer(seed):
+    rng = np.random.default_rng(seed)
+    out = s.empty_batch()
+    try:
+        for _ in range(60):
+            op = rng.integers(6)
+            if op == 0:
+                assert key(s.sample()) in reference, "sample() returned a batch of no stream position"
+            elif op == 1:
+                s.sample_into(out)
+                assert key(out) in reference, "sample_into() wrote a batch of no stream position"
+            elif op == 2:
+                s._native.position = int(rng.choice(starts))  # the native setter
+            elif op == 3:
+                s.load_state_dict({{"seed": 11, "position": int(rng.choice(starts))}})
+            elif op == 4:
+                st = s.state_dict()
+                assert st["seed"] == 11 and st["position"] >= 0
+            else:
+                i = int(rng.choice(starts))
+                assert key(s.batch_at(i)) in reference
+    except BaseException as e:
+        errors.append(e)
+threads = [threading.Thread(target=hammer, args=(i,)) for i in range(12)]
+for t in threads: t.start()
+for t in threads: t.join()
+assert not errors, errors
+
+# 3. afterwards the stream is consistent: it resumes exactly where it is set
+s.load_state_dict({{"seed": 11, "position": 7}})
+assert s.position == 7
+assert key(s.sample()) == key(s.batch_at(7)) and s.position == 8
+print("ok")
+"""
+
+
+@pytest.mark.parametrize("prefetch, num_threads", [(2, 1), (0, 2), (1, 2)])
+def test_concurrent_sample_and_set_position(prefetch, num_threads, tmp_path):
+    """One sampler shared by many threads: no crash, deadlock or error, and every batch is a whole stream batch."""
+    code = CONCURRENCY.format(tests=str(Path(__file__).parent), prefetch=prefetch, num_threads=num_threads)
+    res = run_python(code, 180, tmp_path)
+    assert res.returncode == 0 and res.stdout.strip() == "ok", f"rc={res.returncode}\n{res.stdout}\n{res.stderr}"
+
+
 def test_thread_pool_that_cannot_start_fails_cleanly(tmp_path):
     """Thread creation failing part way (address-space limit) raises a clear error instead of hanging."""
     code = f"""

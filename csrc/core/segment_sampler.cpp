@@ -125,7 +125,7 @@ SegmentSampler::SegmentSampler(const float* observations, const float* actions, 
   }
   if (cfg_.prefetch > 0) {
     try {
-      start_worker();
+      worker_ = std::thread([this] { worker_loop(); });
     } catch (const std::system_error& e) {
       throw std::runtime_error(detail::concat("prefetch: could not start the background thread that prepares "
                                               "batches (", e.what(), "); use prefetch=0 or free resources"));
@@ -212,7 +212,12 @@ void SegmentSampler::fill(int64_t index, float* states, float* actions, float* r
 void SegmentSampler::next_into(float* states, float* actions, float* rewards, float* rtg, int64_t* timesteps,
                                float* mask) {
   if (cfg_.prefetch == 0) {
-    fill(consumed_++, states, actions, rewards, rtg, timesteps, mask);
+    int64_t index;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      index = consumed_++;
+    }
+    fill(index, states, actions, rewards, rtg, timesteps, mask);
     return;
   }
   auto b = next();
@@ -235,13 +240,6 @@ std::unique_ptr<SegmentBatch> SegmentSampler::make_batch(int64_t index) {
   return b;
 }
 
-void SegmentSampler::start_worker() {
-  stop_ = false;
-  produced_ = consumed_;
-  worker_error_ = nullptr;
-  worker_ = std::thread([this] { worker_loop(); });
-}
-
 void SegmentSampler::stop_worker() {
   if (!worker_.joinable()) return;
   {
@@ -250,41 +248,52 @@ void SegmentSampler::stop_worker() {
   }
   cv_.notify_all();
   worker_.join();
-  for (auto& b : ready_) pool_buffers_->give(std::move(b));
   ready_.clear();
 }
 
 void SegmentSampler::worker_loop() {
+  std::unique_lock<std::mutex> lock(mu_);
   while (true) {
-    int64_t index;
-    {
-      std::unique_lock<std::mutex> lock(mu_);
-      cv_.wait(lock, [&] { return stop_ || static_cast<int>(ready_.size()) < cfg_.prefetch; });
-      if (stop_) return;
-      index = produced_++;
-    }
+    // Wait for room in the queue of this epoch; after a failure, wait for set_position() to start a new epoch.
+    cv_.wait(lock, [&] {
+      return stop_ || (!worker_error_ && static_cast<int>(ready_.size()) < cfg_.prefetch);
+    });
+    if (stop_) return;
+    const int64_t index = produced_++;
+    const uint64_t epoch = epoch_;
+    lock.unlock();
     std::unique_ptr<SegmentBatch> b;
+    std::exception_ptr err;
     try {
       b = make_batch(index);
     } catch (...) {
-      std::lock_guard<std::mutex> lock(mu_);
-      worker_error_ = std::current_exception();
-      cv_.notify_all();
-      return;
+      err = std::current_exception();
     }
-    {
-      std::lock_guard<std::mutex> lock(mu_);
+    lock.lock();
+    if (epoch != epoch_) {  // set_position() moved the stream meanwhile: this batch is no longer wanted
+      if (b) pool_buffers_->give(std::move(b));
+      continue;
+    }
+    if (err)
+      worker_error_ = err;
+    else
       ready_.push_back(std::move(b));
-    }
     cv_.notify_all();
   }
 }
 
 std::unique_ptr<SegmentBatch> SegmentSampler::next() {
-  if (cfg_.prefetch == 0) return make_batch(consumed_++);
+  if (cfg_.prefetch == 0) {
+    int64_t index;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      index = consumed_++;
+    }
+    return make_batch(index);
+  }
   std::unique_lock<std::mutex> lock(mu_);
   cv_.wait(lock, [&] { return !ready_.empty() || worker_error_; });
-  if (ready_.empty() && worker_error_) std::rethrow_exception(worker_error_);
+  if (ready_.empty()) std::rethrow_exception(worker_error_);  // sticky until set_position()
   auto b = std::move(ready_.front());
   ready_.pop_front();
   ++consumed_;
@@ -293,12 +302,23 @@ std::unique_ptr<SegmentBatch> SegmentSampler::next() {
   return b;
 }
 
+int64_t SegmentSampler::position() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return consumed_;
+}
+
 void SegmentSampler::set_position(int64_t index) {
   PYSEQRL_CHECK(index >= 0, "position: expected a non-negative batch index, got ", index);
-  const bool prefetching = worker_.joinable();
-  stop_worker();
-  consumed_ = index;
-  if (prefetching) start_worker();
+  std::deque<std::unique_ptr<SegmentBatch>> dropped;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    consumed_ = produced_ = index;
+    ++epoch_;
+    worker_error_ = nullptr;
+    dropped.swap(ready_);
+  }
+  cv_.notify_all();
+  for (auto& b : dropped) pool_buffers_->give(std::move(b));
 }
 
 }  // namespace pyseqrl

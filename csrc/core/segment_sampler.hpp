@@ -5,6 +5,12 @@
 // over the episode. Windows that run past the episode end are left-padded to K exactly as the original Decision
 // Transformer pipeline (gym/experiment.py, get_batch) pads them. Batch b is therefore the same whatever the number
 // of threads, and resuming at batch b reproduces the rest of the stream.
+//
+// Thread safety: every public method may be called from any number of threads at once. next(), next_into(),
+// position() and set_position() act on the stream under one mutex: each call of next()/next_into() hands out a
+// distinct batch index (the one position() showed just before), and set_position() takes effect atomically (a
+// concurrent next() returns a batch of either the old or the new stream, never a mix). fill(), draw() and the
+// accessors do not move the stream. The sampler itself must outlive every call (the Python object guarantees it).
 #pragma once
 
 #include <condition_variable>
@@ -83,7 +89,7 @@ class SegmentSampler {
   // prefetching, a direct fill otherwise).
   void next_into(float* states, float* actions, float* rewards, float* rtg, int64_t* timesteps, float* mask);
   // Index of the next batch next() returns; set_position() restarts the stream there (drops prefetched batches).
-  int64_t position() const { return consumed_; }
+  int64_t position() const;
   void set_position(int64_t index);
 
   // Row r of batch b: (episode, start offset within the episode). Exposed for tests and the GPU gather.
@@ -91,7 +97,6 @@ class SegmentSampler {
 
  private:
   std::unique_ptr<SegmentBatch> make_batch(int64_t index);
-  void start_worker();
   void stop_worker();
   void worker_loop();
 
@@ -107,16 +112,18 @@ class SegmentSampler {
   ThreadPool pool_;
   std::mutex fill_mu_;  // the pool is not reentrant: one fill at a time
 
-  int64_t consumed_ = 0;  // batches handed out
-  // prefetch state
-  std::thread worker_;
-  std::mutex mu_;
+  // Stream state, all guarded by mu_. The prefetch worker runs for the sampler's whole life; set_position()
+  // never stops it but starts a new epoch: batches of an older epoch still being filled are discarded.
+  mutable std::mutex mu_;
   std::condition_variable cv_;
-  std::deque<std::unique_ptr<SegmentBatch>> ready_;
-  int64_t produced_ = 0;
+  int64_t consumed_ = 0;  // index of the next batch handed out
+  int64_t produced_ = 0;  // index of the next batch the worker fills
+  uint64_t epoch_ = 0;    // bumped by set_position()
+  std::deque<std::unique_ptr<SegmentBatch>> ready_;  // batches consumed_, consumed_ + 1, ... of this epoch
   bool stop_ = false;
-  std::exception_ptr worker_error_;
+  std::exception_ptr worker_error_;  // the worker failed filling batch produced_ - 1 of this epoch
   std::shared_ptr<BatchPool> pool_buffers_;
+  std::thread worker_;  // declared last: started once everything above exists
 
  public:
   // Buffers of batches handed out by next() can be returned here for reuse.
