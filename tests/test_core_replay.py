@@ -120,6 +120,64 @@ def test_load_errors(tmp_path):
         other.load_state_dict(rb.state_dict())
 
 
+def tampered(state, key, index, value):
+    state = {k: (v.copy() if isinstance(v, np.ndarray) else v) for k, v in state.items()}
+    if isinstance(state[key], np.ndarray):
+        state[key].reshape(-1)[index] = value
+    else:
+        state[key] = value
+    return state
+
+
+@pytest.mark.parametrize(
+    "key, index, value, match",
+    [
+        ("observations", 4, np.nan, r"state\['observations'\]: expected finite values, got nan in transition 1"),
+        ("next_observations", 0, np.inf, r"state\['next_observations'\]: expected finite values, got inf"),
+        ("actions", 5, -np.inf, r"state\['actions'\]: expected finite values, got -inf in transition 2"),
+        ("rewards", 3, np.nan, r"state\['rewards'\]: expected finite values, got nan in transition 3"),
+        ("terminals", 2, 0.5, r"state\['terminals'\]: expected booleans \(0 or 1\), got 0.5 in transition 2"),
+        ("priorities", 1, -1.0, r"state\['priorities'\]: expected finite positive values, got -1 in transition 1"),
+        ("priorities", 0, np.nan, r"state\['priorities'\]: expected finite positive values"),
+        ("priorities", 2, 0.0, r"state\['priorities'\]: expected finite positive values, got 0"),
+        ("max_priority", None, np.inf, r"state\['max_priority'\]: expected a finite positive value, got inf"),
+        ("rng", slice(None), 0, r"state\['rng'\]: .* all zeros"),
+    ],
+)
+def test_load_validates_contents_like_add(tmp_path, key, index, value, match):
+    """What add() would reject cannot enter through load / load_state_dict / set_state either."""
+    rb = pyseqrl.ReplayBuffer(10, OBS, ACT, seed=1, prioritized=True)
+    rb.add(*transitions(range(6)))
+    good = rb.state_dict()
+    bad = tampered(good, key, index, value)
+    path = tmp_path / "bad.npz"
+    np.savez(path, **{k: np.asarray(v) for k, v in bad.items()})
+    with pytest.raises(ValueError, match=match):
+        pyseqrl.ReplayBuffer.load(path)
+    other = pyseqrl.ReplayBuffer(10, OBS, ACT, seed=2, prioritized=True)
+    other.add(*transitions(range(3)))
+    before = other.get_state()
+    with pytest.raises(ValueError, match=match):
+        other.load_state_dict(bad)
+    after = other.get_state()  # a rejected state changes nothing
+    for k in before:
+        np.testing.assert_array_equal(after[k], before[k], err_msg=k)
+    other.load_state_dict(good)  # the untampered state still loads
+    assert len(other) == 6
+
+
+def test_load_rejects_values_that_do_not_fit_float32(tmp_path):
+    rb = pyseqrl.ReplayBuffer(10, OBS, ACT)
+    rb.add(*transitions(range(3)))
+    state = rb.state_dict()
+    state["rewards"] = state["rewards"].astype(np.float64)
+    state["rewards"][1] = 1e300  # inf once stored as float32, as add() would see it
+    with np.errstate(over="ignore"), pytest.raises(
+        ValueError, match=r"state\['rewards'\]: expected finite values, got inf in transition 1"
+    ):
+        rb.load_state_dict(state)
+
+
 def test_prioritized_sampling_and_weights():
     rb = pyseqrl.ReplayBuffer(8, OBS, ACT, seed=0, prioritized=True, alpha=1.0, beta=1.0, eps=1e-9)
     rb.add(*transitions(range(4)))

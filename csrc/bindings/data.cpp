@@ -248,11 +248,6 @@ static std::vector<py::ssize_t> batch_shape(py::ssize_t n, const std::vector<py:
   return s;
 }
 
-static void check_finite(const float* p, int64_t n, int64_t row_size, const char* name) {
-  for (int64_t i = 0; i < n; ++i)
-    PYSEQRL_CHECK(std::isfinite(p[i]), name, ": expected finite values, got ", p[i], " in transition ", i / row_size);
-}
-
 void register_replay_buffer(py::module_& m) {
   py::class_<PyReplayBuffer>(m, "ReplayBuffer", "Native transition ring buffer (see pyseqrl.ReplayBuffer).")
       .def(py::init([](int64_t capacity, std::vector<py::ssize_t> obs_shape, std::vector<py::ssize_t> action_shape,
@@ -289,15 +284,7 @@ void register_replay_buffer(py::module_& m) {
             check_shape(rew, "rewards", {n});
             auto term = as_numeric<float>(term_o, "terminated");
             check_shape(term, "terminated", {n});
-            const int64_t O = self.rb->config().obs_size, A = self.rb->config().action_size;
-            check_finite(obs.data(), n * O, O, "observations");
-            check_finite(next.data(), n * O, O, "next_observations");
-            check_finite(act.data(), n * A, A, "actions");
-            check_finite(rew.data(), n, 1, "rewards");
-            for (py::ssize_t i = 0; i < n; ++i)
-              PYSEQRL_CHECK(term.data()[i] == 0.0f || term.data()[i] == 1.0f,
-                            "terminated: expected booleans (0 or 1), got ", term.data()[i], " in transition ", i);
-            py::gil_scoped_release release;
+            py::gil_scoped_release release;  // add() validates the values (finite, 0/1 terminals) itself
             self.rb->add(n, obs.data(), act.data(), rew.data(), next.data(), term.data());
           },
           py::arg("observations"), py::arg("actions"), py::arg("rewards"), py::arg("next_observations"),

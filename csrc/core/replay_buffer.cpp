@@ -52,11 +52,34 @@ int64_t ReplayBuffer::position() const {
   return pos_;
 }
 
+namespace {
+
+void check_finite(const float* p, int64_t n, int64_t row_size, const char* name) {
+  for (int64_t i = 0; i < n; ++i)
+    PYSEQRL_CHECK(std::isfinite(p[i]), name, ": expected finite values, got ", p[i], " in transition ", i / row_size);
+}
+
+}  // namespace
+
+void ReplayBuffer::check_transitions(int64_t n, const float* obs, const float* actions, const float* rewards,
+                                     const float* next_obs, const float* terminals,
+                                     const char* const names[5]) const {
+  const int64_t O = cfg_.obs_size, A = cfg_.action_size;
+  check_finite(obs, checked_mul(n, O, names[0]), O, names[0]);
+  check_finite(actions, checked_mul(n, A, names[1]), A, names[1]);
+  check_finite(rewards, n, 1, names[2]);
+  check_finite(next_obs, n * O, O, names[3]);
+  for (int64_t i = 0; i < n; ++i)
+    PYSEQRL_CHECK(terminals[i] == 0.0f || terminals[i] == 1.0f, names[4], ": expected booleans (0 or 1), got ",
+                  terminals[i], " in transition ", i);
+}
+
 void ReplayBuffer::add(int64_t n, const float* obs, const float* actions, const float* rewards,
                        const float* next_obs, const float* terminals) {
   PYSEQRL_CHECK(n >= 0, "add: expected a non-negative number of transitions, got ", n);
   const int64_t O = cfg_.obs_size, A = cfg_.action_size, C = cfg_.capacity;
-  checked_mul(n, std::max(O, A), "add: n x obs_shape");
+  static const char* const kNames[5] = {"observations", "actions", "rewards", "next_observations", "terminated"};
+  check_transitions(n, obs, actions, rewards, next_obs, terminals, kNames);
   std::lock_guard<std::mutex> lock(mu_);
   // More transitions than slots: only the last `capacity` survive, so skip the rest.
   const int64_t skip = std::max<int64_t>(0, n - C);
@@ -176,6 +199,19 @@ void ReplayBuffer::set_state(const State& st) {
                 st.actions.size(), ", rewards ", st.rewards.size(), ")");
   PYSEQRL_CHECK(!cfg_.prioritized || static_cast<int64_t>(st.priorities.size()) == st.size,
                 "state: expected ", st.size, " priorities for a prioritized buffer, got ", st.priorities.size());
+  static const char* const kNames[5] = {"state['observations']", "state['actions']", "state['rewards']",
+                                        "state['next_observations']", "state['terminals']"};
+  check_transitions(st.size, st.obs.data(), st.actions.data(), st.rewards.data(), st.next_obs.data(),
+                    st.terminals.data(), kNames);
+  PYSEQRL_CHECK(std::isfinite(st.max_priority) && st.max_priority > 0.0,
+                "state['max_priority']: expected a finite positive value, got ", st.max_priority);
+  if (cfg_.prioritized)
+    for (int64_t i = 0; i < st.size; ++i)
+      PYSEQRL_CHECK(std::isfinite(st.priorities[i]) && st.priorities[i] > 0.0,
+                    "state['priorities']: expected finite positive values, got ", st.priorities[i],
+                    " in transition ", i);
+  PYSEQRL_CHECK(st.rng[0] != 0 || st.rng[1] != 0 || st.rng[2] != 0 || st.rng[3] != 0,
+                "state['rng']: expected a xoshiro256** state, got all zeros (the generator would only yield 0)");
   std::lock_guard<std::mutex> lock(mu_);
   size_ = st.size;
   pos_ = st.position;

@@ -34,7 +34,13 @@ class ReplayBuffer {
   int64_t size() const;
   int64_t position() const;
 
-  // Appends n transitions; the oldest are overwritten once full. terminals are 0/1 floats.
+  // Throws std::invalid_argument naming the field (names: observations, actions, rewards, next_observations,
+  // terminals) when a value is not finite or a terminal flag is not 0 or 1: what add() and set_state() accept.
+  void check_transitions(int64_t n, const float* obs, const float* actions, const float* rewards,
+                         const float* next_obs, const float* terminals, const char* const names[5]) const;
+
+  // Appends n transitions (validated with check_transitions); the oldest are overwritten once full. terminals
+  // are 0/1 floats.
   void add(int64_t n, const float* obs, const float* actions, const float* rewards, const float* next_obs,
            const float* terminals);
   // Draws batch_size transitions (with replacement). indices/weights may be null for uniform sampling.
@@ -53,6 +59,8 @@ class ReplayBuffer {
     std::vector<double> priorities;                                 // raw (un-exponentiated) leaf values
   };
   State get_state() const;
+  // Validates the whole state (sizes, ring position, contents as add() would, priorities, RNG) before changing
+  // anything: a rejected state leaves the buffer as it was.
   void set_state(const State& state);
 
  private:
