@@ -107,6 +107,42 @@ def test_select_concatenate_transitions():
     np.testing.assert_array_equal(t["next_observations"][i], ds.observations[1])
 
 
+def test_select_with_boolean_masks_and_bad_indices():
+    ds = random_dataset([3, 4, 5, 6], obs_dim=2, act_dim=1)
+    lengths = ds.episode_lengths()
+    for mask in ([False, False, True, True], np.array([True, False, True, False]), (True, True, False, True)):
+        sel = ds.select(mask)
+        want = np.flatnonzero(np.asarray(mask))  # numpy's own boolean indexing is the reference
+        assert sel.episode_lengths().tolist() == lengths[want].tolist()
+        np.testing.assert_array_equal(sel.observations, np.concatenate([ds.episode(int(i))["observations"] for i in want]))
+    # integer indices of any integer dtype, in order, repeats allowed
+    for ids in ([3, 0, 3], np.array([1, 2], np.uint8), np.array([2], np.int32), range(4)):
+        assert ds.select(ids).episode_lengths().tolist() == lengths[np.asarray(list(ids))].tolist()
+    with pytest.raises(ValueError, match=r"a boolean mask must have one entry per episode \(4\), got 3"):
+        ds.select([True, False, True])
+    with pytest.raises(ValueError, match="expected at least one episode index, got none"):
+        ds.select(np.zeros(4, bool))
+    with pytest.raises(TypeError, match=r"got dtype float64 \(e.g. 1.5\); floats are not truncated"):
+        ds.select([0.0, 1.5])
+    with pytest.raises(TypeError, match="got dtype float32"):
+        ds.select(np.array([1, 2], np.float32))
+    with pytest.raises(TypeError, match="mix of booleans and integers"):
+        ds.select([True, 2])
+    with pytest.raises(TypeError, match="dtype <U1"):
+        ds.select(["a"])
+    with pytest.raises(IndexError, match=r"episode indices must be in \[0, 4\), got -1..2"):
+        ds.select([2, -1])
+    with pytest.raises(IndexError, match=r"must be in \[0, 4\), got 0..4"):
+        ds.select(np.array([0, 4]))
+    with pytest.raises(ValueError, match=r"1-D sequence .* got shape \(2, 1\)"):
+        ds.select(np.array([[0], [1]]))
+    with pytest.raises(TypeError, match="episode index: expected an integer, got float 1.0"):
+        ds.episode(1.0)
+    with pytest.raises(TypeError, match="expected an integer, got bool"):
+        ds.episode(True)
+    assert ds.episode(np.int64(-1))["rewards"].shape == (6,)
+
+
 def test_save_and_load_round_trip(tmp_path):
     ds = random_dataset([3, 8, 2], next_obs=True, metadata={"env_id": "Hopper-v4", "seed": np.int64(3), "policy": "x"})
     path = ds.save(tmp_path / "d.h5")

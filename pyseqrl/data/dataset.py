@@ -221,10 +221,12 @@ class EpisodeDataset:
         return int(self.actions.shape[1])
 
     def episode(self, i: int) -> dict[str, np.ndarray]:
-        """Views of the arrays of episode ``i``."""
+        """Views of the arrays of episode ``i`` (negative ``i`` counts from the end)."""
+        if isinstance(i, (bool, np.bool_)) or not isinstance(i, (int, np.integer)):
+            raise TypeError(f"episode index: expected an integer, got {type(i).__name__} {i!r}")
         if not -self.num_episodes <= i < self.num_episodes:
             raise IndexError(f"episode index {i} out of range for {self.num_episodes} episodes")
-        i %= self.num_episodes
+        i = int(i) % self.num_episodes
         s, e = int(self.episode_starts[i]), int(self.episode_ends[i])
         out = {
             "observations": self.observations[s:e],
@@ -311,13 +313,15 @@ class EpisodeDataset:
         }
 
     # ------------------------------------------------------------------ subsets
-    def select(self, episodes: Iterable[int] | np.ndarray) -> EpisodeDataset:
-        """A new dataset with the given episodes, in the given order."""
-        ids = np.asarray(list(episodes) if not isinstance(episodes, np.ndarray) else episodes, dtype=np.int64)
-        if ids.size == 0:
-            raise ValueError("select: expected at least one episode index, got none")
-        if ids.min() < 0 or ids.max() >= self.num_episodes:
-            raise IndexError(f"select: episode indices must be in [0, {self.num_episodes}), got {ids.min()}..{ids.max()}")
+    def select(self, episodes: Iterable[int] | Iterable[bool] | np.ndarray) -> EpisodeDataset:
+        """A new dataset with the given episodes.
+
+        Args:
+            episodes: integer episode indices in ``[0, num_episodes)`` (kept in the given order, repeats allowed),
+                or a boolean mask of length ``num_episodes`` (the episodes where it is True, in dataset order).
+                Floats are rejected rather than truncated.
+        """
+        ids = _episode_selection(episodes, self.num_episodes)
         starts, lengths = self.episode_starts[ids], self.episode_lengths()[ids]
         steps = np.concatenate([np.arange(s, s + n) for s, n in zip(starts, lengths)])
         return EpisodeDataset(
@@ -458,6 +462,42 @@ class EpisodeDataset:
         if arr.ndim > 1:
             where += f", dimension {int(bad[1])}"
         raise ValueError(f"{self.source}: {name}: expected finite values, found {arr[tuple(bad)]} at {where}")
+
+
+def _episode_selection(episodes: Any, num_episodes: int) -> np.ndarray:
+    """int64 [k] episode indices from integer indices or a boolean mask, with errors that say what was wrong."""
+    items = episodes if isinstance(episodes, np.ndarray) else list(episodes)
+    arr = np.asarray(items)
+    if arr.ndim != 1:
+        raise ValueError(f"select: expected a 1-D sequence of episode indices or a boolean mask, got shape {arr.shape}")
+    if arr.dtype == bool:
+        if arr.shape[0] != num_episodes:
+            raise ValueError(
+                f"select: a boolean mask must have one entry per episode ({num_episodes}), got {arr.shape[0]}"
+            )
+        ids = np.flatnonzero(arr).astype(np.int64)
+    elif arr.size == 0:
+        ids = np.zeros(0, np.int64)
+    elif np.issubdtype(arr.dtype, np.integer):
+        if not isinstance(episodes, np.ndarray) and any(isinstance(x, (bool, np.bool_)) for x in items):
+            raise TypeError("select: got a mix of booleans and integers; pass integer indices or a boolean mask")
+        if arr.min() < 0 or arr.max() >= num_episodes:
+            raise IndexError(
+                f"select: episode indices must be in [0, {num_episodes}), got {arr.min()}..{arr.max()}"
+            )
+        ids = arr.astype(np.int64)
+    else:
+        flat = arr.reshape(-1)
+        if arr.dtype.kind == "f":  # show a value that truncation would have changed, if there is one
+            fractional = flat[flat != np.floor(flat)]
+            flat = fractional if fractional.size else flat
+        raise TypeError(
+            f"select: expected integer episode indices or a boolean mask, got dtype {arr.dtype} "
+            f"(e.g. {flat[0].item()!r}); floats are not truncated to indices"
+        )
+    if ids.size == 0:
+        raise ValueError("select: expected at least one episode index, got none")
+    return ids
 
 
 def _float_array(x: Any, name: str, source: str) -> np.ndarray:
