@@ -225,3 +225,17 @@ def test_precision_option(assets, tmp_path, monkeypatch):
     assert dt_mod.autocast_bf16("auto", torch.device("cpu")) is False  # auto falls back silently
     with pytest.raises(ValueError, match="precision must be"):
         resolve(TrainConfig(dataset="x.h5", precision="fp16"))
+
+
+def test_cli_recipe_is_the_subcommand_and_yaml_numbers_are_coerced(tmp_path, capsys):
+    assert main(["train", "dt", "--recipe", "lamo", "--dataset", "x.h5"]) == 1
+    assert "--recipe is chosen by the command" in capsys.readouterr().err
+    preset = tmp_path / "p.yaml"
+    preset.write_text("lr: 1e-4\nsteps: '7'\nlm_weight: 0.5\n")  # YAML reads 1e-4 and '7' as strings
+    cfg = parse_args(["--recipe", "wiki", "--dataset", "x.h5", "--config", str(preset)])
+    assert cfg.lr == 1e-4 and cfg.steps == 7 and cfg.recipe == "wiki"
+    preset.write_text("lr: fast\n")
+    with pytest.raises(ValueError, match="lr must be a number, got 'fast'"):
+        parse_args(["--recipe", "dt", "--dataset", "x.h5", "--config", str(preset)])
+    with pytest.raises(FileNotFoundError, match="no such file"):
+        parse_args(["--recipe", "dt", "--dataset", "x.h5", "--config", str(tmp_path / "none.yaml")])

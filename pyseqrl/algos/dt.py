@@ -22,12 +22,14 @@ import dataclasses
 import logging
 import os
 import time
+import typing
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 import torch
+import tyro
 import yaml
 from torch import nn
 
@@ -50,9 +52,9 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class TrainConfig:
-    """Options of ``pyseqrl train dt|wiki|lamo``; fields left at None take the recipe's default (:data:`RECIPES`)."""
+    """Options of ``pyseqrl train dt|wiki|lamo``; options left at None take the recipe's default (docs/RECIPES.md)."""
 
-    recipe: str = "dt"
+    recipe: Annotated[str, tyro.conf.Suppress] = "dt"
     """dt | wiki | lamo (set by the subcommand)."""
     dataset: str = ""
     """Offline dataset (any format pyseqrl.data.load reads)."""
@@ -222,25 +224,48 @@ def resolve(cfg: TrainConfig) -> TrainConfig:
 
 
 def parse_args(argv: list[str]) -> TrainConfig:
-    """tyro over TrainConfig with recipe and YAML defaults (``--config`` is read first)."""
+    """The options of ``pyseqrl train <recipe>``: ``argv`` starts with ``--recipe <name>`` (set by the subcommand),
+    then tyro over TrainConfig with recipe and YAML defaults (``--config`` is read first; flags override it)."""
     import argparse
 
     import tyro
 
+    recipe, rest = (argv[1], argv[2:]) if argv[:1] == ["--recipe"] and len(argv) > 1 else ("dt", argv)
+    if "--recipe" in rest:
+        raise ValueError("--recipe is chosen by the command: use `pyseqrl train dt`, `train wiki` or `train lamo`")
     pre = argparse.ArgumentParser(add_help=False)
-    pre.add_argument("--recipe", default="dt")
     pre.add_argument("--config", default=None)
-    known, _ = pre.parse_known_args(argv)
-    default = TrainConfig(recipe=known.recipe)
+    known, _ = pre.parse_known_args(rest)
+    default = TrainConfig(recipe=recipe)
     if known.config:
-        data = yaml.safe_load(Path(known.config).read_text()) or {}
-        unknown = set(data) - {f.name for f in dataclasses.fields(TrainConfig)}
-        if unknown:
-            raise ValueError(f"{known.config}: unknown keys {sorted(unknown)}")
-        default = dataclasses.replace(default, **data)
-    return resolve(tyro.cli(TrainConfig, default=default, args=argv, prog=f"pyseqrl train {known.recipe}"))
+        default = dataclasses.replace(default, **read_preset(known.config))
+    cli_cfg = tyro.cli(Annotated[TrainConfig, tyro.conf.OmitArgPrefixes], default=default, args=rest,
+                       prog=f"pyseqrl train {recipe}")
+    return resolve(dataclasses.replace(cli_cfg, recipe=recipe))
 
 
+def read_preset(path: str) -> dict[str, Any]:
+    """A YAML preset's fields, with YAML's strings coerced to the field types (``lr: 1e-4`` is a string to YAML)."""
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"--config {path!r}: no such file")
+    data = yaml.safe_load(p.read_text()) or {}
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a mapping of option: value, found {type(data).__name__}")
+    hints = typing.get_type_hints(TrainConfig)
+    unknown = set(data) - set(hints) | ({"recipe"} & set(data))
+    if unknown:
+        raise ValueError(f"{path}: unknown keys {sorted(unknown)}")
+    out = {}
+    for k, v in data.items():
+        kinds = set(typing.get_args(hints[k])) or {hints[k]}
+        if isinstance(v, str) and (float in kinds or int in kinds) and str not in kinds:
+            try:
+                v = int(v) if int in kinds and float not in kinds else float(v)
+            except ValueError:
+                raise ValueError(f"{path}: {k} must be a number, got {v!r}") from None
+        out[k] = v
+    return out
 
 
 class DTObjective(nn.Module):
