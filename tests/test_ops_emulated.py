@@ -65,6 +65,7 @@ def build_emulator(out_dir: Path, defines: tuple[str, ...] = ()) -> ctypes.CDLL:
     lib = ctypes.CDLL(str(out))
     lib.emu_attention_forward.restype = ctypes.c_int
     lib.emu_attention_backward.restype = ctypes.c_int
+    lib.emu_last_error.restype = ctypes.c_char_p
     return lib
 
 
@@ -114,6 +115,7 @@ def run_attention(lib, q, k, v, mask, scale, dropout_p=0.0, philox=None, grad=No
         ptr(ph),
         algo,
     )
+    assert rc != 3, f"forward launch failed: {lib.emu_last_error().decode()}"
     assert rc == 0, "unsupported dtype/D in the emulator build"
     if grad is None:
         return out, lse, None
@@ -147,6 +149,7 @@ def run_attention(lib, q, k, v, mask, scale, dropout_p=0.0, philox=None, grad=No
         ptr(ph),
         algo,
     )
+    assert rc != 3, f"backward launch failed: {lib.emu_last_error().decode()}"
     assert rc == 0
     return out, lse, (dq, dk, dv)
 
@@ -263,6 +266,39 @@ def test_emulated_dropout(emu):
     assert rel_err(out, ref) < 1e-5
     for ours, theirs in zip((dq, dk, dv), grads):
         assert rel_err(ours, theirs) < 1e-5
+
+
+def test_emulated_launchers_raise_shared_memory_of_every_kernel(emu):
+    """Each kernel launched with more than 48 KiB of dynamic shared memory has its own limit raised first.
+
+    The emulated runtime keeps cudaFuncAttributeMaxDynamicSharedMemorySize per kernel (function pointer) and fails
+    a launch above it with cudaErrorInvalidValue, as a GPU does. Kernels of one signature -- every tensor-core
+    forward, every tensor-core backward, the SIMT dQ and dK/dV pair -- once shared a single 'done' flag, so only the
+    first of them launched in a process got the attribute. Run from a fresh attribute table, in one process.
+    """
+    emu.emu_reset_func_attributes()
+    B, H, L = 1, 1, 8
+    gen = torch.Generator().manual_seed(5)
+    # (dtype, D, algo): two tensor-core kernels of each signature (71 and 110 KiB forward), then the SIMT backward
+    # at D=128 (dQ and dK/dV, 50 KiB each)
+    for dtype, D, algo in ((torch.bfloat16, 64, 2), (torch.bfloat16, 128, 2), (torch.float32, 128, 1)):
+        q, k, v, grad = (torch.randn(B, H, L, D, generator=gen).to(dtype) for _ in range(4))
+        mask = torch.ones(B, L, dtype=torch.bool)
+        out, _, (dq, dk, dv) = run_attention(emu, q, k, v, mask, D**-0.5, grad=grad, algo=algo)
+        ref, grads = oracle(q, k, v, mask, D**-0.5, grad)
+        tol = 1e-5 if dtype == torch.float32 else 3e-2
+        assert rel_err(out, ref) < tol, (dtype, D)
+        for ours, theirs in zip((dq, dk, dv), grads):
+            assert rel_err(ours, theirs) < tol, (dtype, D)
+
+
+def test_emulated_launch_above_the_limit_fails_like_a_gpu(emu):
+    """The emulator's check itself: without the attribute a >48 KiB launch fails and the launch check says so."""
+    emu.emu_reset_func_attributes()
+    assert emu.emu_probe_launch(64 * 1024, 0) == 3, "a launch above 48 KiB without the attribute did not fail"
+    assert b"'probe_kernel' failed to launch: cudaErrorInvalidValue" in emu.emu_last_error()
+    assert emu.emu_probe_launch(64 * 1024, 64 * 1024) == 0
+    assert emu.emu_probe_launch(48 * 1024, 0) == 0  # the default limit needs no attribute
 
 
 @pytest.mark.parametrize("normalise", [False, True])

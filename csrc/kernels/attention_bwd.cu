@@ -1,5 +1,5 @@
 // Backward of causal self-attention with a key padding mask (see attention.h and attention_bwd_kernel.cuh):
-// launchers, explicit instantiations and dispatch.
+// explicit instantiations and dispatch (the launcher is in attention_bwd_kernel.cuh).
 #include <string>
 
 #include "kernels/attention.h"
@@ -9,19 +9,6 @@
 namespace pyseqrl {
 namespace kernels {
 namespace attn {
-
-template <typename T, int D>
-void launch_backward(const AttentionBackwardParams& p, cudaStream_t stream) {
-  const int smem = (2 * kBlockRows + 2 * kTile) * pitch<D>() * static_cast<int>(sizeof(float));
-  allow_dynamic_smem(attention_dq_kernel<T, D>, smem, "cudaFuncSetAttribute(attention_dq_kernel)");
-  allow_dynamic_smem(attention_dkdv_kernel<T, D>, smem, "cudaFuncSetAttribute(attention_dkdv_kernel)");
-  const dim3 grid(p.shape.B * p.shape.H, (p.shape.L + kBlockRows - 1) / kBlockRows);
-  const uint32_t threshold = dropout_threshold(p.shape.dropout_p);
-  attention_dq_kernel<T, D><<<grid, kThreads, smem, stream>>>(p, threshold);
-  check_launch("attention_dq_kernel");
-  attention_dkdv_kernel<T, D><<<grid, kThreads, smem, stream>>>(p, threshold);
-  check_launch("attention_dkdv_kernel");
-}
 
 #define PYSEQRL_INSTANTIATE_BWD(T, D) template void launch_backward<T, D>(const AttentionBackwardParams&, cudaStream_t);
 PYSEQRL_INSTANTIATE_BWD(float, 32)

@@ -215,6 +215,17 @@ __global__ void __launch_bounds__(kThreads) attention_dkdv_kernel(const Attentio
   }
 }
 
+// Launcher (instantiated in attention_bwd.cu; the CPU emulator calls it too). dQ and dK/dV are two kernels of
+// the same signature: each needs its own shared-memory attribute.
+template <typename T, int D>
+void launch_backward(const AttentionBackwardParams& p, cudaStream_t stream) {
+  const int smem = (2 * kBlockRows + 2 * kTile) * pitch<D>() * static_cast<int>(sizeof(float));
+  const dim3 grid(p.shape.B * p.shape.H, (p.shape.L + kBlockRows - 1) / kBlockRows);
+  const uint32_t threshold = dropout_threshold(p.shape.dropout_p);
+  launch_kernel(attention_dq_kernel<T, D>, "attention_dq_kernel", grid, kThreads, smem, stream, p, threshold);
+  launch_kernel(attention_dkdv_kernel<T, D>, "attention_dkdv_kernel", grid, kThreads, smem, stream, p, threshold);
+}
+
 }  // namespace attn
 }  // namespace kernels
 }  // namespace pyseqrl

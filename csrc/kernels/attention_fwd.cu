@@ -1,5 +1,5 @@
-// Forward of causal self-attention with a key padding mask (see attention.h for the contract): launchers,
-// explicit instantiations and argument checks. The kernels are in attention_fwd_kernel.cuh.
+// Forward of causal self-attention with a key padding mask (see attention.h for the contract): explicit
+// instantiations, dispatch and argument checks. The kernels and their launcher are in attention_fwd_kernel.cuh.
 #include <algorithm>
 #include <string>
 
@@ -10,15 +10,6 @@
 namespace pyseqrl {
 namespace kernels {
 namespace attn {
-
-template <typename T, int D>
-void launch_forward(const AttentionForwardParams& p, cudaStream_t stream) {
-  const int smem = (kBlockRows + 2 * kTile) * pitch<D>() * static_cast<int>(sizeof(float));
-  allow_dynamic_smem(attention_fwd_kernel<T, D>, smem, "cudaFuncSetAttribute(attention_fwd_kernel)");
-  const dim3 grid(p.shape.B * p.shape.H, (p.shape.L + kBlockRows - 1) / kBlockRows);
-  attention_fwd_kernel<T, D><<<grid, kThreads, smem, stream>>>(p, dropout_threshold(p.shape.dropout_p));
-  check_launch("attention_fwd_kernel");
-}
 
 #define PYSEQRL_INSTANTIATE_FWD(T, D) template void launch_forward<T, D>(const AttentionForwardParams&, cudaStream_t);
 PYSEQRL_INSTANTIATE_FWD(float, 32)

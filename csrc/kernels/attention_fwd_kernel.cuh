@@ -1,4 +1,4 @@
-// Device code of the attention forward (and of the dropout-mask export); launched from attention_fwd.cu.
+// Device code of the attention forward (and of the dropout-mask export) and its launcher.
 //
 // CTA = (batch*head, block of 16 query rows). Keys/values stream through shared memory 32 at a time with an
 // online softmax in the log2 domain; the scale and log2(e) are folded into the staged queries.
@@ -110,6 +110,15 @@ __global__ void dropout_mask_kernel(int BH, int L, uint32_t threshold, const int
     const int j = static_cast<int>(idx % L), i = static_cast<int>((idx / L) % L), bh = static_cast<int>(idx / (static_cast<int64_t>(L) * L));
     out[idx] = dropout_keep(seed, offset, bh, i, j, L, threshold) ? 1 : 0;
   }
+}
+
+// Launcher (instantiated in attention_fwd.cu; the CPU emulator calls it too).
+template <typename T, int D>
+void launch_forward(const AttentionForwardParams& p, cudaStream_t stream) {
+  const int smem = (kBlockRows + 2 * kTile) * pitch<D>() * static_cast<int>(sizeof(float));
+  const dim3 grid(p.shape.B * p.shape.H, (p.shape.L + kBlockRows - 1) / kBlockRows);
+  launch_kernel(attention_fwd_kernel<T, D>, "attention_fwd_kernel", grid, kThreads, smem, stream, p,
+                dropout_threshold(p.shape.dropout_p));
 }
 
 }  // namespace attn

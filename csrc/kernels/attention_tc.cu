@@ -1,5 +1,5 @@
-// Launchers and explicit instantiations of the tensor-core attention kernels (attention_tc_kernel.cuh), and the
-// rule that picks them: L <= 64, bf16/fp16, a device of compute capability 8.0 or newer.
+// Explicit instantiations of the tensor-core attention launchers (attention_tc_kernel.cuh), and the rule that
+// picks them: L <= 64, bf16/fp16, a device of compute capability 8.0 or newer.
 #include <string>
 
 #include "kernels/attention_tc.h"
@@ -8,24 +8,6 @@
 namespace pyseqrl {
 namespace kernels {
 namespace tc {
-
-template <typename T, int D>
-void launch_forward(const AttentionForwardParams& p, cudaStream_t stream) {
-  constexpr int smem = FwdLayout<T, D>::bytes;
-  allow_dynamic_smem(attention_fwd_tc_kernel<T, D>, smem, "cudaFuncSetAttribute(attention_fwd_tc_kernel)");
-  attention_fwd_tc_kernel<T, D><<<p.shape.B * p.shape.H, kThreads, smem, stream>>>(
-      p, dropout_threshold(p.shape.dropout_p));
-  check_launch("attention_fwd_tc_kernel");
-}
-
-template <typename T, int D>
-void launch_backward(const AttentionBackwardParams& p, cudaStream_t stream) {
-  constexpr int smem = BwdLayout<T, D>::bytes;
-  allow_dynamic_smem(attention_bwd_tc_kernel<T, D>, smem, "cudaFuncSetAttribute(attention_bwd_tc_kernel)");
-  attention_bwd_tc_kernel<T, D><<<p.shape.B * p.shape.H, kThreads, smem, stream>>>(
-      p, dropout_threshold(p.shape.dropout_p));
-  check_launch("attention_bwd_tc_kernel");
-}
 
 #define PYSEQRL_INSTANTIATE_TC(T, D)                                                      \
   template void launch_forward<T, D>(const AttentionForwardParams&, cudaStream_t);       \

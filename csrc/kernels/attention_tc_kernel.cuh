@@ -343,6 +343,20 @@ __global__ void __launch_bounds__(kThreads) attention_bwd_tc_kernel(const Attent
 #endif
 }
 
+// Launchers (instantiated in attention_tc.cu; the CPU emulator calls them too). Every instantiation is its own
+// kernel needing 50-120 KiB of shared memory, so each gets its own attribute.
+template <typename T, int D>
+void launch_forward(const AttentionForwardParams& p, cudaStream_t stream) {
+  launch_kernel(attention_fwd_tc_kernel<T, D>, "attention_fwd_tc_kernel", dim3(p.shape.B * p.shape.H), kThreads,
+                FwdLayout<T, D>::bytes, stream, p, dropout_threshold(p.shape.dropout_p));
+}
+
+template <typename T, int D>
+void launch_backward(const AttentionBackwardParams& p, cudaStream_t stream) {
+  launch_kernel(attention_bwd_tc_kernel<T, D>, "attention_bwd_tc_kernel", dim3(p.shape.B * p.shape.H), kThreads,
+                BwdLayout<T, D>::bytes, stream, p, dropout_threshold(p.shape.dropout_p));
+}
+
 }  // namespace tc
 }  // namespace kernels
 }  // namespace pyseqrl

@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <stdexcept>
 #include <string>
+#include <utility>
 
 // Dynamically sized shared memory as `float4 name[]`, 128-byte aligned (WMMA needs 32). Under tests/ops_cuda_emu (the CPU emulator that runs these
 // kernels in tests) it is a per-block host buffer instead.
@@ -34,15 +35,35 @@ inline void check_cuda(cudaError_t err, const char* what) {
                              ": " + cudaGetErrorString(err));
 }
 
-// Raise the dynamic shared memory limit of `kernel` to `bytes` (needed above 48 KiB); once per device.
+// Raise the dynamic shared-memory limit of `kernel` to `bytes` (a launch above 48 KiB fails without it). The
+// attribute belongs to each kernel, so it is set before every launch: a cheap host call, allowed during stream
+// capture, and right whichever kernels ran before on whichever device. (A "done" flag in a static of this template
+// would be shared by every kernel of one signature: only the first launched would get its attribute.)
 template <typename Kernel>
 void allow_dynamic_smem(Kernel kernel, int bytes, const char* what) {
-  static bool done[64] = {};
-  int device = 0;
-  check_cuda(cudaGetDevice(&device), "cudaGetDevice");
-  if (device < 64 && done[device]) return;
-  check_cuda(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes), what);
-  if (device < 64) done[device] = true;
+  const cudaError_t err =
+      cudaFuncSetAttribute(reinterpret_cast<const void*>(kernel), cudaFuncAttributeMaxDynamicSharedMemorySize, bytes);
+  if (err != cudaSuccess)
+    throw std::runtime_error(std::string("pyseqrl CUDA kernel '") + what + "': cudaFuncSetAttribute(" +
+                             "MaxDynamicSharedMemorySize, " + std::to_string(bytes) + " bytes) failed: " +
+                             cudaGetErrorName(err) + ": " + cudaGetErrorString(err));
+}
+
+// Launches kernel<<<grid, threads, smem, stream>>>(args...) after raising its dynamic shared-memory limit to
+// smem, then checks the launch. Under the CPU emulator (tests/ops_cuda_emu) the same sequence runs on the host,
+// where a launch above 48 KiB fails like on a GPU unless the attribute was set for that very kernel.
+template <typename... Params, typename... Args>
+void launch_kernel(void (*kernel)(Params...), const char* name, dim3 grid, int threads, int smem,
+                   cudaStream_t stream, Args&&... args) {
+  allow_dynamic_smem(kernel, smem, name);
+#ifndef PYSEQRL_CUDA_EMULATION
+  kernel<<<grid, threads, smem, stream>>>(std::forward<Args>(args)...);
+#else
+  (void)stream;
+  ::pyseqrl_emu::launch_kernel(reinterpret_cast<const void*>(kernel), grid, threads, static_cast<size_t>(smem),
+                               [&] { kernel(args...); });
+#endif
+  check_launch(name);
 }
 
 // Compute capability major of the current device (cached per device).

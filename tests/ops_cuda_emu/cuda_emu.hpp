@@ -3,7 +3,9 @@
 // Compiled by the host compiler (g++), it maps one CUDA thread to one std::thread: __syncthreads is a block
 // barrier, warp shuffles exchange values through a per-warp buffer and barrier, dynamic shared memory is a
 // per-block buffer and static __shared__ variables are function statics (blocks run one after another). Only what
-// csrc/kernels uses is provided. Slow, exact in fp32 (no FMA contraction differences matter for the tolerances
+// csrc/kernels uses is provided. The few runtime calls the launchers make (cudaFuncSetAttribute, cudaGetLastError,
+// ...) are emulated in emu_kernels.cpp: each kernel (function pointer) has its own dynamic shared-memory limit,
+// 48 KiB until raised, and a launch above it fails with cudaErrorInvalidValue as on a GPU. Slow, exact in fp32 (no FMA contraction differences matter for the tolerances
 // used), and good at catching indexing, masking and synchronisation bugs.
 #pragma once
 
@@ -17,7 +19,9 @@
 #include <barrier>
 #include <cmath>
 #include <cstdint>
+#include <map>
 #include <memory>
+#include <mutex>
 #include <stdexcept>
 #include <type_traits>
 #include <thread>
@@ -162,6 +166,37 @@ void launch(dim3 grid, int threads, size_t smem_bytes, Kernel&& kernel) {
       for (auto& th : pool) th.join();
     }
   }
+}
+
+// Per-kernel cudaFuncAttributeMaxDynamicSharedMemorySize, as cudaFuncSetAttribute leaves it; the sticky last
+// error that cudaGetLastError returns and clears.
+constexpr int kDefaultDynamicSmem = 48 * 1024;
+constexpr int kMaxDynamicSmemOptIn = 227 * 1024;  // sm_90; sm_80 allows 163 KiB
+struct Runtime {
+  std::mutex mu;
+  std::map<const void*, int> max_dynamic_smem;
+  cudaError_t last_error = cudaSuccess;
+};
+inline Runtime& runtime() {
+  static Runtime r;
+  return r;
+}
+
+// What a real launch of kernel `fn` with `smem` bytes of dynamic shared memory does: fail (setting the last error,
+// running nothing) above the kernel's limit, otherwise run it.
+template <typename Kernel>
+void launch_kernel(const void* fn, dim3 grid, int threads, size_t smem_bytes, Kernel&& kernel) {
+  {
+    auto& rt = runtime();
+    std::lock_guard<std::mutex> lock(rt.mu);
+    const auto it = rt.max_dynamic_smem.find(fn);
+    const size_t limit = it == rt.max_dynamic_smem.end() ? kDefaultDynamicSmem : static_cast<size_t>(it->second);
+    if (smem_bytes > limit) {
+      rt.last_error = cudaErrorInvalidValue;
+      return;
+    }
+  }
+  launch(grid, threads, smem_bytes, std::forward<Kernel>(kernel));
 }
 
 }  // namespace pyseqrl_emu

@@ -6,10 +6,54 @@
 #include "kernels/attention_tc_kernel.cuh"
 #include "kernels/segment_gather_kernel.cuh"
 
+#include <string>
+
 namespace k = pyseqrl::kernels;
 namespace a = pyseqrl::kernels::attn;
 
+// --- the CUDA runtime calls the launchers make, emulated (see cuda_emu.hpp) ------------------------------------
+extern "C" {
+
+cudaError_t cudaFuncSetAttribute(const void* func, cudaFuncAttribute attr, int value) {
+  auto& rt = pyseqrl_emu::runtime();
+  std::lock_guard<std::mutex> lock(rt.mu);
+  if (attr != cudaFuncAttributeMaxDynamicSharedMemorySize) return cudaErrorNotSupported;
+  if (func == nullptr || value < 0 || value > pyseqrl_emu::kMaxDynamicSmemOptIn) return cudaErrorInvalidValue;
+  rt.max_dynamic_smem[func] = value;
+  return cudaSuccess;
+}
+
+cudaError_t cudaGetLastError(void) {
+  auto& rt = pyseqrl_emu::runtime();
+  std::lock_guard<std::mutex> lock(rt.mu);
+  const cudaError_t err = rt.last_error;
+  rt.last_error = cudaSuccess;
+  return err;
+}
+
+cudaError_t cudaGetDevice(int* device) {
+  *device = 0;
+  return cudaSuccess;
+}
+
+const char* cudaGetErrorName(cudaError_t error) {
+  switch (error) {
+    case cudaSuccess: return "cudaSuccess";
+    case cudaErrorInvalidValue: return "cudaErrorInvalidValue";
+    case cudaErrorNotSupported: return "cudaErrorNotSupported";
+    default: return "cudaError (emulated)";
+  }
+}
+
+const char* cudaGetErrorString(cudaError_t error) {
+  return error == cudaErrorInvalidValue ? "invalid argument" : cudaGetErrorName(error);
+}
+
+}  // extern "C"
+
 namespace {
+
+std::string g_last_message;  // what the last failing entry point threw
 
 k::Strides4 strides(const int64_t* s) {
   k::Strides4 r;
@@ -25,39 +69,34 @@ k::AttentionShape shape(int dtype, int B, int H, int L, int D, float scale, floa
   return s;
 }
 
+// The launchers of csrc/kernels themselves (grid, shared memory, attribute, launch check), run on the host.
 template <typename T, int D>
 void fwd(const k::AttentionForwardParams& p) {
   if (p.shape.algo == 2) {
-    if constexpr (!std::is_same<T, float>::value) {
-      namespace tc = pyseqrl::kernels::tc;
-      const uint32_t thr = k::dropout_threshold(p.shape.dropout_p);
-      pyseqrl_emu::launch(dim3(p.shape.B * p.shape.H), tc::kThreads, tc::FwdLayout<T, D>::bytes,
-                          [&] { tc::attention_fwd_tc_kernel<T, D>(p, thr); });
-    }
+    if constexpr (!std::is_same<T, float>::value) pyseqrl::kernels::tc::launch_forward<T, D>(p, nullptr);
     return;
   }
-  const dim3 grid(p.shape.B * p.shape.H, (p.shape.L + a::kBlockRows - 1) / a::kBlockRows);
-  const size_t smem = (a::kBlockRows + 2 * a::kTile) * a::pitch<D>() * sizeof(float);
-  const uint32_t thr = k::dropout_threshold(p.shape.dropout_p);
-  pyseqrl_emu::launch(grid, a::kThreads, smem, [&] { a::attention_fwd_kernel<T, D>(p, thr); });
+  a::launch_forward<T, D>(p, nullptr);
 }
 
 template <typename T, int D>
 void bwd(const k::AttentionBackwardParams& p) {
   if (p.shape.algo == 2) {
-    if constexpr (!std::is_same<T, float>::value) {
-      namespace tc = pyseqrl::kernels::tc;
-      const uint32_t thr = k::dropout_threshold(p.shape.dropout_p);
-      pyseqrl_emu::launch(dim3(p.shape.B * p.shape.H), tc::kThreads, tc::BwdLayout<T, D>::bytes,
-                          [&] { tc::attention_bwd_tc_kernel<T, D>(p, thr); });
-    }
+    if constexpr (!std::is_same<T, float>::value) pyseqrl::kernels::tc::launch_backward<T, D>(p, nullptr);
     return;
   }
-  const dim3 grid(p.shape.B * p.shape.H, (p.shape.L + a::kBlockRows - 1) / a::kBlockRows);
-  const size_t smem = (2 * a::kBlockRows + 2 * a::kTile) * a::pitch<D>() * sizeof(float);
-  const uint32_t thr = k::dropout_threshold(p.shape.dropout_p);
-  pyseqrl_emu::launch(grid, a::kThreads, smem, [&] { a::attention_dq_kernel<T, D>(p, thr); });
-  pyseqrl_emu::launch(grid, a::kThreads, smem, [&] { a::attention_dkdv_kernel<T, D>(p, thr); });
+  a::launch_backward<T, D>(p, nullptr);
+}
+
+// Runs f, turning an exception (a failed launch check) into return code 3 and emu_last_error()'s message.
+template <typename F>
+int guarded(F&& f) {
+  try {
+    return f();
+  } catch (const std::exception& e) {
+    g_last_message = e.what();
+    return 3;
+  }
 }
 
 // Only the instantiations the tests use (compile time): fp32 at every D, bf16 at 64 and 128, fp16 at 32.
@@ -79,6 +118,32 @@ int dispatch(int dtype, int D, const P& p, void (*f32_32)(const P&), void (*f32_
 
 extern "C" {
 
+// Launches a kernel needing smem bytes of dynamic shared memory, after cudaFuncSetAttribute(attribute) when
+// attribute > 0: 0 when it ran, 3 when the launch check failed (checks the emulated runtime itself).
+static void probe_kernel() {}
+int emu_probe_launch(int smem, int attribute) {
+  return guarded([&] {
+    if (attribute > 0)
+      k::check_cuda(cudaFuncSetAttribute(reinterpret_cast<const void*>(probe_kernel),
+                                         cudaFuncAttributeMaxDynamicSharedMemorySize, attribute),
+                    "cudaFuncSetAttribute");
+    pyseqrl_emu::launch_kernel(reinterpret_cast<const void*>(probe_kernel), dim3(1), 1, smem, [] { probe_kernel(); });
+    k::check_launch("probe_kernel");
+    return 0;
+  });
+}
+
+// Message of the last entry point that returned 3.
+const char* emu_last_error() { return g_last_message.c_str(); }
+
+// Forgets every kernel's shared-memory attribute, as a fresh process would have it.
+void emu_reset_func_attributes() {
+  auto& rt = pyseqrl_emu::runtime();
+  std::lock_guard<std::mutex> lock(rt.mu);
+  rt.max_dynamic_smem.clear();
+  rt.last_error = cudaSuccess;
+}
+
 int emu_attention_forward(int dtype, const void* q, const int64_t* qs, const void* k_, const int64_t* ks,
                           const void* v, const int64_t* vs, void* o, const int64_t* os, float* lse,
                           const uint8_t* mask, int64_t mask_stride, int B, int H, int L, int D, float scale,
@@ -88,8 +153,10 @@ int emu_attention_forward(int dtype, const void* q, const int64_t* qs, const voi
   p.shape.algo = algo;
   p.q = q, p.k = k_, p.v = v, p.o = o, p.lse = lse;
   p.q_strides = strides(qs), p.k_strides = strides(ks), p.v_strides = strides(vs), p.o_strides = strides(os);
-  return dispatch<k::AttentionForwardParams>(dtype, D, p, fwd<float, 32>, fwd<float, 64>, fwd<float, 128>,
-                                             fwd<__nv_bfloat16, 64>, fwd<__nv_bfloat16, 128>, fwd<__half, 32>);
+  return guarded([&] {
+    return dispatch<k::AttentionForwardParams>(dtype, D, p, fwd<float, 32>, fwd<float, 64>, fwd<float, 128>,
+                                               fwd<__nv_bfloat16, 64>, fwd<__nv_bfloat16, 128>, fwd<__half, 32>);
+  });
 }
 
 int emu_attention_backward(int dtype, const void* q, const void* k_, const void* v, const void* o, const void* g,
@@ -103,8 +170,10 @@ int emu_attention_backward(int dtype, const void* q, const void* k_, const void*
   p.q_strides = strides(strides8), p.k_strides = strides(strides8 + 3), p.v_strides = strides(strides8 + 6);
   p.o_strides = strides(strides8 + 9), p.dout_strides = strides(strides8 + 12), p.dq_strides = strides(strides8 + 15);
   p.dk_strides = strides(strides8 + 18), p.dv_strides = strides(strides8 + 21);
-  return dispatch<k::AttentionBackwardParams>(dtype, D, p, bwd<float, 32>, bwd<float, 64>, bwd<float, 128>,
-                                              bwd<__nv_bfloat16, 64>, bwd<__nv_bfloat16, 128>, bwd<__half, 32>);
+  return guarded([&] {
+    return dispatch<k::AttentionBackwardParams>(dtype, D, p, bwd<float, 32>, bwd<float, 64>, bwd<float, 128>,
+                                                bwd<__nv_bfloat16, 64>, bwd<__nv_bfloat16, 128>, bwd<__half, 32>);
+  });
 }
 
 void emu_dropout_mask(int B, int H, int L, float dropout_p, const int64_t* philox, uint8_t* out) {
