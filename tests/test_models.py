@@ -416,3 +416,10 @@ def test_real_smollm2_is_a_working_language_model():
     assert ppl < 15, ppl  # measured 5.7 here; an untrained model gives about the vocabulary size, 49,152
     assert tok.decode([int(nxt)]).strip() == "Berlin"
     assert m(*segment(1, K)).shape == (1, K, A)
+
+
+def test_co_training_without_a_tokenizer_is_a_clear_error(lm_dirs):
+    from pyseqrl.models import load_tokenizer
+
+    with pytest.raises(ValueError, match="no loadable tokenizer.*LM co-training needs one"):
+        load_tokenizer(str(lm_dirs["qwen2"]))  # saved without tokenizer files

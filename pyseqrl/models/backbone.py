@@ -213,11 +213,16 @@ def load_tokenizer(name: str) -> Any:
 
     where, gguf = resolve(name)
     kw: dict[str, Any] = {"gguf_file": gguf} if gguf else {}
+    hint = "LM co-training needs one: pass --lm-tokenizer or set lm_weight=0"
     try:
-        return AutoTokenizer.from_pretrained(where, **kw)
+        tok = AutoTokenizer.from_pretrained(where, **kw)
     except (OSError, ValueError, KeyError, TypeError) as e:
-        raise ValueError(f"backbone {name!r} has no loadable tokenizer ({type(e).__name__}: {e}); LM co-training "
-                         f"needs one: pass --lm-tokenizer or set lm_weight=0") from e
+        raise ValueError(f"backbone {name!r} has no loadable tokenizer ({type(e).__name__}: {e}); {hint}") from e
+    # transformers builds an empty tokenizer for a directory without tokenizer files: refuse it
+    if len(tok) < 2 or not tok("The text")["input_ids"]:
+        raise ValueError(f"backbone {name!r} has no loadable tokenizer (no tokenizer files next to the weights); "
+                         f"{hint}")
+    return tok
 
 
 # ---------------------------------------------------------------------------------------------------- driving
