@@ -108,16 +108,16 @@ def test_pretrain_lm_cli_end_to_end(tmp_path, text_file):
     from pyseqrl.cli import main
 
     out = tmp_path / "chibit"
-    rc = main(["pretrain-lm", "--text", str(text_file), "--out", str(out), "--max-steps", "40", "--eval-every",
-               "10", "--eval-text", str(text_file), *TINY])
+    rc = main(["pretrain-lm", "--text", str(text_file), "--out", str(out), "--max-steps", "20", "--eval-every",
+               "5", "--eval-text", str(text_file), *TINY])
     assert rc == 0
     summary = json.loads((out / "pretrain_summary.json").read_text())["summary"]
     assert summary["heldout_perplexity"] < 0.5 * summary["initial_heldout_perplexity"]
-    assert summary["steps"] == 40 and summary["stopped"] == "max_steps"
+    assert summary["steps"] == 20 and summary["stopped"] == "max_steps"
     assert 0 < summary["eval_text"][str(text_file)]["bits_per_char"] < 8
     with open(out / "pretrain_curve.csv") as f:
         rows = list(csv.DictReader(f))
-    assert [int(r["step"]) for r in rows] == [0, 10, 20, 30, 40]
+    assert [int(r["step"]) for r in rows] == [0, 5, 10, 15, 20]
     assert {"train_loss", "valid_ppl", "lr", "seconds"} <= set(rows[0])
     if importlib.util.find_spec("matplotlib") is not None:
         assert (out / "pretrain_curve.png").stat().st_size > 1000
