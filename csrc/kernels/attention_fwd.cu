@@ -40,6 +40,9 @@ void check_shape(const AttentionShape& s, const char* fn) {
     throw std::invalid_argument(std::string(fn) + ": expected B, H >= 1 and 1 <= L <= " +
                                 std::to_string(kAttentionMaxLen) + ", got B=" + std::to_string(s.B) +
                                 " H=" + std::to_string(s.H) + " L=" + std::to_string(s.L));
+  if (static_cast<int64_t>(s.B) * s.H > 0x7fffffff)  // one CTA column per (batch, head): grid.x < 2^31
+    throw std::invalid_argument(std::string(fn) + ": expected B x H < 2^31, got B=" + std::to_string(s.B) +
+                                " H=" + std::to_string(s.H));
   if (!(s.dropout_p >= 0.0f && s.dropout_p < 1.0f))
     throw std::invalid_argument(std::string(fn) + ": dropout_p must be in [0, 1), got " + std::to_string(s.dropout_p));
   if (s.dropout_p > 0.0f && s.philox == nullptr)

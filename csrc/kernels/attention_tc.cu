@@ -1,5 +1,6 @@
 // Explicit instantiations of the tensor-core attention launchers (attention_tc_kernel.cuh), and the rule that
 // picks them: L <= 64, bf16/fp16, a device of compute capability 8.0 or newer.
+#include <atomic>
 #include <string>
 
 #include "kernels/attention_tc.h"
@@ -31,19 +32,20 @@ void dispatch(const Params& p, cudaStream_t stream, void (*bf16[3])(const Params
 }  // namespace tc
 
 // The WMMA bodies exist only in code compiled for sm_80+ (older targets get empty kernels): check the virtual
-// architecture of the code the driver actually loaded for this device, once per device.
+// architecture of the code the driver actually loaded for this device, once per device (any thread may ask).
 static bool tensor_core_code_loaded() {
-  static int cache[64] = {};  // 0 unknown, 1 yes, 2 no
+  static std::atomic<int> cache[64];  // 0 unknown, 1 yes, 2 no
   int device = 0;
   check_cuda(cudaGetDevice(&device), "cudaGetDevice");
-  if (device >= 64) device = 63;
-  if (cache[device] == 0) {
+  int known = device >= 0 && device < 64 ? cache[device].load(std::memory_order_relaxed) : 0;
+  if (known == 0) {
     cudaFuncAttributes attr{};
     check_cuda(cudaFuncGetAttributes(&attr, tc::attention_fwd_tc_kernel<__nv_bfloat16, 64>),
                "cudaFuncGetAttributes(attention_fwd_tc_kernel)");
-    cache[device] = device_cc_major() >= 8 && attr.ptxVersion >= 80 ? 1 : 2;
+    known = device_cc_major() >= 8 && attr.ptxVersion >= 80 ? 1 : 2;
+    if (device >= 0 && device < 64) cache[device].store(known, std::memory_order_relaxed);
   }
-  return cache[device] == 1;
+  return known == 1;
 }
 
 bool tensor_core_attention_applies(const AttentionShape& s) {

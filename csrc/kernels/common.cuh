@@ -5,6 +5,7 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
+#include <atomic>
 #include <cstdint>
 #include <stdexcept>
 #include <string>
@@ -66,16 +67,18 @@ void launch_kernel(void (*kernel)(Params...), const char* name, dim3 grid, int t
   check_launch(name);
 }
 
-// Compute capability major of the current device (cached per device).
+// Compute capability major of the current device (cached per device; any thread may call it).
 inline int device_cc_major() {
-  static int cache[64] = {};
+  static std::atomic<int> cache[64];  // 0: not known yet
   int device = 0;
   check_cuda(cudaGetDevice(&device), "cudaGetDevice");
-  if (device >= 64) device = 63;
-  if (cache[device] == 0)
-    check_cuda(cudaDeviceGetAttribute(&cache[device], cudaDevAttrComputeCapabilityMajor, device),
+  int major = device >= 0 && device < 64 ? cache[device].load(std::memory_order_relaxed) : 0;
+  if (major == 0) {
+    check_cuda(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device),
                "cudaDeviceGetAttribute(ComputeCapabilityMajor)");
-  return cache[device];
+    if (device >= 0 && device < 64) cache[device].store(major, std::memory_order_relaxed);
+  }
+  return major;
 }
 
 template <typename T>
