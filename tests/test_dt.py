@@ -239,3 +239,22 @@ def test_cli_recipe_is_the_subcommand_and_yaml_numbers_are_coerced(tmp_path, cap
         parse_args(["--recipe", "dt", "--dataset", "x.h5", "--config", str(preset)])
     with pytest.raises(FileNotFoundError, match="no such file"):
         parse_args(["--recipe", "dt", "--dataset", "x.h5", "--config", str(tmp_path / "none.yaml")])
+
+
+def test_kmeans_centroids_are_cached_per_table(assets, tmp_path, monkeypatch):
+    import pyseqrl.algos.dt as dt_mod
+    from pyseqrl.models import DecisionTransformer, DTConfig
+
+    monkeypatch.setenv("PYSEQRL_CACHE", str(tmp_path / "cache"))
+    m = DecisionTransformer(DTConfig(state_dim=S, act_dim=A, backbone=assets["lm"], context_len=4, max_ep_len=64))
+    first = dt_mod.lm_centroids(m, 8, "cosine", 0)
+    files = list((tmp_path / "cache" / "kmeans").glob("*.pt"))
+    assert len(files) == 1 and first.shape == (8, 16)
+    calls = []
+    monkeypatch.setattr(dt_mod, "kmeans", lambda *a, **k: calls.append(1) or first)
+    torch.testing.assert_close(dt_mod.lm_centroids(m, 8, "cosine", 0), first)  # from the cache
+    assert not calls
+    with torch.no_grad():
+        m.lm.get_input_embeddings().weight.add_(1.0)  # another table: recomputed, never reused
+    dt_mod.lm_centroids(m, 8, "cosine", 0)
+    assert calls == [1]

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import hashlib
 import logging
 import os
 import time
@@ -38,6 +39,7 @@ from tqdm import tqdm
 import pyseqrl
 from pyseqrl.data import load, torch_batches
 from pyseqrl.lm.corpus import TokenBlocks, encode_texts, read_texts
+from pyseqrl.lm.pretrain import cache_dir
 from pyseqrl.models.alignment import alignment_loss, anneal_weight, kmeans
 from pyseqrl.models.backbone import load_tokenizer, max_positions
 from pyseqrl.models.decision_transformer import DecisionTransformer, DTConfig
@@ -351,6 +353,31 @@ def lm_token_blocks(cfg: TrainConfig, model: DecisionTransformer, seed: int) -> 
     return TokenBlocks(tokens, seq_len, int(cfg.lm_batch_size or 16), seed=seed)
 
 
+def lm_centroids(model: DecisionTransformer, clusters: int, metric: str, seed: int) -> torch.Tensor:
+    """[wiki] k-means centroids of the backbone's input-embedding table, computed once per table and cached.
+
+    The cache (``$PYSEQRL_CACHE/kmeans``, as the official code's ``--kmeans_cache``) is keyed by the table's
+    contents, the number of clusters, the metric and the seed, so a different backbone never reuses them.
+    """
+    table = model.lm.get_input_embeddings().weight.detach().float().cpu()
+    clusters = min(clusters, table.shape[0])
+    digest = hashlib.sha256(table.numpy().tobytes()).hexdigest()[:16]
+    path = cache_dir() / "kmeans" / f"{digest}-{clusters}-{metric}-{seed}.pt"
+    if path.is_file():
+        try:
+            cached = load_torch(path)
+            if tuple(cached.shape) == (clusters, table.shape[1]):
+                return cached
+        except (ValueError, OSError, RuntimeError) as e:
+            log.warning("ignoring the unreadable k-means cache %s (%s)", path, e)
+    t0 = time.perf_counter()
+    centroids = kmeans(table, clusters, seed=seed, metric=metric)
+    log.info("k-means: %d %s centroids of a %d x %d table in %.0f s (cached in %s)", clusters, metric,
+             table.shape[0], table.shape[1], time.perf_counter() - t0, path)
+    save_torch(centroids, path)
+    return centroids
+
+
 # fields a resume must agree on: the data, the architecture and what the exported model stores
 RESUME_KEYS = ("recipe", "dataset", "data_ratio", "backbone", "hidden_size", "n_layer", "n_head", "context_len",
                "max_ep_len", "embedding", "action_head", "tanh_action", "positions", "time_embedding", "lora",
@@ -402,9 +429,7 @@ def train(cfg: TrainConfig) -> dict[str, float]:
         if ck is not None and ck.get("centroids") is not None:
             centroids = ck["centroids"].to(device)
         else:
-            table = model.lm.get_input_embeddings().weight
-            centroids = kmeans(table, min(cfg.kmeans_clusters, table.shape[0]), seed=cfg.seed,
-                               metric=cfg.kmeans_metric).to(device)
+            centroids = lm_centroids(model, cfg.kmeans_clusters, cfg.kmeans_metric, cfg.seed).to(device)
     lm_blocks = lm_token_blocks(cfg, model, cfg.seed + 7919 * (rank + 1)) if cfg.lm_weight else None
 
     objective: nn.Module = DTObjective(model, centroids, float(cfg.lm_weight or 0.0), cfg.align_loss).to(device)
