@@ -15,7 +15,7 @@ import sys
 
 # command -> (module, function, leading argv); "train X" is looked up as "train X".
 COMMANDS: dict[str, tuple[str, str, list[str], str]] = {
-    "quickstart": ("pyseqrl.quickstart", "main", [], "run the whole pipeline at small scale (the README's main job)"),
+    "quickstart": ("pyseqrl.quickstart", "main", [], "run the whole pipeline at small scale"),
     "data": ("pyseqrl.data.cli", "main", [], "inspect, convert and subset offline datasets"),
     "collect": ("pyseqrl.collect", "main", [], "roll a policy out with EnvPool and write a dataset"),
     "evaluate": ("pyseqrl.evaluation", "main", [], "evaluate a policy or checkpoint in parallel environments"),
