@@ -11,6 +11,9 @@ def returns_to_go(
 ) -> np.ndarray: ...
 
 class SegmentSampler:
+    """Decision-Transformer window sampler. Every method may be called from several threads at once: each
+    sample()/sample_into() hands out a distinct batch index, and setting ``position`` is atomic."""
+
     def __init__(
         self,
         observations: np.ndarray,
@@ -53,6 +56,9 @@ class SegmentSampler:
     def prefetch(self) -> int: ...
 
 class ReplayBuffer:
+    """Transition ring buffer; every method takes one mutex (safe to share between threads). ``set_state``
+    validates contents as ``add`` does and changes nothing when it rejects them."""
+
     def __init__(
         self,
         capacity: int,
