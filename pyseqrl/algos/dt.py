@@ -579,18 +579,6 @@ def bf16_supported(device: torch.device) -> bool:
     return " avx512_bf16" in flags or " amx_bf16" in flags
 
 
-def load_policy(argument: str, env: Any = None, target_return: float | None = None, **kwargs: Any) -> Any:
-    """The ``dt:<dir>`` policy scheme of :func:`pyseqrl.policies.load_policy`: a :class:`DTPolicy` from an export
-    directory or from a run directory (its ``export/``). ``target_return`` defaults to the exported target."""
-    from pyseqrl.models import load_dt_policy
-
-    path = Path(os.path.expanduser(argument))
-    if (path / "export" / "dt_config.json").is_file():
-        path = path / "export"
-    kwargs.pop("seed", None)
-    return load_dt_policy(path, target_return=target_return, **kwargs)
-
-
 def main(argv: list[str] | None = None) -> int:
     train(parse_args(list(argv or [])))
     return 0

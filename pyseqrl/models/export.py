@@ -93,3 +93,13 @@ def load_dt_policy(path: str | os.PathLike, target_return: float | None = None, 
         target_return = float(targets[0])
     return DTPolicy(model, target_return, meta.get("return_scale", 1000.0), meta.get("state_mean"),
                     meta.get("state_std"), **policy_kwargs)
+
+
+def load_policy(argument: str, env: Any = None, target_return: float | None = None, **kwargs: Any) -> DTPolicy:
+    """The ``dt:<dir>`` policy scheme of :func:`pyseqrl.policies.load_policy`: a :class:`DTPolicy` from an export
+    directory or from a run directory (its ``export/``). ``target_return`` defaults to the exported target."""
+    path = Path(os.path.expanduser(argument))
+    if (path / "export" / "dt_config.json").is_file():
+        path = path / "export"
+    kwargs.pop("seed", None)
+    return load_dt_policy(path, target_return=target_return, **kwargs)
