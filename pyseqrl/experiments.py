@@ -152,12 +152,14 @@ def train_wsrl(checkpoint: Path, run_dir: Path, mode: str, env_id: str, total_st
     from pyseqrl.algos.wsrl import WSRLConfig
     from pyseqrl.algos.wsrl import train_wsrl as _train
 
+    offline = str(dataset) if dataset and mode.startswith("keep_offline") else None  # only those modes use it
     cfg = WSRLConfig(checkpoint="" if mode == "scratch" else str(checkpoint), mode=mode, env_id=env_id,
                      total_steps=total_steps,
                      warmup_steps=warmup_steps, seed=seed, run_dir=str(run_dir), eval_every=eval_every,
                      eval_episodes=5, checkpoint_every=total_steps, log_every=max(1, total_steps // 20),
-                     tensorboard=False, dataset=str(dataset) if dataset else None)
-    cfg = replace(cfg, agent=replace(cfg.agent, **agent))
+                     tensorboard=False, dataset=offline)
+    if mode == "scratch":  # the other modes take their agent from the checkpoint
+        cfg = replace(cfg, agent=replace(cfg.agent, **agent))
     result = _train(cfg)
     return {"episode_returns": list(map(float, result.episode_returns)), "switch": result.switch_metrics,
             "config": asdict(cfg)}

@@ -1,6 +1,9 @@
-"""Online SAC from scratch: CLI end to end, replay datasets without autoreset rows, exact resume."""
+"""Online SAC from scratch: CLI end to end, replay datasets without autoreset rows, exact resume with its metrics."""
 
 from __future__ import annotations
+
+import csv
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -65,6 +68,12 @@ def test_cli_end_to_end_and_policy(tmp_path) -> None:
     assert len(load(out)) == 12
     ckpt = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)
     assert ckpt["config"]["total_steps"] == 12 and ckpt["config"]["agent"]["num_critics"] == 3
+    # the saved config.yaml is a preset that gives back the same configuration
+    from pyseqrl.algos.runs import parse_config
+
+    again = parse_config(SACConfig, ["--config", str(tmp_path / "run" / "config.yaml")], "")
+    assert again == SACConfig(**{**ckpt["config"], "agent": AgentConfig(**{**ckpt["config"]["agent"],
+                                                                               "hidden_dims": (16, 16)})})
     policy = SACPolicy.from_checkpoint(tmp_path / "run" / "checkpoint.pt")
     a = policy.act(np.zeros((5, 3), np.float32))
     assert a.shape == (5, 1) and (np.abs(a) <= 2.0).all()
@@ -80,29 +89,35 @@ def test_cli_end_to_end_and_policy(tmp_path) -> None:
     assert len(res.returns) == 2 and np.isfinite(res.mean_return)
 
 
-def test_exact_resume(tmp_path) -> None:
-    def cfg(run: str, total: int, resume: bool = False) -> SACConfig:
-        return SACConfig(
-            env_id="Pendulum-v1",
-            total_steps=total,
-            learning_starts=5,
-            utd=2,
-            num_envs=2,
-            batch_size=8,
-            buffer_size=200,
-            agent=TINY,
-            checkpoint_every=7,
-            eval_every=0,
-            log_every=3,
-            progress=False,
-            tensorboard=False,
-            run_dir=str(tmp_path / run),
-            resume=resume,
-        )
+def metric_rows(run_dir: Path) -> list[dict[str, str]]:
+    """The rows of a run's metrics.csv without the wall-clock columns."""
+    with open(run_dir / "metrics.csv", newline="") as f:
+        return [{k: v for k, v in row.items() if not k.startswith("time/")} for row in csv.DictReader(f)]
 
-    full = train_sac(cfg("full", 14))
-    train_sac(cfg("part", 7))
-    part = train_sac(cfg("part", 14, resume=True))
+
+def tensorboard_steps(run_dir: Path, tag: str) -> list[int]:
+    """Steps of the TensorBoard scalars ``tag`` as TensorBoard shows them (events purged on resume dropped)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run_dir / "tb"))
+    events.Reload()
+    return [e.step for e in events.Scalars(tag)]
+
+
+def test_exact_resume_keeps_the_metrics_at_the_checkpoint_step(tmp_path) -> None:
+    """Log and checkpoint periods coincide (as the defaults 1,000 and 50,000 always do): the rows logged at the
+    checkpoint step survive the resume, in metrics.csv and in TensorBoard, and a finished run re-run with
+    --resume is left as it was."""
+    pytest.importorskip("tensorboard")
+
+    def cfg(run: str, total: int) -> SACConfig:
+        return SACConfig(env_id="Pendulum-v1", total_steps=total, learning_starts=5, utd=2, num_envs=2,
+                         batch_size=8, buffer_size=200, agent=TINY, checkpoint_every=6, eval_every=0, log_every=3,
+                         progress=False, tensorboard=True, run_dir=str(tmp_path / run))
+
+    full = train_sac(cfg("full", 12))
+    train_sac(cfg("part", 6))
+    part = train_sac(cfg("part", 12))  # resume is the default
     for k, v in full.agent.state_dict().items():
         torch.testing.assert_close(part.agent.state_dict()[k], v, rtol=0, atol=0, msg=k)
     full_ck = torch.load(tmp_path / "full" / "checkpoint.pt", weights_only=False)
@@ -110,6 +125,21 @@ def test_exact_resume(tmp_path) -> None:
     for k in ("actor_optim", "critic_optim"):
         for a, b in zip(full_ck["agent"][k]["state"].values(), part_ck["agent"][k]["state"].values()):
             torch.testing.assert_close(a["exp_avg"], b["exp_avg"], rtol=0, atol=0)
+    rows = metric_rows(tmp_path / "part")
+    assert [int(r["step"]) for r in rows] == [3, 6, 9, 12]
+    assert rows == metric_rows(tmp_path / "full")
+    assert tensorboard_steps(tmp_path / "part", "critic/td_loss") == [6, 9, 12]  # updates start after step 5
+    assert part.episode_returns == full.episode_returns
+    # re-running the finished command changes nothing: no row is dropped, no step is taken
+    before = (tmp_path / "part" / "metrics.csv").read_text()
+    again = train_sac(cfg("part", 12))
+    assert (tmp_path / "part" / "metrics.csv").read_text() == before
+    assert again.agent.num_updates == part.agent.num_updates
+    assert tensorboard_steps(tmp_path / "part", "critic/td_loss") == [6, 9, 12]
+    # --no-resume starts over
+    fresh = train_sac(SACConfig(**{**cfg("part", 6).__dict__, "resume": False}))
+    assert [int(r["step"]) for r in metric_rows(tmp_path / "part")] == [3, 6]
+    assert fresh.agent.num_updates < part.agent.num_updates
 
 
 def test_export_actor_round_trip_and_bad_checkpoint(tmp_path) -> None:

@@ -7,12 +7,13 @@ CQL (Kumar et al. 2020) adds to the SAC critic loss, for every critic ``i``,
 where the log-sum-exp runs over ``n`` uniform random actions and ``n`` policy actions at ``s`` and at ``s'``
 (with importance weights). Cal-QL (Nakamoto et al. 2023) calibrates it: the policy actions' Q-values inside
 the log-sum-exp are clipped from below by the Monte-Carlo return of the data, ``max(Q_i(s, a_pi), G(s))``,
-with ``G = returns_to_go(reward_scale * r + reward_bias, gamma)``, so the regulariser never pushes Q below a
-return the behaviour policy already achieved. The resulting checkpoint is what ``pyseqrl train wsrl``
-fine-tunes.
+with ``G`` the discounted return of ``reward_scale * r + reward_bias`` to the end of the episode, so the
+regulariser never pushes Q below a return the behaviour policy already achieved. Both use CQL's max-target
+backup by default (``agent.max_target_backup``, official ``cql_config.py``). The resulting checkpoint is what
+``pyseqrl train wsrl`` fine-tunes.
 
 Example:
-    pyseqrl train calql --dataset data/hopper-medium.h5 --steps 1000000 --run-dir runs/calql_hopper
+    pyseqrl train calql --config configs/wsrl/cql_hopper.yaml --dataset data/hopper-medium.h5
 """
 
 from __future__ import annotations
@@ -28,7 +29,10 @@ import torch
 from tqdm.auto import tqdm
 
 from pyseqrl.algos.rl_agent import AgentConfig, Batch, SACAgent
-from pyseqrl.algos.runs import RunOptions, parse_config
+from pyseqrl.algos.rl_online import evaluate_actor
+from pyseqrl.algos.runs import RunOptions, checkpoint_path, due, open_logger, open_run, parse_config
+from pyseqrl.data import EpisodeDataset, load
+from pyseqrl.envs import make
 from pyseqrl.utils.checkpoint import rng_state, save_torch, set_rng_state
 
 log = logging.getLogger(__name__)
@@ -36,7 +40,7 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class CQLConfig:
-    """The CQL / Cal-QL regulariser."""
+    """The CQL / Cal-QL regulariser (defaults: official cql_config.py, with Cal-QL's bound on)."""
 
     calql: bool = True
     """clip the policy actions' Q-values from below by Monte-Carlo returns (Cal-QL); False: plain CQL"""
@@ -59,65 +63,46 @@ class CalQLConfig(RunOptions):
     env_id: str | None = None
     """environment for evaluation; default: the dataset's metadata env_id"""
     steps: int = 1_000_000
-    """gradient steps"""
+    """gradient steps (official finetune.py num_offline_steps; its locomotion scripts use 250k with CQL)"""
     batch_size: int = 256
     """minibatch size"""
     seed: int = 0
     """seed of networks and sampling"""
     cql: CQLConfig = field(default_factory=CQLConfig)
     """the regulariser"""
-    agent: AgentConfig = field(default_factory=lambda: AgentConfig(backup_entropy=False, actor_lr=1e-4))
-    """networks and SAC losses (Cal-QL uses no entropy backup and actor lr 1e-4)"""
+    agent: AgentConfig = field(default_factory=lambda: AgentConfig(max_target_backup=True))
+    """networks and SAC losses (official cql_config.py: max-target backup, no entropy backup)"""
     run_dir: str = "runs/calql"
-    """where metrics, config and checkpoint.pt go"""
-    eval_every: int = 50_000
-    """evaluate every this many steps (0: never); needs pyseqrl.evaluation and an env id"""
+    """where config.yaml, metrics.csv, tb/ and checkpoint.pt go"""
+    log_every: int = 5000
+    """log training metrics every this many steps (official finetune.py log_interval)"""
+    eval_every: int = 20_000
+    """evaluate every this many steps and at the end (0: never; needs an env id; official eval_interval)"""
+    eval_episodes: int = 20
+    """episodes per evaluation (official n_eval_trajs)"""
+    checkpoint_every: int = 100_000
+    """checkpoint every this many steps and at the end (official save_interval)"""
 
 
-def offline_transitions(
-    ds: Any, gamma: float, reward_scale: float = 1.0, reward_bias: float = 0.0
-) -> dict[str, torch.Tensor]:
-    """The transitions of an EpisodeDataset with their Monte-Carlo returns, as torch tensors.
+def offline_data(ds: EpisodeDataset, gamma: float, reward_scale: float = 1.0,
+                 reward_bias: float = 0.0) -> dict[str, torch.Tensor]:
+    """The Q-learning transitions of a dataset (:meth:`EpisodeDataset.transitions`) with their Monte-Carlo
+    returns, as torch tensors.
 
-    A step ``t`` of an episode is a transition when its next observation is known (stored in
-    ``ds.next_observations``, or the observation ``t + 1`` of the same episode) or it is terminal.
-    ``mc_returns`` is ``pyseqrl.returns_to_go(reward_scale * r + reward_bias, episode_ends, gamma)`` at ``t``:
-    the discounted return of the rest of the episode as the data recorded it.
+    ``mc_returns`` is the discounted return of ``reward_scale * r + reward_bias`` from each step to the end of
+    its episode as the data recorded it, computed from the dataset's returns-to-go:
+    ``reward_scale * G_t + reward_bias * (1 - gamma^(T - t)) / (1 - gamma)``.
 
     Returns:
-        observations f32[M,S], actions f32[M,A], rewards f32[M] (unscaled), next_observations f32[M,S],
-        terminals f32[M], mc_returns f32[M].
+        observations f32[M,S], actions f32[M,A], rewards f32[M] (unscaled: the agent scales them),
+        next_observations f32[M,S], terminals f32[M], mc_returns f32[M].
     """
-    import pyseqrl
-
-    obs = np.asarray(ds.observations, np.float32)
-    n = len(obs)
-    rewards = np.asarray(ds.rewards, np.float32)
-    terminals = np.asarray(ds.terminals, bool)
-    ends = np.asarray(ds.episode_ends, np.int64)
-    mc = np.asarray(
-        pyseqrl.returns_to_go(reward_scale * rewards + np.float32(reward_bias), ends, gamma), np.float32
-    )
-    last = np.zeros(n, bool)
-    last[ends - 1] = True  # last step of each episode
-    if ds.next_observations is not None:
-        next_obs = np.asarray(ds.next_observations, np.float32)
-        valid = np.ones(n, bool)
-    else:
-        next_obs = np.empty_like(obs)
-        next_obs[:-1] = obs[1:]
-        next_obs[last] = obs[last]  # only used where terminal (then it is multiplied by 0)
-        valid = ~last | terminals
-    idx = np.flatnonzero(valid)
-    out = {
-        "observations": obs[idx],
-        "actions": np.asarray(ds.actions, np.float32)[idx],
-        "rewards": rewards[idx],
-        "next_observations": next_obs[idx],
-        "terminals": terminals[idx].astype(np.float32),
-        "mc_returns": mc[idx],
-    }
-    return {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in out.items()}
+    t = ds.transitions()
+    step = t.pop("step_index")  # int64 [M]: the dataset step of each transition
+    remaining = (ds.episode_ends[ds.episode_index()] - np.arange(len(ds)))[step]  # steps to the episode end
+    bias_return = remaining if gamma == 1.0 else (1.0 - gamma ** remaining.astype(np.float64)) / (1.0 - gamma)
+    t["mc_returns"] = reward_scale * ds.returns_to_go(gamma)[step] + reward_bias * bias_return
+    return {k: torch.from_numpy(np.ascontiguousarray(v, dtype=np.float32)) for k, v in t.items()}
 
 
 def cql_regularizer(cfg: CQLConfig) -> Callable[[SACAgent, Batch, torch.Tensor], tuple[torch.Tensor, dict]]:
@@ -166,54 +151,28 @@ def cql_regularizer(cfg: CQLConfig) -> Callable[[SACAgent, Batch, torch.Tensor],
     return regularizer
 
 
-def train_calql(cfg: CalQLConfig, dataset: Any = None) -> SACAgent:
+def train_calql(cfg: CalQLConfig, dataset: EpisodeDataset | None = None) -> SACAgent:
     """Pretrain an agent offline; writes ``<run_dir>/checkpoint.pt`` (the input of ``pyseqrl train wsrl``).
 
     Args:
         cfg: the configuration.
         dataset: an EpisodeDataset to use instead of loading ``cfg.dataset``.
     """
-    from pyseqrl.algos.rl_online import try_evaluate
-    from pyseqrl.utils.logger import RunLogger
-
     if dataset is None:
         if not cfg.dataset:
-            raise ValueError(
-                "CalQLConfig.dataset is empty: pass --dataset PATH (or a dataset to train_calql)"
-            )
-        from pyseqrl.data import load
-
+            raise ValueError("CalQLConfig.dataset is empty: pass --dataset PATH (or a dataset to train_calql)")
         dataset = load(cfg.dataset)
     env_id = cfg.env_id or (dataset.metadata or {}).get("env_id")
-    run_dir, ckpt_path, state = cfg.open_run()
+    run_dir, state = open_run(cfg)
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)
 
     a = cfg.agent
-    data = offline_transitions(dataset, a.gamma, a.reward_scale, a.reward_bias)
+    data = offline_data(dataset, a.gamma, a.reward_scale, a.reward_bias)
     m = len(data["rewards"])
     if m == 0:
         raise ValueError("the dataset has no usable transition (every episode is a single non-terminal step)")
-    act = data["actions"]
-    low, high = act.amin(0).numpy(), act.amax(0).numpy()
-    bounds = (
-        np.minimum(low, -1.0),
-        np.maximum(high, 1.0),
-    )  # MuJoCo boxes are [-1, 1]; wider data widens them
-    if env_id is not None:
-        try:
-            from pyseqrl.envs import make
-
-            env = make(env_id, 1, seed=0)
-            bounds = (env.action_low, env.action_high)
-            env.close()
-        except Exception as e:  # noqa: BLE001 -- env not installed: fall back on the data's range
-            log.warning(
-                "could not create %s to read its action bounds (%s); using [-1, 1] / the data range",
-                env_id,
-                e,
-            )
-    agent = SACAgent(dataset.observation_dim, dataset.action_dim, a, *bounds)
+    agent = SACAgent(dataset.observation_dim, dataset.action_dim, a, *action_bounds(env_id, data["actions"]))
     regularizer = cql_regularizer(cfg.cql)
     gen = torch.Generator().manual_seed(cfg.seed)
 
@@ -223,44 +182,45 @@ def train_calql(cfg: CalQLConfig, dataset: Any = None) -> SACAgent:
         set_rng_state(state["rng"])
         gen.set_state(state["sampler_rng"])
         start = int(state["step"])
-        log.info("resumed %s at step %d", ckpt_path, start)
-    logger = RunLogger(run_dir, tensorboard=cfg.tensorboard, resume_step=start if start else None)
-
-    def save(step: int) -> None:
-        save_torch(
-            {
-                "step": step,
-                "agent": agent.full_state_dict(),
-                "rng": rng_state(),
-                "sampler_rng": gen.get_state(),
-                "config": asdict(cfg),
-                "env_id": env_id,
-                "algo": "sac",  # the policy scheme: a SAC actor
-                "method": "calql" if cfg.cql.calql else "cql",
-            },
-            ckpt_path,
-        )
+        log.info("resumed %s at step %d", checkpoint_path(cfg), start)
+    logger = open_logger(cfg, start if state is not None else None)
 
     metrics: dict[str, Any] = {}
-    for step in tqdm(
-        range(start, cfg.steps), initial=start, total=cfg.steps, disable=not cfg.progress, desc="calql"
-    ):
+    for step in tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, disable=not cfg.progress, desc="calql"):
+        # ---- sample, TD + CQL/Cal-QL loss, actor and temperature
         idx = torch.randint(m, (cfg.batch_size,), generator=gen)
         batch = {k: v[idx] for k, v in data.items()}
         metrics.update(agent.update_critic(batch, regularizer))
         metrics.update(agent.update_actor(batch))
+        # ---- log, evaluate, checkpoint
         done = step + 1
-        if done % cfg.log_every == 0:
+        if due(done, cfg.log_every, cfg.steps):
             logger.log(done, {k: float(v) for k, v in metrics.items()})
-        if cfg.eval_every and env_id and (done % cfg.eval_every == 0 or done == cfg.steps):
-            ev = try_evaluate(agent, env_id, cfg.eval_episodes, cfg.seed + done)
-            if ev:
-                logger.log(done, ev)
-                log.info("step %d: %s", done, ", ".join(f"{k}={v:.4g}" for k, v in ev.items()))
-        if (cfg.checkpoint_every and done % cfg.checkpoint_every == 0) or done == cfg.steps:
-            save(done)
+        if cfg.eval_every and env_id and due(done, cfg.eval_every, cfg.steps):
+            ev = evaluate_actor(agent, env_id, cfg.eval_episodes, cfg.seed, done)
+            logger.log(done, ev)
+            log.info("step %d: %s", done, ", ".join(f"{k}={v:.4g}" for k, v in ev.items()))
+        if due(done, cfg.checkpoint_every, cfg.steps):
+            save_torch({"step": done, "agent": agent.full_state_dict(), "rng": rng_state(),
+                        "sampler_rng": gen.get_state(), "config": asdict(cfg), "env_id": env_id,
+                        "algo": "sac",  # the policy scheme: a SAC actor
+                        "method": "calql" if cfg.cql.calql else "cql"}, checkpoint_path(cfg))
     logger.close()
     return agent
+
+
+def action_bounds(env_id: str | None, actions: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """The action box of ``env_id``; without an environment, ``[-1, 1]`` widened to the data's range."""
+    if env_id is not None:
+        try:
+            env = make(env_id, 1, seed=0)
+        except Exception as e:  # noqa: BLE001 -- env not installed: fall back on the data's range
+            log.warning("could not create %s to read its action bounds (%s); using [-1, 1] / the data range",
+                        env_id, e)
+        else:
+            env.close()
+            return env.action_low, env.action_high
+    return np.minimum(actions.amin(0).numpy(), -1.0), np.maximum(actions.amax(0).numpy(), 1.0)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,9 +1,9 @@
 """Online SAC from scratch with a critic ensemble: ``pyseqrl train sac``.
 
-Random actions for ``learning_starts`` steps, then SAC with ``utd`` critic updates per environment step (see
-:mod:`pyseqrl.algos.rl_agent` for the losses and :mod:`pyseqrl.algos.rl_online` for the loop). The run can
-also hand back everything it collected as an EpisodeDataset (:func:`sac_replay_dataset`), which is how D4RL
-built its "medium-replay" datasets.
+Uniform random actions for ``learning_starts`` steps, then SAC with ``utd`` critic updates per collected
+transition (see :mod:`pyseqrl.algos.rl_agent` for the losses). The run can also hand back everything it
+collected as an EpisodeDataset (:func:`sac_replay_dataset`), which is how D4RL built its "medium-replay"
+datasets.
 
 Example:
     pyseqrl train sac --env-id Hopper-v4 --total-steps 300000 --agent.num-critics 2 --run-dir runs/sac_hopper
@@ -12,22 +12,31 @@ Example:
 from __future__ import annotations
 
 import logging
+import tempfile
+import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
-from pyseqrl.algos.rl_agent import AgentConfig, SACAgent
+from pyseqrl import ReplayBuffer
+from pyseqrl.algos.rl_agent import AgentConfig, SACAgent, SACPolicy
 from pyseqrl.algos.rl_online import (
-    EnvCollector,
-    OnlineLoop,
-    numpy_to_batch,
-    random_actions,
-    restore_loop_state,
+    evaluate_actor,
+    make_runner,
+    mean_last,
+    online_state,
+    restore_online,
+    sample_batches,
 )
-from pyseqrl.algos.runs import RunOptions, parse_config
+from pyseqrl.algos.runs import RunOptions, checkpoint_path, due, open_logger, open_run, parse_config
+from pyseqrl.data import EpisodeDataset
+from pyseqrl.policies import RandomPolicy
+from pyseqrl.rollout import episodes_from_transitions
+from pyseqrl.utils.checkpoint import save_torch
 
 log = logging.getLogger(__name__)
 
@@ -48,10 +57,11 @@ class SACConfig(RunOptions):
     """vectorised steps of uniform random actions before the first update"""
     utd: int = 1
     """critic updates per collected transition (update-to-data ratio)"""
-    actor_every_update: bool = False
-    """update the actor after every critic update instead of once per transition"""
+    actor_update: Literal["all", "last", "every"] = "all"
+    """actor/temperature steps per UTD round: one on all its minibatches together (official WSRL), one on the
+    last (REDQ), or one after every critic step (d3rlpy, CleanRL); the same at UTD 1"""
     batch_size: int = 256
-    """minibatch size"""
+    """minibatch size of each critic update"""
     buffer_size: int = 1_000_000
     """replay buffer capacity (transitions)"""
     agent: AgentConfig = field(default_factory=AgentConfig)
@@ -59,7 +69,7 @@ class SACConfig(RunOptions):
     backend: str = "auto"
     """environment backend: auto, envpool, gymnasium"""
     run_dir: str = "runs/sac"
-    """where metrics, config and checkpoint.pt go"""
+    """where config.yaml, metrics.csv, tb/ and checkpoint.pt go"""
     stop_return: float | None = None
     """stop once the mean return of the last 10 training episodes reaches this"""
     save_replay: str | None = None
@@ -84,85 +94,93 @@ def train_sac(cfg: SACConfig, record_episodes: bool = False) -> SACResult:
         cfg: the configuration.
         record_episodes: keep every transition and return it as ``result.replay`` (an EpisodeDataset).
     """
-    import pyseqrl
-    from pyseqrl.utils.logger import RunLogger
-
-    run_dir, ckpt_path, state = cfg.open_run()
+    run_dir, state = open_run(cfg)
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)
-
-    record = record_episodes or cfg.save_replay is not None
-    collector = EnvCollector(cfg.env_id, cfg.num_envs, cfg.seed, cfg.backend, record_episodes=record)
-    env = collector.env
+    runner = make_runner(cfg.env_id, cfg.num_envs, cfg.seed, cfg.backend)
+    env = runner.env
     agent = SACAgent(env.observation_dim, env.action_dim, cfg.agent, env.action_low, env.action_high)
-    buffer = pyseqrl.ReplayBuffer(
+    buffer = ReplayBuffer(
         cfg.buffer_size, obs_shape=(env.observation_dim,), action_shape=(env.action_dim,), seed=cfg.seed
     )
-    start, returns = 0, []
+    explore = RandomPolicy(env.action_low, env.action_high, seed=cfg.seed)  # before learning_starts
+    learner = SACPolicy(agent.actor, deterministic=False)  # the current policy, sampled
+    record = record_episodes or cfg.save_replay is not None
+    recorded: list[dict[str, Any]] = []  # episodes cut at the last checkpoint
+    chunks: list[Any] = []  # transitions since then
+    start, returns, end = 0, [], cfg.total_steps
     if state is not None:
-        start, returns = restore_loop_state(state, agent, collector)
-        buffer.load_state_dict(state["buffer"])
-        log.info("resumed %s at step %d", ckpt_path, start)
-    logger = RunLogger(run_dir, tensorboard=cfg.tensorboard, resume_step=start if state is not None else None)
+        start, returns = restore_online(state, agent, buffer)
+        explore.rng.bit_generator.state = state["explore_rng"]
+        recorded = list(state["recorded_episodes"] or [])
+        end = start if state["stopped"] else end  # a run stopped by stop_return is finished
+        runner.env.close()
+        runner = make_runner(cfg.env_id, cfg.num_envs, cfg.seed, cfg.backend, step=start)
+        log.info("resumed %s at step %d", checkpoint_path(cfg), start)
+    logger = open_logger(cfg, start if state is not None else None)
 
-    def add(t: dict[str, np.ndarray]) -> None:
-        if len(t["rewards"]):
-            buffer.add(t["observations"], t["actions"], t["rewards"], t["next_observations"], t["terminated"])
+    metrics: dict[str, Any] = {}
+    clock, clock_step = time.perf_counter(), start
+    for step in tqdm(range(start, end), initial=start, total=cfg.total_steps, desc="sac", disable=not cfg.progress,
+                     dynamic_ncols=True):
+        # ---- act and step the environments: random actions first, then the learner's samples
+        t = runner.step(explore if step < cfg.learning_starts else learner)
+        if len(t):
+            buffer.add(t.observations, t.actions, t.rewards, t.next_observations, t.terminated)
+        returns += t.episode_returns.tolist()
+        if record:
+            chunks.append(t)
 
-    loop = OnlineLoop(
-        agent=agent,
-        collector=collector,
-        add=add,
-        sample_batch=lambda: numpy_to_batch(buffer.sample(cfg.batch_size)),
-        warmup_act=random_actions(env.action_low, env.action_high),
-        total_steps=cfg.total_steps,
-        warmup_steps=cfg.learning_starts,
-        utd=cfg.utd,
-        actor_every_update=cfg.actor_every_update,
-        log_every=cfg.log_every,
-        eval_every=cfg.eval_every,
-        eval_episodes=cfg.eval_episodes,
-        checkpoint_every=cfg.checkpoint_every,
-        checkpoint_path=ckpt_path,
-        checkpoint_extra=lambda: {
-            "buffer": buffer.state_dict(),
-            "config": asdict(cfg),
-            "env_id": cfg.env_id,
-            "algo": "sac",
-            "method": "sac",
-        },
-        logger=logger,
-        stop_return=cfg.stop_return,
-        seed=cfg.seed,
-        progress=cfg.progress,
-    )
-    returns = loop.run(start, returns)
+        # ---- update: a UTD round per collected transition, none before learning_starts
+        if step >= cfg.learning_starts:
+            for _ in range(len(t)):
+                metrics = agent.update(sample_batches(buffer, cfg.batch_size, cfg.utd), cfg.actor_update)
+
+        # ---- log, evaluate, checkpoint
+        done = step + 1
+        stop = cfg.stop_return is not None and len(returns) >= 10 and mean_last(returns) >= cfg.stop_return
+        last = done if stop else cfg.total_steps
+        if stop:
+            log.info("step %d: mean return of the last 10 episodes reached %.1f, stopping", done, cfg.stop_return)
+        if due(done, cfg.log_every, last):
+            now = time.perf_counter()
+            row = {k: float(v) for k, v in metrics.items()}
+            row["time/env_steps_per_s"] = (done - clock_step) * cfg.num_envs / max(now - clock, 1e-9)
+            if returns:
+                row["train/episode_return"] = mean_last(returns)
+            logger.log(done, row)
+            clock, clock_step = now, done
+        if cfg.eval_every and due(done, cfg.eval_every, last):
+            ev = evaluate_actor(agent, cfg.env_id, cfg.eval_episodes, cfg.seed, done)
+            logger.log(done, ev)
+            log.info("step %d: %s", done, ", ".join(f"{k}={v:.4g}" for k, v in ev.items()))
+        if due(done, cfg.checkpoint_every, last):
+            runner.env.close()  # checkpoints cut the running episodes and re-create the environments
+            runner = make_runner(cfg.env_id, cfg.num_envs, cfg.seed, cfg.backend, step=done)
+            if record:
+                recorded += episodes_from_transitions(chunks, cut_unfinished=True)[0]
+                chunks = []
+            save_torch(online_state(done, agent, buffer, returns, explore_rng=explore.rng.bit_generator.state,
+                                    recorded_episodes=recorded if record else None, stopped=stop,
+                                    config=asdict(cfg), env_id=cfg.env_id, algo="sac", method="sac"),
+                       checkpoint_path(cfg))
+        if stop:
+            break
     logger.close()
+    runner.env.close()
+
     replay = None
     if record:
-        from pyseqrl.data import EpisodeDataset
-
+        episodes = recorded + episodes_from_transitions(chunks, cut_unfinished=True)[0]
         replay = EpisodeDataset.from_episodes(
-            collector.episodes(include_running=True),
-            metadata={
-                "env_id": cfg.env_id,
-                "policy": "sac-replay",
-                "seed": cfg.seed,
-                "steps": cfg.total_steps,
-            },
+            episodes,
+            metadata={"env_id": cfg.env_id, "policy": "sac-replay", "seed": cfg.seed, "steps": cfg.total_steps},
         )
         if cfg.save_replay is not None:
             replay.save(cfg.save_replay)
-            log.info(
-                "wrote %d transitions (%d episodes) to %s", len(replay), replay.num_episodes, cfg.save_replay
-            )
-    collector.close()
+            log.info("wrote %d transitions (%d episodes) to %s", len(replay), replay.num_episodes, cfg.save_replay)
     if returns:
-        log.info(
-            "SAC finished: %d episodes, mean return of the last 10: %.1f",
-            len(returns),
-            np.mean(returns[-10:]),
-        )
+        log.info("SAC finished: %d episodes, mean return of the last 10: %.1f", len(returns), mean_last(returns))
     return SACResult(agent=agent, episode_returns=returns, replay=replay)
 
 
@@ -178,47 +196,36 @@ def sac_replay_dataset(
         stop_return: stop once the mean return of the last 10 training episodes reaches this (D4RL's
             medium-replay stops at the medium policy's level).
         **overrides: other :class:`SACConfig` fields (e.g. ``backend``, ``progress``, ``run_dir``). Unless given:
-            classic SAC with 2 critics, no evaluation, checkpoints in a temporary directory.
+            SAC with 2 critics, no evaluation, a new run (no resume), checkpoints in a temporary directory.
 
     Returns:
         An ``EpisodeDataset`` with metadata ``env_id``, ``policy="sac-replay"``, ``seed``.
     """
-    import tempfile
-
     overrides.setdefault("progress", False)
     overrides.setdefault("eval_every", 0)
     overrides.setdefault("tensorboard", False)
+    overrides.setdefault("resume", False)
     overrides.setdefault("agent", AgentConfig(num_critics=2))
     with tempfile.TemporaryDirectory(prefix="pyseqrl_sac_") as tmp:
         overrides.setdefault("run_dir", tmp)
-        cfg = replace(
-            SACConfig(),
-            env_id=env_id,
-            total_steps=total_steps,
-            seed=seed,
-            stop_return=stop_return,
-            **overrides,
-        )
+        cfg = replace(SACConfig(), env_id=env_id, total_steps=total_steps, seed=seed, stop_return=stop_return,
+                      **overrides)
         return train_sac(cfg, record_episodes=True).replay
 
 
 def load_policy(argument: str, env: Any = None, deterministic: bool = True, **_: Any) -> Any:
     """The ``sac:<checkpoint>`` policy scheme of :func:`pyseqrl.policies.load_policy`: the actor of any
     ``pyseqrl train sac|calql|wsrl`` checkpoint (or of a file in ``pyseqrl/assets/policies``)."""
-    from pyseqrl.algos.rl_agent import SACPolicy
-
     return SACPolicy.from_checkpoint(argument, deterministic=deterministic)
 
 
 def main(argv: list[str] | None = None) -> int:
     """``pyseqrl train sac [options]``."""
-    cfg = parse_config(
-        SACConfig, argv, __doc__.split("\n\n")[0] + " (YAML presets: --config configs/wsrl/*.yaml)"
-    )
+    cfg = parse_config(SACConfig, argv, __doc__.split("\n\n")[0] + " (YAML presets: --config configs/wsrl/*.yaml)")
     result = train_sac(cfg)
     if result.episode_returns:
         print(
             f"episodes: {len(result.episode_returns)}, mean return of the last 10: "
-            f"{np.mean(result.episode_returns[-10:]):.1f}; checkpoint: {Path(cfg.run_dir) / 'checkpoint.pt'}"
+            f"{mean_last(result.episode_returns):.1f}; checkpoint: {Path(cfg.run_dir) / 'checkpoint.pt'}"
         )
     return 0

@@ -1,45 +1,55 @@
 """WSRL (Zhou et al. 2024): online SAC fine-tuning of an offline-pretrained agent with no offline data.
 
-``pyseqrl train wsrl --checkpoint runs/calql/checkpoint.pt`` loads a Cal-QL/CQL checkpoint, collects
-``warmup_steps`` environment steps with the **frozen** pretrained policy into an **empty** replay buffer (no
-update during the warmup), then runs SAC at ``utd`` critic updates per step on online data only.
+``pyseqrl train wsrl --checkpoint runs/cql/checkpoint.pt`` loads a Cal-QL/CQL checkpoint, collects
+``warmup_steps`` environment steps with the pretrained policy into an **empty** replay buffer (no update during
+the warmup), then runs SAC at ``utd`` critic updates per step on online data only.
 
 ``--mode`` switches to the baselines, everything else unchanged:
 
 * ``wsrl``                 warmup with the pretrained policy, online data only (the method);
-* ``no_warmup``            online data only, updates from the first step;
-* ``keep_offline_append``  the offline transitions are put in the online replay buffer (Cal-QL-style
-  fine-tuning);
-* ``keep_offline_mixed``   every batch is half offline, half online (RLPD-style symmetric sampling);
-* ``scratch``              a fresh agent, ``warmup_steps`` of random actions, then SAC (no pretraining at
-  all).
+* ``no_warmup``            online data only, updates as soon as the buffer holds one round's worth of data;
+* ``keep_offline_append``  the offline transitions are put in the online replay buffer first;
+* ``keep_offline_mixed``   every UTD round draws ``offline_ratio`` of its transitions from the offline data
+  (RLPD-style; see ``--mix``);
+* ``scratch``              a fresh agent (``--agent.*``), ``warmup_steps`` with its untrained policy, then SAC
+  (no pretraining at all).
 
-At the switch from warmup to learning, the Q-values of the critics on the warmup data and the policy's actions
-are logged (``switch/*``), as are the returns of the first online episodes, which show whether the agent
-unlearns.
+No mode updates before the buffer holds ``min_buffer`` online transitions (by default one UTD round's worth of
+online data, as the official code). At the switch from the update-free phase to learning, the Q-values of the
+critics on the collected data and of the policy's actions are logged (``switch/*``), as are the returns of the
+first online episodes, which show whether the agent unlearns. ``docs/WSRL.md`` compares every mode with the
+official implementation.
 """
 
 from __future__ import annotations
 
-import copy
 import logging
+import math
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
-from pyseqrl.algos.rl_agent import AgentConfig, Batch, SACAgent
+from pyseqrl import ReplayBuffer
+from pyseqrl.algos.rl_agent import AgentConfig, Batch, SACAgent, SACPolicy
 from pyseqrl.algos.rl_online import (
-    EnvCollector,
-    OnlineLoop,
-    numpy_to_batch,
-    random_actions,
-    restore_loop_state,
+    evaluate_actor,
+    make_runner,
+    mean_last,
+    online_state,
+    restore_online,
+    sample_batches,
+    split,
+    to_batch,
 )
-from pyseqrl.algos.runs import RunOptions, parse_config
-from pyseqrl.utils.checkpoint import load_torch
+from pyseqrl.algos.runs import RunOptions, checkpoint_path, due, open_logger, open_run, parse_config
+from pyseqrl.data import load
+from pyseqrl.policies import RandomPolicy
+from pyseqrl.utils.checkpoint import load_torch, save_torch
 
 log = logging.getLogger(__name__)
 
@@ -48,40 +58,70 @@ MODES = ("wsrl", "no_warmup", "keep_offline_append", "keep_offline_mixed", "scra
 
 @dataclass
 class WSRLConfig(RunOptions):
-    """WSRL online fine-tuning and its baselines."""
+    """WSRL online fine-tuning and its baselines (defaults: the official locomotion runs)."""
 
     checkpoint: str = ""
-    """offline checkpoint written by `pyseqrl train calql` (not needed for --mode scratch)"""
+    """offline checkpoint written by `pyseqrl train calql` (every mode but scratch)"""
     mode: Literal["wsrl", "no_warmup", "keep_offline_append", "keep_offline_mixed", "scratch"] = "wsrl"
     """the method or a baseline (see the module docstring)"""
     env_id: str | None = None
     """environment; default: the one of the checkpoint"""
     dataset: str | None = None
-    """offline dataset for the keep_offline_* baselines; default: the one the checkpoint was trained on"""
-    total_steps: int = 300_000
-    """online environment steps, warmup included"""
+    """[keep_offline_*] offline dataset; default: the one the checkpoint was trained on"""
+    total_steps: int = 500_000
+    """online environment steps, warmup included (official finetune.py num_online_steps)"""
     warmup_steps: int | None = None
-    """steps collected without updates; default 5000 for wsrl and scratch, 0 for the other baselines"""
+    """steps collected without updates; default 5000 for wsrl and scratch (official launch_wsrl_finetune.sh),
+    0 for keep_offline_* (official finetune.py); no_warmup: always 0"""
+    min_buffer: int | None = None
+    """online transitions collected before the first update; default utd * batch_size * (1 - offline_ratio of
+    keep_offline_mixed, else 0), the official finetune.py min_steps_to_update"""
     utd: int = 4
-    """critic updates per environment step (the actor is updated once per step)"""
-    actor_every_update: bool = False
-    """update the actor after every critic update instead of once per environment step"""
+    """critic updates per environment step (official launch_wsrl_finetune.sh --utd 4)"""
+    actor_update: Literal["all", "last", "every"] = "all"
+    """actor/temperature steps per UTD round: one on all its minibatches together (official update_high_utd),
+    one on the last (REDQ), or one after every critic step"""
     batch_size: int = 256
-    """minibatch size"""
-    buffer_size: int = 1_000_000
-    """online replay buffer capacity (keep_offline_append: also holds the offline data)"""
+    """minibatch of each critic update; a UTD round draws utd * batch_size transitions (official --batch_size
+    1024 at --utd 4)"""
+    buffer_size: int = 2_000_000
+    """online replay buffer capacity (keep_offline_append: also holds the offline data; official
+    replay_buffer_capacity)"""
     num_envs: int = 1
     """parallel environments"""
-    backup_entropy: bool = True
-    """subtract alpha * log pi in the online TD target (Cal-QL pretraining does not)"""
+    backup_entropy: bool | None = None
+    """subtract alpha * log pi in the online TD target of the loaded agent; default False (official
+    sac_config.py); --mode scratch: use --agent.backup-entropy"""
+    max_target_backup: bool | None = None
+    """online max-target backup of the loaded agent; default False (official locomotion_wsrl; CQL pretraining
+    uses it); --mode scratch: use --agent.max-target-backup"""
+    offline_ratio: float = 0.5
+    """[keep_offline_mixed] share of each UTD round drawn from the offline data (official launch_rlpd.sh)"""
+    mix: Literal["concat", "per_batch"] = "concat"
+    """[keep_offline_mixed] concat: the online and offline draws are concatenated, then cut into the UTD
+    minibatches, so at UTD > 1 a critic minibatch is all online or all offline (official finetune.py with
+    update_high_utd); per_batch: every critic minibatch has the offline share (RLPD's symmetric sampling)"""
+    scratch_warmup: Literal["policy", "uniform"] = "policy"
+    """[scratch] warmup actions from the fresh agent's own policy (official finetune.py without pretraining) or
+    uniform random actions"""
     agent: AgentConfig = field(default_factory=AgentConfig)
-    """networks and losses of --mode scratch (ignored otherwise: they come from the checkpoint)"""
+    """[scratch] networks and losses of the fresh agent (the other modes load them from the checkpoint)"""
+    first_episodes_to_log: int = 10
+    """how many episodes after the switch are logged one by one (switch/episode_return)"""
     seed: int = 0
     """seed of environments, sampling and (scratch) initialisation"""
     backend: str = "auto"
     """environment backend: auto, envpool, gymnasium"""
     run_dir: str = "runs/wsrl"
-    """where metrics, config and checkpoint.pt go"""
+    """where config.yaml, metrics.csv, tb/ and checkpoint.pt go"""
+    log_every: int = 5000
+    """log training metrics every this many steps (official finetune.py log_interval)"""
+    eval_every: int = 20_000
+    """evaluate every this many steps and at the end (0: never; official eval_interval)"""
+    eval_episodes: int = 20
+    """episodes per evaluation (official n_eval_trajs)"""
+    checkpoint_every: int = 100_000
+    """checkpoint every this many steps and at the end (official save_interval); running episodes are cut there"""
 
 
 @dataclass
@@ -94,166 +134,192 @@ class WSRLResult:
     episode_returns: list[float]
     """returns of the online episodes (warmup included), in order"""
     switch_metrics: dict[str, float]
-    """Q-values and returns at the end of the warmup"""
+    """Q-values and returns at the end of the update-free phase"""
+
+
+def check_mode_options(cfg: WSRLConfig) -> None:
+    """Reject the options that ``cfg.mode`` would ignore (a ValueError that names them)."""
+    default = WSRLConfig()
+    offline = cfg.mode.startswith("keep_offline")
+    ignored = {
+        "--checkpoint": cfg.mode == "scratch" and bool(cfg.checkpoint),
+        "--dataset": not offline and cfg.dataset is not None,
+        "--offline-ratio": cfg.mode != "keep_offline_mixed" and cfg.offline_ratio != default.offline_ratio,
+        "--mix": cfg.mode != "keep_offline_mixed" and cfg.mix != default.mix,
+        "--warmup-steps": cfg.mode == "no_warmup" and bool(cfg.warmup_steps),
+        "--scratch-warmup": cfg.mode != "scratch" and cfg.scratch_warmup != default.scratch_warmup,
+        "--agent.* (the agent comes from --checkpoint)": cfg.mode != "scratch" and cfg.agent != default.agent,
+        "--backup-entropy (use --agent.backup-entropy)": cfg.mode == "scratch" and cfg.backup_entropy is not None,
+        "--max-target-backup (use --agent.max-target-backup)": cfg.mode == "scratch"
+        and cfg.max_target_backup is not None,
+    }
+    rejected = [name for name, bad in ignored.items() if bad]
+    if rejected:
+        raise ValueError(f"--mode {cfg.mode} does not use {', '.join(rejected)}")
+    if cfg.mode != "scratch" and not cfg.checkpoint:
+        raise ValueError(f"--mode {cfg.mode} needs --checkpoint (a `pyseqrl train calql` checkpoint)")
+    if not 0.0 <= cfg.offline_ratio < 1.0:
+        raise ValueError(f"offline_ratio must be in [0, 1), got {cfg.offline_ratio}")
 
 
 def train_wsrl(cfg: WSRLConfig) -> WSRLResult:
     """Fine-tune online (or run a baseline); see the module docstring."""
-    import pyseqrl
-    from pyseqrl.algos.calql import offline_transitions
-    from pyseqrl.utils.logger import RunLogger
-
     if cfg.mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {cfg.mode!r}")
-    offline_state = None
-    if cfg.mode != "scratch":
-        if not cfg.checkpoint:
-            raise ValueError(f"--mode {cfg.mode} needs --checkpoint (a `pyseqrl train calql` checkpoint)")
-        offline_state = load_torch(cfg.checkpoint)
-        if "agent" not in offline_state:
-            raise ValueError(f"{cfg.checkpoint!r} has no 'agent' entry: not a pyseqrl calql/sac checkpoint")
-    env_id = cfg.env_id or (offline_state or {}).get("env_id")
+    check_mode_options(cfg)
+    pretrained = None if cfg.mode == "scratch" else load_torch(cfg.checkpoint)
+    if pretrained is not None and "agent" not in pretrained:
+        raise ValueError(f"{cfg.checkpoint!r} has no 'agent' entry: not a pyseqrl calql/sac checkpoint")
+    env_id = cfg.env_id or (pretrained or {}).get("env_id")
     if not env_id:
         raise ValueError("no environment: pass --env-id (the checkpoint does not name one)")
-    warmup = (
-        cfg.warmup_steps if cfg.warmup_steps is not None else (5000 if cfg.mode in ("wsrl", "scratch") else 0)
-    )
+    warmup = 0 if cfg.mode == "no_warmup" else cfg.warmup_steps
+    if warmup is None:
+        warmup = 5000 if cfg.mode in ("wsrl", "scratch") else 0
+    offline_per_batch = int(cfg.batch_size * cfg.offline_ratio) if cfg.mode == "keep_offline_mixed" else 0
+    min_buffer = cfg.utd * (cfg.batch_size - offline_per_batch) if cfg.min_buffer is None else cfg.min_buffer
+    update_start = max(warmup, math.ceil(min_buffer / cfg.num_envs))  # first step that updates
 
-    run_dir, ckpt_path, resume_state = cfg.open_run()
+    run_dir, state = open_run(cfg)
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)
-
-    collector = EnvCollector(env_id, cfg.num_envs, cfg.seed, cfg.backend)
-    env = collector.env
-    if offline_state is None:  # ---- scratch: a fresh agent, random warmup actions
+    runner = make_runner(env_id, cfg.num_envs, cfg.seed, cfg.backend)
+    env = runner.env
+    if pretrained is None:  # ---- [scratch] a fresh agent
         agent = SACAgent(env.observation_dim, env.action_dim, cfg.agent, env.action_low, env.action_high)
-        warmup_act = random_actions(env.action_low, env.action_high)
-    else:  # ---- load the pretrained agent; the warmup acts with a frozen copy of its policy
-        agent = SACAgent.from_state_dict(offline_state["agent"], backup_entropy=cfg.backup_entropy)
+    else:  # ---- the pretrained agent (weights, temperature, optimizer states) with the online loss settings
+        agent = SACAgent.from_state_dict(
+            pretrained["agent"],
+            backup_entropy=bool(cfg.backup_entropy),
+            max_target_backup=bool(cfg.max_target_backup),
+        )
         if (agent.observation_dim, agent.action_dim) != (env.observation_dim, env.action_dim):
             raise ValueError(
                 f"checkpoint has (S, A) = {(agent.observation_dim, agent.action_dim)} but {env_id} has "
                 f"{(env.observation_dim, env.action_dim)}"
             )
-        frozen = copy.deepcopy(agent.actor).requires_grad_(False)
-
-        @torch.no_grad()
-        def warmup_act(obs: np.ndarray) -> np.ndarray:
-            return frozen(torch.from_numpy(obs))[0].numpy()
-
-    buffer = pyseqrl.ReplayBuffer(
+    buffer = ReplayBuffer(
         cfg.buffer_size, obs_shape=(env.observation_dim,), action_shape=(env.action_dim,), seed=cfg.seed
     )
+    learner = SACPolicy(agent.actor, deterministic=False)  # unchanged during the warmup: the pretrained policy
+    explore = RandomPolicy(env.action_low, env.action_high, seed=cfg.seed)  # [scratch] --scratch-warmup uniform
     offline: dict[str, torch.Tensor] | None = None
-    if cfg.mode.startswith("keep_offline"):  # ---- the baselines that keep the offline data
-        from pyseqrl.data import load
-
-        path = cfg.dataset or offline_state["config"].get("dataset")  # type: ignore[index]
+    if cfg.mode.startswith("keep_offline"):  # ---- [keep_offline] the baselines that keep the offline data
+        path = cfg.dataset or pretrained["config"].get("dataset")  # type: ignore[index]
         if not path:
             raise ValueError(f"--mode {cfg.mode} needs --dataset (the checkpoint does not name its dataset)")
-        offline = offline_transitions(load(path), agent.config.gamma)
-        offline.pop("mc_returns")
-        if cfg.mode == "keep_offline_append" and resume_state is None:
+        offline = {k: torch.from_numpy(np.ascontiguousarray(v, np.float32))
+                   for k, v in load(path).transitions().items() if k != "step_index"}
+        if cfg.mode == "keep_offline_append" and state is None:
             o = {k: v.numpy() for k, v in offline.items()}
-            buffer.add(
-                o["observations"], o["actions"], o["rewards"], o["next_observations"], o["terminals"] > 0
-            )
+            buffer.add(o["observations"], o["actions"], o["rewards"], o["next_observations"], o["terminals"] > 0)
     offline_gen = torch.Generator().manual_seed(cfg.seed + 1)
 
-    def add(t: dict[str, np.ndarray]) -> None:
-        if len(t["rewards"]):
-            buffer.add(t["observations"], t["actions"], t["rewards"], t["next_observations"], t["terminated"])
+    start, returns, switch_logged, switch_metrics = 0, [], 0, {}
+    if state is not None:
+        start, returns = restore_online(state, agent, buffer)
+        offline_gen.set_state(state["offline_rng"])
+        explore.rng.bit_generator.state = state["explore_rng"]
+        switch_logged, switch_metrics = state["switch_logged"], dict(state["switch_metrics"])
+        runner.env.close()
+        runner = make_runner(env_id, cfg.num_envs, cfg.seed, cfg.backend, step=start)
+        log.info("resumed %s at step %d", checkpoint_path(cfg), start)
+    logger = open_logger(cfg, start if state is not None else None)
+    log.info("WSRL mode=%s env=%s warmup=%d first update at step %d, utd=%d, offline transitions=%s", cfg.mode,
+             env_id, warmup, update_start, cfg.utd, None if offline is None else len(offline["rewards"]))
 
-    def sample_batch() -> Batch:
-        if cfg.mode != "keep_offline_mixed":
-            return numpy_to_batch(buffer.sample(cfg.batch_size))
-        half = cfg.batch_size // 2  # ---- symmetric sampling: half offline, half online
-        online = numpy_to_batch(buffer.sample(cfg.batch_size - half))
-        assert offline is not None
-        idx = torch.randint(len(offline["rewards"]), (half,), generator=offline_gen)
-        return {k: torch.cat([online[k], offline[k][idx]]) for k in online}
+    def draw_round() -> list[Batch]:
+        """The utd minibatches of one update round."""
+        if offline is None:
+            return sample_batches(buffer, cfg.batch_size, cfg.utd)
+        # ---- [keep_offline_mixed] offline_ratio of the round comes from the offline data
+        online = to_batch(buffer.sample(cfg.utd * (cfg.batch_size - offline_per_batch)))
+        idx = torch.randint(len(offline["rewards"]), (cfg.utd * offline_per_batch,), generator=offline_gen)
+        off = {k: offline[k][idx] for k in online}
+        if cfg.mix == "concat":
+            return split({k: torch.cat([online[k], off[k]]) for k in online}, cfg.utd)
+        return [{k: torch.cat([a[k], b[k]]) for k in a} for a, b in zip(split(online, cfg.utd), split(off, cfg.utd))]
 
-    switch_metrics: dict[str, float] = {}
+    metrics: dict[str, Any] = {}
+    clock, clock_step = time.perf_counter(), start
+    for step in tqdm(range(start, cfg.total_steps), initial=start, total=cfg.total_steps, desc=f"wsrl {cfg.mode}",
+                     disable=not cfg.progress, dynamic_ncols=True):
+        # ---- act and step: the agent's own policy, unchanged until update_start (the pretrained one [wsrl])
+        scratch_uniform = cfg.mode == "scratch" and cfg.scratch_warmup == "uniform" and step < warmup
+        t = runner.step(explore if scratch_uniform else learner)
+        if len(t):
+            buffer.add(t.observations, t.actions, t.rewards, t.next_observations, t.terminated)
+        for ret in t.episode_returns.tolist():
+            returns.append(ret)
+            if step >= update_start and switch_logged < cfg.first_episodes_to_log:
+                switch_logged += 1
+                logger.log(step + 1, {"switch/episode_return": ret, "switch/episode_index": switch_logged})
 
-    def on_switch(step: int) -> dict[str, float]:
-        with torch.no_grad():
-            batch = numpy_to_batch(buffer.sample(min(1024, max(len(buffer), 1))))
-            q = agent.critic(batch["observations"], batch["actions"])  # (N, B)
-            pi, _ = agent.actor(batch["observations"], deterministic=True, with_log_prob=False)
-            q_pi = agent.critic(batch["observations"], pi)
-        switch_metrics.update(
-            {
-                "switch/q_data_mean": float(q.mean()),
-                "switch/q_data_std_over_critics": float(q.std(0).mean()),
-                "switch/q_pi_mean": float(q_pi.mean()),
-                "switch/buffer_size": float(len(buffer)),
-            }
-        )
-        if loop.episode_returns:
-            switch_metrics["switch/warmup_episode_return"] = float(np.mean(loop.episode_returns))
-        return switch_metrics
+        # ---- [wsrl] at the switch to learning: the critics' Q-values on the data collected so far
+        if step + 1 == update_start:
+            switch_metrics = q_values_at_switch(agent, buffer, returns)
+            logger.log(step + 1, switch_metrics)
+            log.info("at the switch (step %d): %s", step + 1,
+                     ", ".join(f"{k}={v:.4g}" for k, v in switch_metrics.items()))
 
-    start, returns_so_far = 0, []
-    if resume_state is not None:
-        start, returns_so_far = restore_loop_state(resume_state, agent, collector)
-        buffer.load_state_dict(resume_state["buffer"])
-        offline_gen.set_state(resume_state["offline_rng"])
-        log.info("resumed %s at step %d", ckpt_path, start)
-    logger = RunLogger(
-        run_dir, tensorboard=cfg.tensorboard, resume_step=start if resume_state is not None else None
-    )
-    log.info(
-        "WSRL mode=%s env=%s warmup=%d utd=%d offline transitions=%s",
-        cfg.mode,
-        env_id,
-        warmup,
-        cfg.utd,
-        None if offline is None else len(offline["rewards"]),
-    )
+        # ---- update: a UTD round per collected transition, none before update_start
+        if step >= update_start:
+            for _ in range(len(t)):
+                metrics = agent.update(draw_round(), cfg.actor_update)
 
-    loop = OnlineLoop(
-        agent=agent,
-        collector=collector,
-        add=add,
-        sample_batch=sample_batch,
-        warmup_act=warmup_act,
-        total_steps=cfg.total_steps,
-        warmup_steps=warmup,
-        utd=cfg.utd,
-        actor_every_update=cfg.actor_every_update,
-        log_every=cfg.log_every,
-        eval_every=cfg.eval_every,
-        eval_episodes=cfg.eval_episodes,
-        checkpoint_every=cfg.checkpoint_every,
-        checkpoint_path=ckpt_path,
-        logger=logger,
-        on_switch=on_switch,
-        seed=cfg.seed,
-        progress=cfg.progress,
-        checkpoint_extra=lambda: {
-            "buffer": buffer.state_dict(),
-            "offline_rng": offline_gen.get_state(),
-            "config": asdict(cfg),
-            "env_id": env_id,
-            "algo": "sac",  # the policy scheme: a SAC actor
-            "method": f"wsrl-{cfg.mode}",
-        },
-    )
-    returns = loop.run(start, returns_so_far)
+        # ---- log, evaluate, checkpoint
+        done = step + 1
+        if due(done, cfg.log_every, cfg.total_steps):
+            now = time.perf_counter()
+            row = {k: float(v) for k, v in metrics.items()}
+            row["time/env_steps_per_s"] = (done - clock_step) * cfg.num_envs / max(now - clock, 1e-9)
+            if returns:
+                row["train/episode_return"] = mean_last(returns)
+            logger.log(done, row)
+            clock, clock_step = now, done
+        if cfg.eval_every and due(done, cfg.eval_every, cfg.total_steps):
+            ev = evaluate_actor(agent, env_id, cfg.eval_episodes, cfg.seed, done)
+            logger.log(done, ev)
+            log.info("step %d: %s", done, ", ".join(f"{k}={v:.4g}" for k, v in ev.items()))
+        if due(done, cfg.checkpoint_every, cfg.total_steps):
+            runner.env.close()  # checkpoints cut the running episodes and re-create the environments
+            runner = make_runner(env_id, cfg.num_envs, cfg.seed, cfg.backend, step=done)
+            save_torch(online_state(done, agent, buffer, returns, offline_rng=offline_gen.get_state(),
+                                    explore_rng=explore.rng.bit_generator.state, switch_logged=switch_logged,
+                                    switch_metrics=switch_metrics, config=asdict(cfg), env_id=env_id,
+                                    algo="sac", method=f"wsrl-{cfg.mode}"),
+                       checkpoint_path(cfg))
     logger.close()
-    collector.close()
+    runner.env.close()
     return WSRLResult(agent=agent, buffer=buffer, episode_returns=returns, switch_metrics=switch_metrics)
+
+
+@torch.no_grad()
+def q_values_at_switch(agent: SACAgent, buffer: Any, returns: list[float]) -> dict[str, float]:
+    """``switch/*`` metrics: the critics' Q-values on (up to 1024 of) the collected transitions and at the
+    policy's actions, their spread over the ensemble, and the mean return of the episodes so far."""
+    batch = to_batch(buffer.sample(min(1024, max(len(buffer), 1))))
+    q = agent.critic(batch["observations"], batch["actions"])  # (N, B)
+    pi, _ = agent.actor(batch["observations"], deterministic=True, with_log_prob=False)
+    q_pi = agent.critic(batch["observations"], pi)  # (N, B)
+    out = {
+        "switch/q_data_mean": float(q.mean()),
+        "switch/q_data_std_over_critics": float(q.std(0).mean()) if q.shape[0] > 1 else 0.0,
+        "switch/q_pi_mean": float(q_pi.mean()),
+        "switch/buffer_size": float(len(buffer)),
+    }
+    if returns:
+        out["switch/warmup_episode_return"] = float(np.mean(returns))
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
     """``pyseqrl train wsrl [options]``."""
-    cfg = parse_config(
-        WSRLConfig, argv, __doc__.split("\n\n")[0] + " (YAML presets: --config configs/wsrl/*.yaml)"
-    )
+    cfg = parse_config(WSRLConfig, argv, __doc__.split("\n\n")[0] + " (YAML presets: --config configs/wsrl/*.yaml)")
     result = train_wsrl(cfg)
     if result.episode_returns:
         print(
             f"mode {cfg.mode}: {len(result.episode_returns)} episodes, mean return of the last 10: "
-            f"{np.mean(result.episode_returns[-10:]):.1f}; checkpoint: {Path(cfg.run_dir) / 'checkpoint.pt'}"
+            f"{mean_last(result.episode_returns):.1f}; checkpoint: {Path(cfg.run_dir) / 'checkpoint.pt'}"
         )
     return 0
