@@ -116,3 +116,26 @@ def test_medium_replay_recipe_uses_the_sac_trainer(tmp_path: Path) -> None:
     pytest.importorskip("torch")
     ds = build_recipe("medium-replay", "Hopper-v4", steps=30, progress=False, run_dir=str(tmp_path / "sac"))
     assert 0 < len(ds) <= 30 and ds.metadata["recipe"] == "medium-replay" and ds.metadata["env_id"] == "Hopper-v4"
+
+
+def test_one_module_steps_environments_and_imports_only_go_down(tmp_path: Path) -> None:
+    """pyseqrl.rollout is the one environment-stepping module (collect re-exports it); the data and evaluation
+    layers import no trainer, the trainers import no dataset recipe, and loading a SAC policy imports no trainer."""
+    import subprocess
+    import sys
+
+    import pyseqrl.rollout
+
+    assert EnvRunner is pyseqrl.rollout.EnvRunner
+    checks = [
+        # below the trainers: collection, evaluation, the SAC policy
+        "import pyseqrl.collect, pyseqrl.evaluation, pyseqrl.policies.sac\n"
+        "assert not [m for m in sys.modules if m.startswith('pyseqrl.algos')], sorted(sys.modules)",
+        # the trainers do not depend on the dataset recipes
+        "import pyseqrl.algos.wsrl, pyseqrl.algos.sac, pyseqrl.algos.calql\n"
+        "assert 'pyseqrl.collect' not in sys.modules",
+    ]
+    for check in checks:
+        out = subprocess.run([sys.executable, "-c", "import sys\n" + check], capture_output=True, text=True,
+                             timeout=300, cwd=tmp_path)
+        assert out.returncode == 0, out.stderr

@@ -32,9 +32,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from pyseqrl.algos.rl_nets import CriticEnsemble, TanhGaussianActor, soft_update
-from pyseqrl.policies.base import Policy
+from pyseqrl.algos.rl_nets import CriticEnsemble, soft_update
+from pyseqrl.policies.sac import ACTOR_FIELDS, LEGACY_ACTOR, SACPolicy, TanhGaussianActor, agent_state
+from pyseqrl.policies.sac import make_actor as policy_actor
 from pyseqrl.utils.checkpoint import load_torch, save_torch
+
+__all__ = ["AgentConfig", "Batch", "SACAgent", "SACPolicy", "config_from_dict", "export_actor", "make_actor"]
 
 ACTOR_UPDATES = ("all", "last", "every")
 """How :meth:`SACAgent.update` schedules the actor and temperature steps of one update-to-data round."""
@@ -102,11 +105,8 @@ class AgentConfig:
 
 
 LEGACY_CONFIG: dict[str, Any] = {
+    **LEGACY_ACTOR,
     "critic_subsample_replace": False,
-    "actor_layer_norm": False,
-    "init": "torch",
-    "actor_std_min": math.exp(-5.0),
-    "actor_std_max": math.exp(2.0),
     "temperature_states": "current",
     "max_target_backup": False,
 }
@@ -132,18 +132,7 @@ def make_actor(
     action_high: np.ndarray | float = 1.0,
 ) -> TanhGaussianActor:
     """The actor network that ``config`` describes."""
-    return TanhGaussianActor(
-        observation_dim,
-        action_dim,
-        tuple(config.hidden_dims),
-        torch.as_tensor(np.asarray(action_low, dtype=np.float32)),
-        torch.as_tensor(np.asarray(action_high, dtype=np.float32)),
-        layer_norm=config.actor_layer_norm,
-        log_std_min=math.log(config.actor_std_min),
-        log_std_max=math.log(config.actor_std_max),
-        init=config.init,
-        last_hidden_gain=config.last_hidden_gain,
-    )
+    return policy_actor(observation_dim, action_dim, asdict(config), action_low, action_high)
 
 
 class SACAgent(nn.Module):
@@ -367,70 +356,18 @@ class SACAgent(nn.Module):
         return agent
 
 
-class SACPolicy(Policy):
-    """A SAC actor as a batched :class:`~pyseqrl.policies.base.Policy` (deterministic by default).
-
-    The online trainers act with ``SACPolicy(agent.actor, deterministic=False)``: it shares the learner's
-    weights, so it always acts with the current policy.
-
-    Args:
-        actor: the actor network.
-        deterministic: act with ``tanh(mean)`` instead of sampling (sampling uses torch's global RNG).
-
-    Example:
-        >>> policy = SACPolicy.from_checkpoint("runs/sac/checkpoint.pt")  # doctest: +SKIP
-        >>> actions = policy.act(observations)                              # doctest: +SKIP
-    """
-
-    name = "sac"
-
-    def __init__(self, actor: TanhGaussianActor, deterministic: bool = True):
-        self.actor = actor
-        self.deterministic = deterministic
-
-    @torch.no_grad()
-    def act(self, observations: np.ndarray) -> np.ndarray:
-        obs = torch.as_tensor(np.asarray(observations, dtype=np.float32))
-        actions, _ = self.actor(obs, deterministic=self.deterministic, with_log_prob=False)
-        return actions.numpy()
-
-    @classmethod
-    def from_checkpoint(cls, path: str | Path, deterministic: bool = True) -> SACPolicy:
-        """Load the actor of a checkpoint written by ``pyseqrl train sac|calql|wsrl`` (or an actor file under
-        ``pyseqrl/assets/policies``)."""
-        state = load_torch(path)
-        if isinstance(state, dict) and "actor" in state:  # an actor-only file written by export_actor
-            config = config_from_dict({"hidden_dims": state["hidden_dims"], **state.get("actor_config", {})})
-            actor = make_actor(*state["dims"], config, *state["action_bounds"])
-            actor.load_state_dict(state["actor"])
-            return cls(actor, deterministic=deterministic)
-        return cls(SACAgent.from_state_dict(_agent_state(state, path)).actor, deterministic=deterministic)
-
-
-ACTOR_FIELDS = ("actor_layer_norm", "actor_std_min", "actor_std_max")
-"""The AgentConfig fields an exported actor file keeps (besides hidden_dims) to rebuild the network."""
-
-
-def _agent_state(state: Any, path: str | Path) -> dict[str, Any]:
-    """The :meth:`SACAgent.full_state_dict` inside a loaded ``pyseqrl train sac|calql|wsrl`` checkpoint."""
-    agent_state = state.get("agent", state) if isinstance(state, dict) else None
-    if not isinstance(agent_state, dict) or "model" not in agent_state:
-        raise ValueError(f"{str(path)!r} is not a pyseqrl SAC/Cal-QL/WSRL checkpoint (no 'agent' entry)")
-    return agent_state
-
-
 def export_actor(checkpoint: str | Path, out: str | Path, **metadata: Any) -> Path:
     """Write only the actor of a ``pyseqrl train sac|calql|wsrl`` checkpoint (a small file that
     :meth:`SACPolicy.from_checkpoint` and the ``sac:`` policy scheme load), with ``metadata`` beside it."""
     state = load_torch(checkpoint)
-    agent_state = _agent_state(state, checkpoint)
-    agent = SACAgent.from_state_dict(agent_state)
+    saved = agent_state(state, checkpoint)
+    agent = SACAgent.from_state_dict(saved)
     return save_torch({
         "algo": "sac",
         "actor": agent.actor.state_dict(),
-        "dims": tuple(agent_state["dims"]),
+        "dims": tuple(saved["dims"]),
         "hidden_dims": tuple(agent.config.hidden_dims),
         "actor_config": {k: getattr(agent.config, k) for k in ACTOR_FIELDS},
-        "action_bounds": agent_state["action_bounds"],
+        "action_bounds": saved["action_bounds"],
         "metadata": {"env_id": state.get("env_id"), **metadata},
     }, out)

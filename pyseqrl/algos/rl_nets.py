@@ -1,4 +1,6 @@
-"""Networks of the SAC family: a tanh-Gaussian actor and a critic ensemble computed as one batched network.
+"""Networks of the SAC family: the critic ensemble, computed as one batched network, and the target update.
+
+The tanh-Gaussian actor lives with the policy that serves it (:mod:`pyseqrl.policies.sac`) and is re-exported here.
 
 The ensemble keeps the weights of its ``N`` critics stacked (``[N, in, out]``) and evaluates all of them with
 one ``torch.baddbmm`` per layer, so a 10-critic ensemble costs a handful of kernel launches instead of ten
@@ -19,6 +21,10 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from pyseqrl.policies.sac import TanhGaussianActor
+
+__all__ = ["CriticEnsemble", "EnsembleLayerNorm", "EnsembleLinear", "TanhGaussianActor", "soft_update"]
 
 
 class EnsembleLinear(nn.Module):
@@ -145,98 +151,6 @@ class CriticEnsemble(nn.Module):
         for layer in self.layers:
             x = layer(x) if isinstance(layer, nn.ReLU) else layer(x, members)  # (M, B, H)
         return x.squeeze(-1)  # (M, B)
-
-
-class TanhGaussianActor(nn.Module):
-    """Gaussian policy squashed by tanh and rescaled to the action bounds: ``a = bias + scale * tanh(u)``.
-
-    ``[Linear -> (LayerNorm) -> ReLU] x depth``, then a linear head for the mean and the log standard deviation;
-    the standard deviation is clipped to ``[exp(log_std_min), exp(log_std_max)]``.
-
-    Args:
-        observation_dim: ``S``.
-        action_dim: ``A``.
-        hidden_dims: widths of the hidden layers.
-        action_low: lower action bound, float ``(A,)`` or scalar (default -1).
-        action_high: upper action bound (default 1).
-        layer_norm: LayerNorm after every hidden Linear (official ``wsrl_config.py``).
-        log_std_min: lower clip of the log standard deviation (default: std 1e-5, official ``Policy.std_min``).
-        log_std_max: upper clip of the log standard deviation (default: std 10, official ``Policy.std_max``).
-        init: ``"orthogonal"`` (see the module docstring) or ``"torch"`` (``nn.Linear``'s default).
-        last_hidden_gain: orthogonal gain of the last hidden layer.
-
-    Example:
-        >>> actor = TanhGaussianActor(3, 1, (32, 32), action_low=-2.0, action_high=2.0)
-        >>> actions, log_prob = actor(torch.zeros(5, 3))
-        >>> actions.shape, log_prob.shape
-        (torch.Size([5, 1]), torch.Size([5]))
-    """
-
-    def __init__(
-        self,
-        observation_dim: int,
-        action_dim: int,
-        hidden_dims: tuple[int, ...] = (256, 256),
-        action_low: torch.Tensor | float = -1.0,
-        action_high: torch.Tensor | float = 1.0,
-        layer_norm: bool = True,
-        log_std_min: float = math.log(1e-5),
-        log_std_max: float = math.log(10.0),
-        init: Literal["orthogonal", "torch"] = "orthogonal",
-        last_hidden_gain: float = 1e-2,
-    ):
-        super().__init__()
-        layers: list[nn.Module] = []
-        linears: list[nn.Linear] = []
-        width = observation_dim
-        for h in hidden_dims:
-            linears.append(nn.Linear(width, h))
-            layers += [linears[-1], nn.LayerNorm(h), nn.ReLU()] if layer_norm else [linears[-1], nn.ReLU()]
-            width = h
-        self.trunk = nn.Sequential(*layers)
-        self.head = nn.Linear(width, 2 * action_dim)  # mean and log-std
-        self.action_dim = action_dim
-        self.layer_norm = layer_norm
-        self.log_std_min, self.log_std_max = log_std_min, log_std_max
-        low = torch.as_tensor(action_low, dtype=torch.float32).expand(action_dim)
-        high = torch.as_tensor(action_high, dtype=torch.float32).expand(action_dim)
-        self.register_buffer("action_scale", (high - low) / 2.0)
-        self.register_buffer("action_bias", (high + low) / 2.0)
-        if init == "orthogonal":
-            with torch.no_grad():
-                for i, linear in enumerate(linears):
-                    nn.init.orthogonal_(linear.weight, last_hidden_gain if i == len(linears) - 1 else math.sqrt(2.0))
-                    linear.bias.zero_()
-                for rows in self.head.weight.chunk(2, dim=0):  # the mean and log-std heads, as two layers
-                    nn.init.orthogonal_(rows, math.sqrt(2.0))
-                self.head.bias.zero_()
-        elif init != "torch":
-            raise ValueError(f"init must be 'orthogonal' or 'torch', got {init!r}")
-
-    def forward(
-        self, observations: torch.Tensor, deterministic: bool = False, with_log_prob: bool = True
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Sample (or take the mode of) the policy.
-
-        Args:
-            observations: float32 ``(B, S)``.
-            deterministic: return ``bias + scale * tanh(mean)`` instead of a sample.
-            with_log_prob: also return the log-density of the returned action.
-
-        Returns:
-            actions float32 ``(B, A)`` within the bounds, and log-probabilities float32 ``(B,)`` (or None).
-        """
-        mean, log_std = self.head(self.trunk(observations)).chunk(2, dim=-1)  # (B, A) each
-        log_std = log_std.clamp(self.log_std_min, self.log_std_max)
-        u = mean if deterministic else mean + log_std.exp() * torch.randn_like(mean)  # (B, A)
-        squashed = torch.tanh(u)
-        actions = self.action_bias + self.action_scale * squashed
-        if not with_log_prob:
-            return actions, None
-        # log N(u; mean, std) - sum log|d a / d u|, with the numerically stable form of log(1 - tanh(u)^2)
-        normal_lp = -0.5 * ((u - mean) / log_std.exp()) ** 2 - log_std - 0.5 * math.log(2 * math.pi)
-        log_det = 2.0 * (math.log(2.0) - u - F.softplus(-2.0 * u)) + torch.log(self.action_scale)
-        return actions, (normal_lp - log_det).sum(-1)
 
 
 def soft_update(target: nn.Module, source: nn.Module, tau: float) -> None:

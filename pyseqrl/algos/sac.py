@@ -213,12 +213,6 @@ def sac_replay_dataset(
         return train_sac(cfg, record_episodes=True).replay
 
 
-def load_policy(argument: str, env: Any = None, deterministic: bool = True, **_: Any) -> Any:
-    """The ``sac:<checkpoint>`` policy scheme of :func:`pyseqrl.policies.load_policy`: the actor of any
-    ``pyseqrl train sac|calql|wsrl`` checkpoint (or of a file in ``pyseqrl/assets/policies``)."""
-    return SACPolicy.from_checkpoint(argument, deterministic=deterministic)
-
-
 def main(argv: list[str] | None = None) -> int:
     """``pyseqrl train sac [options]``."""
     cfg = parse_config(SACConfig, argv, __doc__.split("\n\n")[0] + " (YAML presets: --config configs/wsrl/*.yaml)")

@@ -7,7 +7,7 @@ random     uniform random actions (``random`` or ``random:<seed>``)
 sb3        Stable-Baselines3 / RL-Zoo agent zip (:func:`pyseqrl.policies.sb3.load_sb3`)
 cs285      CS285 numpy expert pickle (:func:`pyseqrl.policies.cs285.load_cs285`)
 pyseqrl    a pyseqrl checkpoint; dispatched on its ``"algo"`` entry to the loader of that scheme
-dt, sac    pyseqrl DT exports / SAC checkpoints (lazy: ``pyseqrl.models.export:load_policy`` / ``pyseqrl.algos.sac:load_policy``)
+dt, sac    pyseqrl DT exports / SAC checkpoints (lazy: ``pyseqrl.models.export:load_policy`` / ``pyseqrl.policies.sac:load_policy``)
 builtin    pyseqrl's own reference SAC policies shipped in the package (``builtin:Hopper-v4``; see
            :func:`builtin_policies`)
 =========  ====================================================================
@@ -149,5 +149,5 @@ register_policy_loader("sb3", _load_sb3)
 register_policy_loader("cs285", _load_cs285)
 register_policy_loader("pyseqrl", _load_pyseqrl)
 register_policy_loader("dt", "pyseqrl.models.export:load_policy")
-register_policy_loader("sac", "pyseqrl.algos.sac:load_policy")
+register_policy_loader("sac", "pyseqrl.policies.sac:load_policy")
 register_policy_loader("builtin", _load_builtin)
