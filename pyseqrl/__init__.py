@@ -7,9 +7,13 @@ The native data core (``returns_to_go``, ``SegmentSampler``, ``ReplayBuffer``) a
 from __future__ import annotations
 
 from importlib import import_module
+from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
-__version__ = "0.1.0"
+try:
+    __version__ = version("pyseqrl")  # pyproject.toml's, the one version number (also pyseqrl._core.__version__)
+except PackageNotFoundError:  # pragma: no cover - a source tree that was never installed
+    __version__ = "0+unknown"
 
 from pyseqrl.data.core import ReplayBuffer, SegmentSampler, returns_to_go  # noqa: E402
 

@@ -4,6 +4,7 @@ from typing import Any
 
 import numpy as np
 
+__version__: str
 with_cuda: bool
 
 def returns_to_go(

@@ -61,3 +61,12 @@ def test_missing_compiled_core_says_how_to_rebuild(monkeypatch):
         importlib.reload(native)
     monkeypatch.undo()
     importlib.reload(native)
+
+
+def test_one_version_number():
+    import tomllib
+
+    from pyseqrl import _core
+
+    declared = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())["project"]["version"]
+    assert pyseqrl.__version__ == _core.__version__ == declared

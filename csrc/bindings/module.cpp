@@ -15,6 +15,7 @@ void register_cuda_ops(pybind11::module_& m);
 
 PYBIND11_MODULE(_core, m) {
   m.doc() = "pyseqrl's native core: return-to-go, Decision-Transformer window sampling and replay buffers.";
+  m.attr("__version__") = PYSEQRL_VERSION;
 #ifdef PYSEQRL_WITH_CUDA
   m.attr("with_cuda") = true;
 #else
