@@ -96,7 +96,7 @@ def test_random_backbone_is_the_dt_baseline():
     assert not wpe.requires_grad and wpe.abs().sum() == 0  # no token positions, as the original DT
 
 
-@pytest.mark.parametrize("impl", ["sdpa", "eager"])
+@pytest.mark.parametrize("impl", ["sdpa", "eager", "pyseqrl"])
 @pytest.mark.parametrize("positions", ["none", "backbone"])
 @pytest.mark.parametrize("family", FAMILIES)
 def test_masking_is_exact(lm_dirs, family, positions, impl):

@@ -370,6 +370,9 @@ def pyseqrl_attention_forward(
         (attention output [B, Lq, H, D], None).
     """
     causal = is_causal if is_causal is not None else getattr(module, "is_causal", True)
+    if key.shape[1] != query.shape[1]:  # grouped-query attention (Llama, Qwen2): one K/V head per query group
+        groups = query.shape[1] // key.shape[1]
+        key, value = key.repeat_interleave(groups, dim=1), value.repeat_interleave(groups, dim=1)
     mask_2d = attention_mask is None or attention_mask.dim() == 2
     if causal and mask_2d and query.shape[-2] == key.shape[-2]:
         out = causal_attention(query, key, value, attention_mask, scale=scaling, dropout_p=dropout)
