@@ -3,12 +3,15 @@
 Both run one Hopper environment, 256x256 networks (LayerNorm in the critics), batch 256, 10 critics and 4
 gradient updates per environment step, on the CPU with the same number of torch threads. Each system first
 collects ``--warmup`` random steps (not timed), then ``--steps`` steps with updates are timed; the median over
-``--repeats`` windows is reported.
+``--repeats`` windows is reported. pyseqrl runs the body of its online loop (``pyseqrl.algos.sac``): one
+``EnvRunner`` step, the replay buffer, then per transition one ``SACAgent.update`` round.
 
 Systems:
-  pyseqrl (fair)   4 x (critic + actor + temperature) updates per step, like d3rlpy's n_updates=4
-  pyseqrl (WSRL)   4 critic updates + 1 actor/temperature update per step (WSRL's high-UTD recipe)
-  d3rlpy           SAC(n_critics=10).fit_online(n_updates=4, update_interval=1)
+  pyseqrl (like for like)  4 x (critic + actor + temperature) updates per step on d3rlpy's networks (plain MLP
+                           actor, temperature on log pi(a|s)): the work of d3rlpy's n_updates=4
+  pyseqrl (WSRL defaults)  4 critic updates, then 1 actor/temperature update on the 1,024 transitions of the
+                           round, actor with LayerNorm, temperature on log pi(a'|s') (the official WSRL recipe)
+  d3rlpy                   SAC(n_critics=10).fit_online(n_updates=4, update_interval=1)
 
 Note: pyseqrl's TD target uses 2 random target critics (the WSRL/REDQ rule, part of the algorithm), d3rlpy's
 all 10.
@@ -28,47 +31,41 @@ import numpy as np
 import torch
 
 
-def bench_pyseqrl(args: argparse.Namespace, actor_every_update: bool) -> list[float]:
-    import pyseqrl
-    from pyseqrl.algos.rl_agent import AgentConfig, SACAgent
-    from pyseqrl.algos.rl_online import EnvCollector, OnlineLoop, numpy_to_batch, random_actions
+def bench_pyseqrl(args: argparse.Namespace, like_for_like: bool) -> list[float]:
+    from pyseqrl import ReplayBuffer
+    from pyseqrl.algos.rl_agent import AgentConfig, SACAgent, SACPolicy
+    from pyseqrl.algos.rl_online import make_runner, sample_batches
+    from pyseqrl.policies import RandomPolicy
 
     torch.manual_seed(0)
     np.random.seed(0)
-    collector = EnvCollector(args.env, 1, seed=0)
-    env = collector.env
+    runner = make_runner(args.env, 1, seed=0, backend="auto")
+    env = runner.env
     cfg = AgentConfig(hidden_dims=(args.hidden,) * 2, num_critics=args.critics)
+    if like_for_like:  # d3rlpy's SAC: no LayerNorm in the actor, temperature on the actor step's own log pi(a|s)
+        cfg = AgentConfig(hidden_dims=(args.hidden,) * 2, num_critics=args.critics, actor_layer_norm=False,
+                          temperature_states="current")
+    actor_update = "every" if like_for_like else "all"
     agent = SACAgent(env.observation_dim, env.action_dim, cfg, env.action_low, env.action_high)
-    rb = pyseqrl.ReplayBuffer(
-        100_000, obs_shape=(env.observation_dim,), action_shape=(env.action_dim,), seed=0
-    )
+    rb = ReplayBuffer(100_000, obs_shape=(env.observation_dim,), action_shape=(env.action_dim,), seed=0)
+    learner = SACPolicy(agent.actor, deterministic=False)
 
-    def add(t: dict) -> None:
-        if len(t["rewards"]):
-            rb.add(t["observations"], t["actions"], t["rewards"], t["next_observations"], t["terminated"])
+    def steps(policy, n: int, update: bool) -> None:  # the body of train_sac's loop
+        for _ in range(n):
+            t = runner.step(policy)
+            if len(t):
+                rb.add(t.observations, t.actions, t.rewards, t.next_observations, t.terminated)
+            if update:
+                for _ in range(len(t)):
+                    agent.update(sample_batches(rb, args.batch, args.utd), actor_update)
 
-    loop = OnlineLoop(
-        agent=agent,
-        collector=collector,
-        add=add,
-        sample_batch=lambda: numpy_to_batch(rb.sample(args.batch)),
-        warmup_act=random_actions(env.action_low, env.action_high),
-        total_steps=args.warmup,
-        warmup_steps=args.warmup,
-        utd=args.utd,
-        actor_every_update=actor_every_update,
-        log_every=10**9,
-        progress=False,
-    )
-    loop.run(0)
-    rates, step = [], args.warmup
+    steps(RandomPolicy(env.action_low, env.action_high, seed=0), args.warmup, update=False)
+    rates = []
     for _ in range(args.repeats + 1):  # the first window warms up the allocator and autograd caches
-        loop.total_steps = step + args.steps
         t0 = time.perf_counter()
-        loop.run(step)
+        steps(learner, args.steps, update=True)
         rates.append(args.steps / (time.perf_counter() - t0))
-        step += args.steps
-    collector.close()
+    env.close()
     return rates[1:]
 
 
@@ -136,7 +133,7 @@ def main() -> None:
     p.add_argument("--utd", type=int, default=4)
     p.add_argument("--batch", type=int, default=256)
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch default)")
-    p.add_argument("--systems", default="pyseqrl_fair,pyseqrl_wsrl,d3rlpy")
+    p.add_argument("--systems", default="pyseqrl_like,pyseqrl_wsrl,d3rlpy")
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -153,10 +150,10 @@ def main() -> None:
     )
     results: dict[str, list[float]] = {}
     for name in args.systems.split(","):
-        if name == "pyseqrl_fair":
-            results["pyseqrl (4 full updates/step)"] = bench_pyseqrl(args, actor_every_update=True)
+        if name == "pyseqrl_like":
+            results["pyseqrl (like for like: 4 full updates/step)"] = bench_pyseqrl(args, like_for_like=True)
         elif name == "pyseqrl_wsrl":
-            results["pyseqrl (WSRL: 4 critic + 1 actor)"] = bench_pyseqrl(args, actor_every_update=False)
+            results["pyseqrl (WSRL defaults: 4 critic + 1 actor on 1024)"] = bench_pyseqrl(args, like_for_like=False)
         elif name == "d3rlpy":
             results["d3rlpy SAC fit_online"] = bench_d3rlpy(args)
     print(f"load average at end: {os.getloadavg()[0]:.2f}")

@@ -34,7 +34,7 @@ def make_runner(env_id: str, num_envs: int, seed: int, backend: str, step: int =
 
 def to_batch(sample: dict[str, np.ndarray]) -> Batch:
     """A ``ReplayBuffer.sample`` (numpy) as float32 torch tensors (zero-copy where possible)."""
-    return {k: torch.from_numpy(np.ascontiguousarray(v, dtype=np.float32)) for k, v in sample.items() if k in BATCH_KEYS}
+    return {k: torch.from_numpy(np.ascontiguousarray(v, np.float32)) for k, v in sample.items() if k in BATCH_KEYS}
 
 
 def split(batch: Batch, parts: int) -> list[Batch]:
