@@ -134,8 +134,8 @@ class SegmentSampler:
             num_threads=int(num_threads),
         )
         # hot path: bind the native methods directly
-        self.sample = self._native.sample
-        self.sample_into = self._native.sample_into
+        self.sample = self._native.sample  # type: ignore[method-assign]
+        self.sample_into = self._native.sample_into  # type: ignore[method-assign]
 
     def sample(self) -> dict[str, np.ndarray]:  # replaced per instance by the native method
         """The next batch of the stream."""
@@ -303,7 +303,7 @@ class ReplayBuffer(_core.ReplayBuffer):
         from pyseqrl.utils.checkpoint import atomic_write
 
         state = self.state_dict()
-        arrays = {k: np.asarray(v) for k, v in state.items()}
+        arrays: dict[str, Any] = {k: np.asarray(v) for k, v in state.items()}
         return atomic_write(path, lambda f: np.savez(f, **arrays))
 
     @classmethod

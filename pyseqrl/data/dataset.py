@@ -148,7 +148,7 @@ class EpisodeDataset:
         """
         if len(episodes) == 0:
             raise ValueError(f"{source}: expected at least one episode, got an empty list")
-        cols: dict[str, list[np.ndarray]] = {k: [] for k in ("obs", "act", "rew", "term", "tout", "next")}
+        cols: dict[str, list[Any]] = {k: [] for k in ("obs", "act", "rew", "term", "tout", "next")}
         have_next = True
         for i, ep in enumerate(episodes):
             where = f"{source}: episode {i}"

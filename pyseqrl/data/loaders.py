@@ -11,7 +11,7 @@ import json
 import os
 import pickle
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, overload
 
 import numpy as np
 
@@ -71,6 +71,10 @@ def _open_h5(path: Path):
         raise ValueError(f"{str(path)!r}: cannot read as HDF5 (truncated or corrupt file?): {e}") from e
 
 
+@overload
+def _read(h5: Any, key: str, path: Path, required: Literal[True] = True) -> np.ndarray: ...
+@overload
+def _read(h5: Any, key: str, path: Path, required: bool) -> np.ndarray | None: ...
 def _read(h5: Any, key: str, path: Path, required: bool = True) -> np.ndarray | None:
     if key not in h5:
         if required:

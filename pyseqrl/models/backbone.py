@@ -133,7 +133,7 @@ def random_gpt2_config(hidden_size: int, n_layer: int, n_head: int, activation: 
 
 
 def load_causal_lm(name: str, dropout: float | None = None, attn_implementation: str = "sdpa",
-                   config: Any = None) -> nn.Module:
+                   config: Any = None) -> Any:
     """Load (or build) a decoder-only causal LM in fp32.
 
     Args:
@@ -226,7 +226,7 @@ def load_tokenizer(name: str) -> Any:
 
 
 # ---------------------------------------------------------------------------------------------------- driving
-def position_scheme(lm: nn.Module) -> str:
+def position_scheme(lm: Any) -> str:
     """"learned" (a position table added to the inputs, GPT-2 family) or "rotary" (Llama, Qwen2, GPT-NeoX).
 
     Raises:
@@ -241,12 +241,12 @@ def position_scheme(lm: nn.Module) -> str:
                      f"table or a 'rotary_emb' module)")
 
 
-def max_positions(lm: nn.Module) -> int:
+def max_positions(lm: Any) -> int:
     """Longest token sequence the backbone supports (``max_position_embeddings``)."""
     return int(lm.config.max_position_embeddings)
 
 
-def attention_mask_for(lm: nn.Module, key_mask: torch.Tensor, q_len: int, dtype: torch.dtype) -> torch.Tensor:
+def attention_mask_for(lm: Any, key_mask: torch.Tensor, q_len: int, dtype: torch.dtype) -> torch.Tensor:
     """Causal + padding mask for the last ``q_len`` of ``L`` tokens, in the form the attention implementation reads.
 
     Args:

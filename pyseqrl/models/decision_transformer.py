@@ -139,6 +139,7 @@ class DecisionTransformer(nn.Module):
         self.cfg = cfg
 
         # --- the backbone: a causal LM (its LM head serves LM co-training)
+        self.lm: Any
         if backbone_config is not None:  # an exported model: architecture known, weights come from a state dict
             self.lm = bb.load_causal_lm("", None, cfg.attn_implementation, config=backbone_config)
         elif cfg.backbone == "random":
@@ -171,13 +172,15 @@ class DecisionTransformer(nn.Module):
             with torch.no_grad():
                 table.weight.zero_()
             table.weight.requires_grad_(False)
-        make = ResidualMLPEmbedding if cfg.embedding == "mlp" else nn.Linear
+        make: Any = ResidualMLPEmbedding if cfg.embedding == "mlp" else nn.Linear
         self.embed_return = make(1, H)
         self.embed_state = make(cfg.state_dim, H)
         self.embed_action = make(cfg.act_dim, H)
         self.embed_ln = nn.LayerNorm(H)
         squash = [nn.Tanh()] if cfg.tanh_action else []
         if cfg.action_head == "tied":
+            if not isinstance(self.embed_action, nn.Linear):  # unreachable: embedding == "linear" was checked
+                raise TypeError("action_head='tied' needs a linear action embedding")
             self.predict_action: nn.Module = TiedActionHead(self.embed_action)
         elif cfg.action_head == "mlp":
             self.predict_action = nn.Sequential(nn.Linear(H, H), nn.GELU(), nn.Linear(H, cfg.act_dim), *squash)
@@ -185,7 +188,7 @@ class DecisionTransformer(nn.Module):
             self.predict_action = nn.Sequential(nn.Linear(H, cfg.act_dim), *squash)
 
     @property
-    def backbone(self) -> nn.Module:
+    def backbone(self) -> Any:
         """The LM's decoder (GPT2Model, LlamaModel, ...): hidden states without the LM head."""
         return self.lm.base_model
 

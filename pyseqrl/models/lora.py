@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -55,7 +56,7 @@ class LoRALinear(nn.Module):
     ``nn.Linear`` or GPT-2's ``Conv1D`` (weight stored (in, out)).
     """
 
-    def __init__(self, base: nn.Module, cfg: LoRAConfig, groups: torch.Tensor):
+    def __init__(self, base: Any, cfg: LoRAConfig, groups: torch.Tensor):
         super().__init__()
         if cfg.r < 1:
             raise ValueError(f"LoRA rank must be >= 1, got {cfg.r}")
@@ -69,6 +70,7 @@ class LoRALinear(nn.Module):
         self.lora_B = nn.Parameter(torch.zeros(out_f, n * cfg.r, device=w.device))
         nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))  # loralib's init; B = 0 so the update starts at 0
         cols = torch.arange(n * cfg.r, device=w.device) // cfg.r  # (n r,) group of each rank column
+        self.mask: torch.Tensor
         self.register_buffer("mask", (groups.to(w.device)[:, None] == cols[None, :]).to(w.dtype), persistent=False)
         self.dropout = nn.Dropout(cfg.dropout)
         base.weight.requires_grad_(False)
@@ -83,7 +85,7 @@ class LoRALinear(nn.Module):
         z = F.linear(self.dropout(x), self.lora_A)  # (..., n r)
         return self.base(x) + F.linear(z, self.lora_B * self.mask) * self.scaling  # (..., out)
 
-    def merged(self) -> nn.Module:
+    def merged(self) -> Any:
         """The base projection with the update folded into its weight."""
         with torch.no_grad():
             d = self.delta_weight()
@@ -92,7 +94,7 @@ class LoRALinear(nn.Module):
         return self.base
 
 
-def apply_lora(lm: nn.Module, cfg: LoRAConfig | None = None) -> list[str]:
+def apply_lora(lm: Any, cfg: LoRAConfig | None = None) -> list[str]:
     """Freeze every weight of the causal LM ``lm`` and wrap its attention Q/K/V projections with :class:`LoRALinear`.
 
     Returns the names of the wrapped modules.

@@ -236,9 +236,10 @@ def load_sb3(path: str | Path, env: Any | None = None, max_episode_steps: int | 
         low, high = np.asarray(env.action_low, np.float32), np.asarray(env.action_high, np.float32)
     else:
         space = data.get("action_space") or {}
-        low, high = _parse_vector(space.get("low")), _parse_vector(space.get("high"))
-        if low is None or high is None:
+        parsed_low, parsed_high = _parse_vector(space.get("low")), _parse_vector(space.get("high"))
+        if parsed_low is None or parsed_high is None:
             raise ValueError(f"{path}: cannot read the action bounds from the zip; pass env=")
+        low, high = parsed_low, parsed_high
     out_dim = next(m for m in reversed(layers) if isinstance(m, torch.nn.Linear)).out_features
     if out_dim != len(low):
         raise ValueError(f"{path}: the agent outputs {out_dim} actions but the environment has {len(low)}")
