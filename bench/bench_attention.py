@@ -57,9 +57,7 @@ def cuda_time(fn: Callable[[], object], inner: int, repeat: int, warmup: int = 5
 
 def make_inputs(B: int, H: int, L: int, D: int, dtype: torch.dtype, seed: int = 0):
     gen = torch.Generator(device="cuda").manual_seed(seed)
-    q, k, v = (
-        torch.randn(B, H, L, D, device="cuda", dtype=dtype, generator=gen).requires_grad_() for _ in range(3)
-    )
+    q, k, v = (torch.randn(B, H, L, D, device="cuda", dtype=dtype, generator=gen).requires_grad_() for _ in range(3))
     pads = torch.randint(0, L // 3, (B,), device="cuda", generator=gen) * 3  # left padding in whole DT steps
     key_mask = torch.arange(L, device="cuda")[None, :] >= pads[:, None]  # (B, L)
     grad = torch.randn(B, H, L, D, device="cuda", dtype=dtype, generator=gen)
@@ -68,16 +66,11 @@ def make_inputs(B: int, H: int, L: int, D: int, dtype: torch.dtype, seed: int = 
 
 def sdpa_mask(key_mask: torch.Tensor) -> torch.Tensor:
     L = key_mask.shape[1]
-    allowed = (
-        torch.ones(L, L, dtype=torch.bool, device=key_mask.device).tril()[None, None]
-        & key_mask[:, None, None]
-    )
+    allowed = torch.ones(L, L, dtype=torch.bool, device=key_mask.device).tril()[None, None] & key_mask[:, None, None]
     return allowed | ~allowed.any(-1, keepdim=True)  # (B, 1, L, L)
 
 
-def bench_config(
-    B: int, H: int, D: int, L: int, dtype: torch.dtype, inner: int, repeat: int
-) -> dict[str, object]:
+def bench_config(B: int, H: int, D: int, L: int, dtype: torch.dtype, inner: int, repeat: int) -> dict[str, object]:
     q, k, v, key_mask, grad = make_inputs(B, H, L, D, dtype)
     mask4 = sdpa_mask(key_mask)
     row = {}
@@ -94,9 +87,7 @@ def bench_config(
 
     row["pyseqrl"] = cuda_time(ours, inner, repeat)
     row["pyseqrl-simt"] = None
-    if (
-        dtype != torch.float32 and L <= 64
-    ):  # the automatic choice is the tensor-core kernel: time SIMT as well
+    if dtype != torch.float32 and L <= 64:  # the automatic choice is the tensor-core kernel: time SIMT as well
         attention.KERNEL_ALGO = 1
         try:
             row["pyseqrl-simt"] = cuda_time(ours, inner, repeat)
@@ -116,9 +107,7 @@ def bench_config(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--batch", type=int, nargs="+", default=[64, 256, 512])
     parser.add_argument("--heads", type=int, nargs="+", default=[1, 12])
     parser.add_argument("--head-dim", type=int, nargs="+", default=[64, 128])
@@ -139,7 +128,8 @@ def main(argv: list[str] | None = None) -> int:
     header = [
         machine_header(),
         f"device: {torch.cuda.get_device_name()} (CUDA {torch.version.cuda}, cuDNN {torch.backends.cudnn.version()})",
-        f"pyseqrl {pyseqrl.__version__}; fwd+bwd per call, median of {args.repeat} x {args.inner} calls, L={args.seq_len}",
+        f"pyseqrl {pyseqrl.__version__}; fwd+bwd per call, median of {args.repeat} x {args.inner} calls, "
+        f"L={args.seq_len}",
     ]
     print("\n".join(header), flush=True)
     names = ["pyseqrl", "pyseqrl-simt", *BACKENDS]
@@ -153,9 +143,7 @@ def main(argv: list[str] | None = None) -> int:
         cells = [f"{r[n] * 1e6:.0f}" if r[n] is not None else "n/a" for n in names]
         rows.append([dtype_name, B, H, D, *cells, ratio, r["max rel err"]])
         print(" ".join(str(c) for c in rows[-1]), flush=True)
-    report = table(
-        ["dtype", "B", "H", "D", *[f"{n} (us)" for n in names], "best SDPA / pyseqrl", "err"], rows
-    )
+    report = table(["dtype", "B", "H", "D", *[f"{n} (us)" for n in names], "best SDPA / pyseqrl", "err"], rows)
     print("\n" + report)
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -45,8 +45,13 @@ def make_policy(env_id: str, env):  # -> (Policy, description)
         def __init__(self) -> None:
             torch.manual_seed(0)
             self.net = torch.nn.Sequential(
-                torch.nn.Linear(env.observation_dim, 256), torch.nn.ReLU(), torch.nn.Linear(256, 256),
-                torch.nn.ReLU(), torch.nn.Linear(256, env.action_dim), torch.nn.Tanh()).eval()
+                torch.nn.Linear(env.observation_dim, 256),
+                torch.nn.ReLU(),
+                torch.nn.Linear(256, 256),
+                torch.nn.ReLU(),
+                torch.nn.Linear(256, env.action_dim),
+                torch.nn.Tanh(),
+            ).eval()
 
         def act(self, obs: np.ndarray) -> np.ndarray:
             with torch.inference_mode():
@@ -55,8 +60,9 @@ def make_policy(env_id: str, env):  # -> (Policy, description)
     return MLPPolicy(), "random-init torch MLP 256x256 (../shared not found)"
 
 
-def measure(env_id: str, backends: list[str], num_envs: int, steps: int, warmup: int,
-            repeats: int) -> dict[str, list[float]]:
+def measure(
+    env_id: str, backends: list[str], num_envs: int, steps: int, warmup: int, repeats: int
+) -> dict[str, list[float]]:
     """Env steps/s of each backend; repeats are interleaved across backends so all see the same machine load."""
     from pyseqrl.collect import EnvRunner
     from pyseqrl.envs import make
@@ -93,8 +99,10 @@ def versions() -> str:
         ep = envpool.__version__
     except ImportError:
         ep = "missing"
-    return (f"python {platform.python_version()}, numpy {np.__version__}, torch {torch.__version__}, envpool {ep}, "
-            f"gymnasium {gymnasium.__version__}, mujoco {mujoco.__version__}")
+    return (
+        f"python {platform.python_version()}, numpy {np.__version__}, torch {torch.__version__}, envpool {ep}, "
+        f"gymnasium {gymnasium.__version__}, mujoco {mujoco.__version__}"
+    )
 
 
 def cpu_name() -> str:
@@ -126,8 +134,10 @@ def main(argv: list[str] | None = None) -> int:
         _, policy_desc = make_policy(args.env_id, env)
     print(f"machine: {cpu_name()}, {os.cpu_count()} logical CPUs, {platform.system()} {platform.release()}")
     print(f"versions: {versions()}")
-    print(f"env {args.env_id}; policy: {policy_desc}; torch threads 1; {args.steps} vector steps x {args.repeats} "
-          f"repeats after {args.warmup} warm-up steps; median env steps/s (real transitions, autoreset rows excluded)")
+    print(
+        f"env {args.env_id}; policy: {policy_desc}; torch threads 1; {args.steps} vector steps x {args.repeats} "
+        f"repeats after {args.warmup} warm-up steps; median env steps/s (real transitions, autoreset rows excluded)"
+    )
     print()
     header = f"| num_envs | {' | '.join(f'{b} steps/s' for b in args.backends)} |"
     ratios = [b for b in args.backends if b != "envpool"] if "envpool" in args.backends else []
@@ -137,8 +147,11 @@ def main(argv: list[str] | None = None) -> int:
     for n in args.num_envs:
         rates = measure(args.env_id, args.backends, n, args.steps, args.warmup, args.repeats)
         med = {b: statistics.median(r) for b, r in rates.items()}
-        row = f"| {n} | " + " | ".join(f"{med[b]:,.0f} ({min(rates[b]):,.0f}-{max(rates[b]):,.0f})"
-                                         for b in args.backends) + " |"
+        row = (
+            f"| {n} | "
+            + " | ".join(f"{med[b]:,.0f} ({min(rates[b]):,.0f}-{max(rates[b]):,.0f})" for b in args.backends)
+            + " |"
+        )
         row += "".join(f" {med['envpool'] / med[b]:.2f}x |" for b in ratios)
         print(row, flush=True)
     print()

@@ -59,10 +59,29 @@ def bench_returns(ds: EpisodeDataset, quick: bool) -> str:
         native_1t = time_call(lambda: pyseqrl._native.core.returns_to_go(r, ends, gamma, False), repeat=20)
         vec = time_call(lambda: returns_to_go_numpy(r, ends, gamma), repeat=5)
         loop = time_call(lambda: returns_to_go_loop(r, ends, gamma), repeat=1, warmup=0) if not quick else float("nan")
-        rows.append([gamma, fmt_time(native), fmt_time(native_1t), fmt_time(vec), fmt_time(loop),
-                     f"{vec / native:.1f}x", f"{loop / native:.0f}x"])
-    return table(["gamma", "pyseqrl", "pyseqrl 1 thread", "numpy (per-episode cumsum/lfilter)", "DT Python loop",
-                  "vs numpy", "vs loop"], rows)
+        rows.append(
+            [
+                gamma,
+                fmt_time(native),
+                fmt_time(native_1t),
+                fmt_time(vec),
+                fmt_time(loop),
+                f"{vec / native:.1f}x",
+                f"{loop / native:.0f}x",
+            ]
+        )
+    return table(
+        [
+            "gamma",
+            "pyseqrl",
+            "pyseqrl 1 thread",
+            "numpy (per-episode cumsum/lfilter)",
+            "DT Python loop",
+            "vs numpy",
+            "vs loop",
+        ],
+        rows,
+    )
 
 
 def torchrl_slice_sampler(ds: EpisodeDataset, B: int):
@@ -74,14 +93,18 @@ def torchrl_slice_sampler(ds: EpisodeDataset, B: int):
         return None
     n = len(ds)
     storage = LazyTensorStorage(n)
-    rb = TensorDictReplayBuffer(storage=storage, sampler=SliceSampler(slice_len=K, traj_key="episode",
-                                                                      strict_length=False), batch_size=B * K)
-    td = TensorDict({
-        "observation": torch.from_numpy(ds.observations),
-        "action": torch.from_numpy(ds.actions),
-        "reward": torch.from_numpy(ds.rewards),
-        "episode": torch.from_numpy(ds.episode_index()),
-    }, batch_size=[n])
+    rb = TensorDictReplayBuffer(
+        storage=storage, sampler=SliceSampler(slice_len=K, traj_key="episode", strict_length=False), batch_size=B * K
+    )
+    td = TensorDict(
+        {
+            "observation": torch.from_numpy(ds.observations),
+            "action": torch.from_numpy(ds.actions),
+            "reward": torch.from_numpy(ds.rewards),
+            "episode": torch.from_numpy(ds.episode_index()),
+        },
+        batch_size=[n],
+    )
     rb.extend(td)
     return rb.sample
 
@@ -116,8 +139,9 @@ def bench_sampler(ds: EpisodeDataset, quick: bool) -> str:
 
         def numpy_batch():
             e, st = draws()
-            return segment_batch_numpy(ds.observations, ds.actions, ds.rewards, rtg, ds.episode_ends, e, st, K, mean,
-                                       std, 1000.0)
+            return segment_batch_numpy(
+                ds.observations, ds.actions, ds.rewards, rtg, ds.episode_ends, e, st, K, mean, std, 1000.0
+            )
 
         def loop_batch():
             e, st = draws()
@@ -129,13 +153,36 @@ def bench_sampler(ds: EpisodeDataset, quick: bool) -> str:
         t_loop = time_call(loop_batch, repeat=3 if not quick else 1, warmup=1)
         trl = torchrl_slice_sampler(ds, B) if not quick else None
         t_trl = time_call(trl, repeat=10) if trl is not None else float("nan")
-        rows.append([B, fmt_time(t_native), fmt_time(t_prefetch), fmt_time(t_numpy), fmt_time(t_loop),
-                     fmt_time(t_trl), f"{t_numpy / t_native:.1f}x", f"{t_loop / t_native:.0f}x",
-                     f"{t_trl / t_native:.1f}x"])
-    return table(["B", "pyseqrl (no prefetch)", "pyseqrl prefetch: loop waits", "numpy vectorised",
-                  "DT Python loop", "torchrl SliceSampler", "vs numpy", "vs loop", "vs torchrl"], rows) + (
+        rows.append(
+            [
+                B,
+                fmt_time(t_native),
+                fmt_time(t_prefetch),
+                fmt_time(t_numpy),
+                fmt_time(t_loop),
+                fmt_time(t_trl),
+                f"{t_numpy / t_native:.1f}x",
+                f"{t_loop / t_native:.0f}x",
+                f"{t_trl / t_native:.1f}x",
+            ]
+        )
+    return table(
+        [
+            "B",
+            "pyseqrl (no prefetch)",
+            "pyseqrl prefetch: loop waits",
+            "numpy vectorised",
+            "DT Python loop",
+            "torchrl SliceSampler",
+            "vs numpy",
+            "vs loop",
+            "vs torchrl",
+        ],
+        rows,
+    ) + (
         "\n\nRatios compare the synchronous fill (no prefetch) with each baseline. 'loop waits': median time a loop "
-        "that computes for 1 ms between batches spends in sample() with 2 batches prefetched in the background.")
+        "that computes for 1 ms between batches spends in sample() with 2 batches prefetched in the background."
+    )
 
 
 def bench_replay(quick: bool) -> str:
@@ -158,11 +205,14 @@ def bench_replay(quick: bool) -> str:
     try:
         import cpprb
 
-        cb = cpprb.ReplayBuffer(cap, env_dict={"obs": {"shape": S}, "act": {"shape": A}, "rew": {},
-                                               "next_obs": {"shape": S}, "done": {}})
+        cb = cpprb.ReplayBuffer(
+            cap, env_dict={"obs": {"shape": S}, "act": {"shape": A}, "rew": {}, "next_obs": {"shape": S}, "done": {}}
+        )
         cb.add(obs=obs, act=act, rew=rew, next_obs=obs, done=term)
-        impls["cpprb"] = (lambda: cb.add(obs=small[0], act=small[1], rew=small[2], next_obs=small[3], done=small[4]),
-                          lambda b: cb.sample(b))
+        impls["cpprb"] = (
+            lambda: cb.add(obs=small[0], act=small[1], rew=small[2], next_obs=small[3], done=small[4]),
+            lambda b: cb.sample(b),
+        )
     except ImportError:
         pass
     try:
@@ -174,8 +224,16 @@ def bench_replay(quick: bool) -> str:
         tb = TorchRLBuffer(storage=LazyTensorStorage(cap))
 
         def td(o, a, r, n, t):
-            return TensorDict({"obs": torch.from_numpy(o), "act": torch.from_numpy(a), "rew": torch.from_numpy(r),
-                               "next_obs": torch.from_numpy(n), "done": torch.from_numpy(t)}, batch_size=[len(r)])
+            return TensorDict(
+                {
+                    "obs": torch.from_numpy(o),
+                    "act": torch.from_numpy(a),
+                    "rew": torch.from_numpy(r),
+                    "next_obs": torch.from_numpy(n),
+                    "done": torch.from_numpy(t),
+                },
+                batch_size=[len(r)],
+            )
 
         tb.extend(td(obs, act, rew, obs, term))
         small_td = td(*small)
@@ -191,10 +249,21 @@ def bench_replay(quick: bool) -> str:
             time_call(lambda: sample(1024), repeat=30, number=10),
         )
     base = results["pyseqrl"]
-    rows = [[name, fmt_time(a), fmt_time(s1), fmt_time(s2), f"{a / base[0]:.1f}x", f"{s1 / base[1]:.1f}x",
-             f"{s2 / base[2]:.1f}x"] for name, (a, s1, s2) in results.items()]
-    return table(["buffer", "add 16", "sample 256", "sample 1024", "pyseqrl speed-up add", "sample 256",
-                  "sample 1024"], rows)
+    rows = [
+        [
+            name,
+            fmt_time(a),
+            fmt_time(s1),
+            fmt_time(s2),
+            f"{a / base[0]:.1f}x",
+            f"{s1 / base[1]:.1f}x",
+            f"{s2 / base[2]:.1f}x",
+        ]
+        for name, (a, s1, s2) in results.items()
+    ]
+    return table(
+        ["buffer", "add 16", "sample 256", "sample 1024", "pyseqrl speed-up add", "sample 256", "sample 1024"], rows
+    )
 
 
 def main() -> None:

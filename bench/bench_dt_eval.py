@@ -49,8 +49,10 @@ def main() -> None:
         "KV cache, refresh_every=K/2": {"use_cache": True, "refresh_every": K // 2},
         "KV cache, refresh_every=K": {"use_cache": True, "refresh_every": K},
     }
-    print(f"# DT evaluation, {platform.processor() or platform.machine()}, torch {torch.__version__}, "
-          f"threads {torch.get_num_threads()}; model 128x3x1, K={K}, envs={args.envs}, steps={args.steps}")
+    print(
+        f"# DT evaluation, {platform.processor() or platform.machine()}, torch {torch.__version__}, "
+        f"threads {torch.get_num_threads()}; model 128x3x1, K={K}, envs={args.envs}, steps={args.steps}"
+    )
     policies = {name: DTPolicy(model, 3600.0, 1000.0, **kw) for name, kw in variants.items()}
     for policy in policies.values():
         run(policy, args.envs, 30, S)  # warm-up

@@ -29,9 +29,12 @@ def make_data(seed: int = 0) -> dict[str, np.ndarray]:
     n = EP * NEP
     term = np.zeros(n, bool)
     term[EP - 1 :: EP] = True
-    return {"observations": rng.normal(size=(n, S)).astype(np.float32),
-            "actions": rng.uniform(-1, 1, size=(n, A)).astype(np.float32),
-            "rewards": rng.uniform(0, 3, size=n).astype(np.float32), "terminals": term}
+    return {
+        "observations": rng.normal(size=(n, S)).astype(np.float32),
+        "actions": rng.uniform(-1, 1, size=(n, A)).astype(np.float32),
+        "rewards": rng.uniform(0, 3, size=n).astype(np.float32),
+        "terminals": term,
+    }
 
 
 def timed(step: Callable[[], None]) -> Callable[[int], float]:
@@ -107,13 +110,28 @@ def bench_hf(data: dict[str, np.ndarray]) -> Callable[[int], float]:
             rtg[-1] = np.concatenate([np.zeros((1, K - tlen, 1)), rtg[-1]], axis=1) / 1000.0
             ts[-1] = np.concatenate([np.zeros((1, K - tlen)), ts[-1]], axis=1)
             mask.append(np.concatenate([np.zeros((1, K - tlen)), np.ones((1, tlen))], axis=1))
-        f = lambda x: torch.from_numpy(np.concatenate(x, axis=0)).float()
+
+        def f(x):
+            return torch.from_numpy(np.concatenate(x, axis=0)).float()
+
         return f(s), f(a), f(r), f(rtg), torch.from_numpy(np.concatenate(ts, 0)).long(), f(mask)
 
     torch.manual_seed(0)
-    cfg = DecisionTransformerConfig(state_dim=S, act_dim=A, hidden_size=H, n_layer=3, n_head=1, n_inner=4 * H,
-                                    activation_function="relu", max_ep_len=EP, n_positions=1024,
-                                    resid_pdrop=0.1, embd_pdrop=0.1, attn_pdrop=0.1, action_tanh=True)
+    cfg = DecisionTransformerConfig(
+        state_dim=S,
+        act_dim=A,
+        hidden_size=H,
+        n_layer=3,
+        n_head=1,
+        n_inner=4 * H,
+        activation_function="relu",
+        max_ep_len=EP,
+        n_positions=1024,
+        resid_pdrop=0.1,
+        embd_pdrop=0.1,
+        attn_pdrop=0.1,
+        action_tanh=True,
+    )
     model = DecisionTransformerModel(cfg).train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=1e-4)
 
@@ -140,8 +158,14 @@ def bench_d3rlpy(data: dict[str, np.ndarray]) -> Callable[[int], float] | None:
 
     ds = d3rlpy.dataset.MDPDataset(data["observations"], data["actions"], data["rewards"], data["terminals"])
     dt = d3rlpy.algos.DecisionTransformerConfig(
-        batch_size=B, context_size=K, max_timestep=EP, learning_rate=1e-4, num_heads=1, num_layers=3,
-        encoder_factory=VectorEncoderFactory(hidden_units=[H]), activation_type="relu",
+        batch_size=B,
+        context_size=K,
+        max_timestep=EP,
+        learning_rate=1e-4,
+        num_heads=1,
+        num_layers=3,
+        encoder_factory=VectorEncoderFactory(hidden_units=[H]),
+        activation_type="relu",
     ).create(device="cpu:0")
     kw = {"show_progress": False, "logger_adapter": NoopAdapterFactory(), "save_interval": 10**9}
     dt.fit(ds, n_steps=5, n_steps_per_epoch=5, **kw)  # build + warm-up
@@ -163,9 +187,11 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     data = make_data()
-    runners = {"pyseqrl": bench_pyseqrl(data),
-               "HF DecisionTransformerModel + numpy batcher": bench_hf(data),
-               "d3rlpy DecisionTransformer": bench_d3rlpy(data)}
+    runners = {
+        "pyseqrl": bench_pyseqrl(data),
+        "HF DecisionTransformerModel + numpy batcher": bench_hf(data),
+        "d3rlpy DecisionTransformer": bench_d3rlpy(data),
+    }
     times: dict[str, list[float]] = {k: [] for k in runners}
     for _ in range(args.repeats):  # round robin, so a change of machine load hits every implementation alike
         for name, run in runners.items():
@@ -174,9 +200,11 @@ def main() -> None:
     rows = {k: (args.steps / statistics.median(v) if v else None) for k, v in times.items()}
     import transformers
 
-    print(f"# DT training, {platform.processor() or platform.machine()}, torch {torch.__version__}, transformers "
-          f"{transformers.__version__}, threads {torch.get_num_threads()}; 128x3x1, B={B}, K={K}, {args.steps} steps "
-          f"x {args.repeats} repeats, round robin (median)")
+    print(
+        f"# DT training, {platform.processor() or platform.machine()}, torch {torch.__version__}, transformers "
+        f"{transformers.__version__}, threads {torch.get_num_threads()}; 128x3x1, B={B}, K={K}, {args.steps} steps "
+        f"x {args.repeats} repeats, round robin (median)"
+    )
     print("| implementation | steps/s | pyseqrl speedup |")
     print("|---|---|---|")
     for name, rate in rows.items():

@@ -133,20 +133,14 @@ def device_step(ds: EpisodeDataset, args: argparse.Namespace, fused: bool, graph
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument(
-        "--dataset", type=Path, default=None, help="a dataset file (default: synthetic 1M steps)"
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dataset", type=Path, default=None, help="a dataset file (default: synthetic 1M steps)")
     parser.add_argument("--steps", type=int, default=1_000_000, help="size of the synthetic dataset")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--context-len", type=int, default=20)
     parser.add_argument("--time-steps", type=int, default=200, help="steps per CUDA-event timing")
     parser.add_argument("--repeat", type=int, default=5)
-    parser.add_argument(
-        "--run-steps", type=int, default=100_000, help="length of the graphed training run (0: skip)"
-    )
+    parser.add_argument("--run-steps", type=int, default=100_000, help="length of the graphed training run (0: skip)")
     parser.add_argument("--out", type=Path, default=None, help="also write the report (markdown) here")
     args = parser.parse_args(argv)
     if not _cuda.cuda_kernels_available():

@@ -6,7 +6,7 @@ import os
 import platform
 import statistics
 import time
-from typing import Callable
+from collections.abc import Callable
 
 
 def time_call(fn: Callable[[], object], repeat: int = 20, warmup: int = 3, number: int = 1) -> float:
@@ -26,7 +26,8 @@ def machine_header() -> str:
     import numpy as np
 
     lines = [
-        f"machine: {platform.node()} {platform.machine()}, {os.cpu_count()} logical CPUs, {platform.processor() or '?'}",
+        f"machine: {platform.node()} {platform.machine()}, {os.cpu_count()} logical CPUs, "
+        f"{platform.processor() or '?'}",
         f"python {platform.python_version()}, numpy {np.__version__}",
     ]
     try:

@@ -52,14 +52,34 @@ def backbone_config(name: str, tiny: bool):
         return GPT2Config(n_positions=1024, n_head=1, bos_token_id=0, eos_token_id=0, **size)
     if name == "smollm2":
         size = (
-            dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                 intermediate_size=128, vocab_size=100)
+            dict(
+                hidden_size=64,
+                num_hidden_layers=2,
+                num_attention_heads=4,
+                num_key_value_heads=2,
+                intermediate_size=128,
+                vocab_size=100,
+            )
             if tiny
-            else dict(hidden_size=576, num_hidden_layers=30, num_attention_heads=9, num_key_value_heads=3,
-                      intermediate_size=1536, vocab_size=49152)
+            else dict(
+                hidden_size=576,
+                num_hidden_layers=30,
+                num_attention_heads=9,
+                num_key_value_heads=3,
+                intermediate_size=1536,
+                vocab_size=49152,
+            )
         )
-        return LlamaConfig(max_position_embeddings=8192, rope_theta=100000.0, rms_norm_eps=1e-5, hidden_act="silu",
-                           tie_word_embeddings=True, bos_token_id=1, eos_token_id=2, **size)
+        return LlamaConfig(
+            max_position_embeddings=8192,
+            rope_theta=100000.0,
+            rms_norm_eps=1e-5,
+            hidden_act="silu",
+            tie_word_embeddings=True,
+            bos_token_id=1,
+            eos_token_id=2,
+            **size,
+        )
     return None
 
 
@@ -72,14 +92,25 @@ def build_model(name: str, S: int, A: int, K: int, tiny: bool, tmp: str):
     torch.manual_seed(0)
     if name == "dt":
         size = dict(hidden_size=32, n_layer=2) if tiny else dict(hidden_size=128, n_layer=3)
-        return DecisionTransformer(DTConfig(state_dim=S, act_dim=A, context_len=K, n_head=1, dropout=0.1,
-                                            max_ep_len=1000, **size))
+        return DecisionTransformer(
+            DTConfig(state_dim=S, act_dim=A, context_len=K, n_head=1, dropout=0.1, max_ep_len=1000, **size)
+        )
     path = Path(tmp) / name
     AutoModelForCausalLM.from_config(backbone_config(name, tiny)).save_pretrained(path)
     # Wiki-RL's options (pyseqrl train wiki): tied action head, timestep embedding after the LayerNorm, dropout 0.2
-    return DecisionTransformer(DTConfig(state_dim=S, act_dim=A, context_len=K, backbone=str(path), dropout=0.2,
-                                        action_head="tied", time_embedding="after_ln", timestep_from_lm=None,
-                                        max_ep_len=1000))
+    return DecisionTransformer(
+        DTConfig(
+            state_dim=S,
+            act_dim=A,
+            context_len=K,
+            backbone=str(path),
+            dropout=0.2,
+            action_head="tied",
+            time_embedding="after_ln",
+            timestep_from_lm=None,
+            max_ep_len=1000,
+        )
+    )
 
 
 class StaticBatches:
@@ -169,13 +200,18 @@ def time_variant(model, sampler, device, attn: str, precision: str, mode: str, t
         with amp():
             return dt_action_loss(model, batch)
 
-    step = TrainStep(loss_fn, list(model.parameters()), make_capturable_adamw(model, lr=1e-4, weight_decay=1e-4),
-                     sampler, grad_clip=0.25, warmup_steps=1000)
+    step = TrainStep(
+        loss_fn,
+        list(model.parameters()),
+        make_capturable_adamw(model, lr=1e-4, weight_decay=1e-4),
+        sampler,
+        grad_clip=0.25,
+        warmup_steps=1000,
+    )
     if mode == "graph":
         step.capture(warmup_iters=3)
     seconds, n = time_per_step(step if mode == "graph" else step.eager, device, tiny)
-    row = {"status": "ok", "ms_per_step": round(seconds * 1e3, 4), "steps_timed": n,
-           "loss": round(float(step.loss), 5)}
+    row = {"status": "ok", "ms_per_step": round(seconds * 1e3, 4), "steps_timed": n, "loss": round(float(step.loss), 5)}
     if cuda:
         row["peak_mem_gb"] = round(torch.cuda.max_memory_allocated() / 2**30, 3)
     return row
@@ -211,17 +247,20 @@ def worker(args: argparse.Namespace) -> int:
         with open(args.jsonl, "a") as f:
             f.write(json.dumps({kind: obj}) + "\n")
 
-    emit("meta", {
-        "device": torch.cuda.get_device_name() if cuda else "cpu",
-        "torch": torch.__version__,
-        "cuda": torch.version.cuda,
-        "pyseqrl_kernels": kernels,
-        "batch_size": B,
-        "context_len": K,
-        "padding": "left only (segments at episode starts); no right-padding option exists",
-        "batching": batching,
-        "tiny": args.tiny,
-    })
+    emit(
+        "meta",
+        {
+            "device": torch.cuda.get_device_name() if cuda else "cpu",
+            "torch": torch.__version__,
+            "cuda": torch.version.cuda,
+            "pyseqrl_kernels": kernels,
+            "batch_size": B,
+            "context_len": K,
+            "padding": "left only (segments at episode starts); no right-padding option exists",
+            "batching": batching,
+            "tiny": args.tiny,
+        },
+    )
     seen_errors: set[str] = set()
     precisions = args.precisions or (["tf32", "bf16"] if cuda else ["fp32", "bf16"])
     with tempfile.TemporaryDirectory(prefix="gpu_check_steps_") as tmp:
@@ -240,8 +279,11 @@ def worker(args: argparse.Namespace) -> int:
                 continue
             base["params_m"] = round(sum(p.numel() for p in model.parameters()) / 1e6, 3)
             base["trainable_m"] = round(sum(p.numel() for p in model.parameters() if p.requires_grad) / 1e6, 3)
-            print(f"== {name}: {base['params_m']} M parameters ({base['trainable_m']} M trained), built in "
-                  f"{build_s:.1f} s", flush=True)
+            print(
+                f"== {name}: {base['params_m']} M parameters ({base['trainable_m']} M trained), built in "
+                f"{build_s:.1f} s",
+                flush=True,
+            )
             if cuda and kernels:
                 sampler = GPUSegmentSampler(ds, device=device, **skw)
             elif cuda:
@@ -289,8 +331,16 @@ def markdown(rows: list[dict]) -> str:
         params = f"{r['params_m']} ({r['trainable_m']})" if "params_m" in r else ""
         ms = f"{r['ms_per_step']:.3f}" if "ms_per_step" in r else ""
         status = r["status"] + (f": {r['error'][:70]}" if r.get("error") else "")
-        cells = [r["model"], params, r.get("attn", ""), r.get("precision", ""), r.get("mode", ""), ms,
-                 str(r.get("peak_mem_gb", "")), status]
+        cells = [
+            r["model"],
+            params,
+            r.get("attn", ""),
+            r.get("precision", ""),
+            r.get("mode", ""),
+            ms,
+            str(r.get("peak_mem_gb", "")),
+            status,
+        ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -301,15 +351,22 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tiny", action="store_true", help="tiny backbones and batches (a CPU rehearsal)")
     p.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
     p.add_argument("--attn", nargs="+", default=list(ATTENTIONS), choices=ATTENTIONS)
-    p.add_argument("--precisions", nargs="+", choices=["fp32", "tf32", "bf16"],
-                   help="default: tf32 bf16 on a GPU, fp32 bf16 on the CPU")
+    p.add_argument(
+        "--precisions",
+        nargs="+",
+        choices=["fp32", "tf32", "bf16"],
+        help="default: tf32 bf16 on a GPU, fp32 bf16 on the CPU",
+    )
     p.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES)
     p.add_argument("--batch-size", type=int, default=None, help="default 64 (4 with --tiny)")
     p.add_argument("--context-len", type=int, default=None, help="default 20 (5 with --tiny)")
     p.add_argument("--budget", type=float, default=300.0, help="seconds for everything; later variants are skipped")
     p.add_argument("--json", type=Path, default=None, help="write {meta, rows} here (rewritten after each backbone)")
-    p.add_argument("--one-worker", action="store_true",
-                   help="all backbones in one worker process (default on the CPU; on a GPU one process each)")
+    p.add_argument(
+        "--one-worker",
+        action="store_true",
+        help="all backbones in one worker process (default on the CPU; on a GPU one process each)",
+    )
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--jsonl", help=argparse.SUPPRESS)
     p.add_argument("--deadline", type=float, help=argparse.SUPPRESS)
@@ -327,9 +384,27 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="gpu_check_steps_") as tmp:
         for i, group in enumerate(groups):
             jsonl = Path(tmp) / f"rows{i}.jsonl"
-            cmd = [sys.executable, __file__, "--worker", "--jsonl", str(jsonl), "--deadline", str(deadline),
-                   "--device", args.device, "--models", *group, "--attn", *args.attn, "--modes", *args.modes,
-                   "--batch-size", str(args.batch_size), "--context-len", str(args.context_len)]
+            cmd = [
+                sys.executable,
+                __file__,
+                "--worker",
+                "--jsonl",
+                str(jsonl),
+                "--deadline",
+                str(deadline),
+                "--device",
+                args.device,
+                "--models",
+                *group,
+                "--attn",
+                *args.attn,
+                "--modes",
+                *args.modes,
+                "--batch-size",
+                str(args.batch_size),
+                "--context-len",
+                str(args.context_len),
+            ]
             if args.tiny:
                 cmd.append("--tiny")
             if args.precisions:
@@ -358,10 +433,18 @@ def main(argv: list[str] | None = None) -> int:
             if rc != 0:  # crashed or stopped: say so for the backbone in progress and those never started
                 worst = rc
                 if got:
-                    got.append({"model": got[-1]["model"], "status": "failed",
-                                "error": f"worker exited with {rc} after the rows above"})
-                got += [{"model": m, "status": "failed", "error": f"worker exited with {rc}"} for m in group
-                        if m not in done]
+                    got.append(
+                        {
+                            "model": got[-1]["model"],
+                            "status": "failed",
+                            "error": f"worker exited with {rc} after the rows above",
+                        }
+                    )
+                got += [
+                    {"model": m, "status": "failed", "error": f"worker exited with {rc}"}
+                    for m in group
+                    if m not in done
+                ]
             rows += got
             if args.json:
                 args.json.parent.mkdir(parents=True, exist_ok=True)

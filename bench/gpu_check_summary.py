@@ -36,8 +36,10 @@ def env() -> int:
     print(f"torch: {torch.__version__}, CUDA {torch.version.cuda}, cuDNN {torch.backends.cudnn.version()}")
     if torch.cuda.is_available():
         p = torch.cuda.get_device_properties(0)
-        print(f"device: {p.name}, sm_{p.major}{p.minor}, {p.multi_processor_count} SMs, "
-              f"{p.total_memory / 2**30:.0f} GiB ({torch.cuda.device_count()} visible)")
+        print(
+            f"device: {p.name}, sm_{p.major}{p.minor}, {p.multi_processor_count} SMs, "
+            f"{p.total_memory / 2**30:.0f} GiB ({torch.cuda.device_count()} visible)"
+        )
     else:
         print("device: torch sees no CUDA device")
     try:
@@ -90,8 +92,10 @@ def attention_result(out: Path) -> list[str]:
                 pass
     lines = []
     for dtype, r in ratios.items():
-        lines.append(f"attention {dtype}: best SDPA / pyseqrl over {len(r)} shapes: min {min(r):.2f}x, "
-                     f"median {statistics.median(r):.2f}x, max {max(r):.2f}x (target >= 1.3x)")
+        lines.append(
+            f"attention {dtype}: best SDPA / pyseqrl over {len(r)} shapes: min {min(r):.2f}x, "
+            f"median {statistics.median(r):.2f}x, max {max(r):.2f}x (target >= 1.3x)"
+        )
     return lines
 
 
@@ -123,8 +127,10 @@ def steps_result(out: Path) -> list[str]:
             key = (r["model"], r["precision"])
             by.setdefault(key, []).append(f"{r['attn']} {r['mode']} {r['ms_per_step']:.2f}")
         elif r.get("status") == "failed":
-            problems.append(f"{r['model']} {r.get('attn', '')} {r.get('precision', '')} {r.get('mode', '')}: "
-                            f"{r.get('error', '')[:60]}")
+            problems.append(
+                f"{r['model']} {r.get('attn', '')} {r.get('precision', '')} {r.get('mode', '')}: "
+                f"{r.get('error', '')[:60]}"
+            )
     meta = data.get("meta", {})
     head = f"DT steps (ms/step, B={meta.get('batch_size')}, K={meta.get('context_len')}, {meta.get('batching')})"
     lines = [head] + [f"  {m} {p}: " + ", ".join(v) for (m, p), v in by.items()]
@@ -136,8 +142,16 @@ def steps_result(out: Path) -> list[str]:
 def summary(work: Path, out: Path, dry_run: bool) -> int:
     stages = [ln.split("\t") for ln in read(work / "stages.tsv").splitlines() if ln.count("\t") >= 3]
     title = "# pyseqrl GPU check" + (" (DRY RUN on the CPU: stand-ins for the GPU tools)" if dry_run else "")
-    md = [title, "", "```", read(work / "env.txt").strip(), "```", "", "| stage | status | seconds | note |",
-          "|---|---|---|---|"]
+    md = [
+        title,
+        "",
+        "```",
+        read(work / "env.txt").strip(),
+        "```",
+        "",
+        "| stage | status | seconds | note |",
+        "|---|---|---|---|",
+    ]
     md += [f"| {s[0]} | {s[1]} | {s[2]} | {s[3]} |" for s in stages]
     key = [f"tests: {tests_result(out)}"]
     san = sanitizer_result(out)

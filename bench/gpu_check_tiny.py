@@ -47,15 +47,25 @@ def qkv(B: int, H: int, L: int, D: int, dtype: torch.dtype, device: str, seed: i
     return [t.detach().requires_grad_() for t in (q, k, v)], mask
 
 
-def attention_case(name: str, B: int, H: int, L: int, D: int, dtype: torch.dtype, device: str, algo: int = 0,
-                   dropout_p: float = 0.0, strided: bool = False, seed: int = 0) -> None:
+def attention_case(
+    name: str,
+    B: int,
+    H: int,
+    L: int,
+    D: int,
+    dtype: torch.dtype,
+    device: str,
+    algo: int = 0,
+    dropout_p: float = 0.0,
+    strided: bool = False,
+    seed: int = 0,
+) -> None:
     (q, k, v), mask = qkv(B, H, L, D, dtype, device, seed, strided)
     backend = "kernel" if device == "cuda" else "auto"
     attention.KERNEL_ALGO = algo
     try:
         out = causal_attention(q, k, v, mask, dropout_p=dropout_p, backend=backend)
-        grad = torch.randn(out.shape, generator=torch.Generator().manual_seed(seed + 1)).to(device=device,
-                                                                                            dtype=dtype)
+        grad = torch.randn(out.shape, generator=torch.Generator().manual_seed(seed + 1)).to(device=device, dtype=dtype)
         dq, dk, dv = torch.autograd.grad(out, (q, k, v), grad)
         if device == "cuda":
             torch.cuda.synchronize()
@@ -114,8 +124,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     device = args.device
     if device == "cuda" and not _cuda.cuda_kernels_available():
-        print(f"gpu_check_tiny: needs a CUDA device and pyseqrl's kernels (torch.cuda.is_available()="
-              f"{torch.cuda.is_available()}, compiled with CUDA={_cuda.compiled_with_cuda()})")
+        print(
+            f"gpu_check_tiny: needs a CUDA device and pyseqrl's kernels (torch.cuda.is_available()="
+            f"{torch.cuda.is_available()}, compiled with CUDA={_cuda.compiled_with_cuda()})"
+        )
         return 1
     f32, bf16, f16 = torch.float32, torch.bfloat16, torch.float16
     attention_case("simt fp32", 2, 2, 37, 64, f32, device)

@@ -150,8 +150,15 @@ def collect(
         pass
     meta.update(metadata or {})
     ds = EpisodeDataset.from_episodes(eps, metadata=meta)
-    log.info("collected %d transitions in %d episodes of %s with %s: return %.1f +- %.1f", len(ds),
-             ds.num_episodes, env_id, meta["policy"], meta["return_mean"], meta["return_std"])
+    log.info(
+        "collected %d transitions in %d episodes of %s with %s: return %.1f +- %.1f",
+        len(ds),
+        ds.num_episodes,
+        env_id,
+        meta["policy"],
+        meta["return_mean"],
+        meta["return_std"],
+    )
     return ds
 
 
@@ -195,8 +202,16 @@ def build_recipe(
         except ImportError as e:
             raise RuntimeError(f"the medium-replay recipe trains SAC, which needs torch: {e}") from e
         run_dir = run_dir or tempfile.mkdtemp(prefix="pyseqrl-medium-replay-")
-        ds = sac_replay_dataset(env_id, total_steps=steps, seed=seed, stop_return=medium_return, backend=backend,
-                                progress=progress, run_dir=run_dir, tensorboard=False)
+        ds = sac_replay_dataset(
+            env_id,
+            total_steps=steps,
+            seed=seed,
+            stop_return=medium_return,
+            backend=backend,
+            progress=progress,
+            run_dir=run_dir,
+            tensorboard=False,
+        )
         ds.metadata["recipe"] = recipe
         return ds
     if policy is None:
@@ -262,19 +277,41 @@ def main(argv: list[str] | None = None) -> int:
         if policy is None:
             raise SystemExit(f"pyseqrl collect: --recipe {cfg.recipe} needs --policy (e.g. random, sb3:agent.zip)")
         steps = 1_000_000 if cfg.steps is None and cfg.episodes is None else cfg.steps
-        ds = collect(policy, cfg.env_id, cfg.num_envs, steps=steps, episodes=cfg.episodes, seed=cfg.seed,
-                     backend=cfg.backend, progress=cfg.progress, metadata={"recipe": cfg.recipe}, **kwargs)
+        ds = collect(
+            policy,
+            cfg.env_id,
+            cfg.num_envs,
+            steps=steps,
+            episodes=cfg.episodes,
+            seed=cfg.seed,
+            backend=cfg.backend,
+            progress=cfg.progress,
+            metadata={"recipe": cfg.recipe},
+            **kwargs,
+        )
     else:  # medium-expert, medium-replay
         if cfg.episodes is not None:
             raise SystemExit(f"pyseqrl collect: --recipe {cfg.recipe} takes --steps, not --episodes")
-        ds = build_recipe(cfg.recipe, cfg.env_id, cfg.policy, cfg.expert_policy, steps=cfg.steps or 1_000_000,
-                          num_envs=cfg.num_envs, seed=cfg.seed, backend=cfg.backend, progress=cfg.progress,
-                          medium_return=cfg.medium_return, **kwargs)
+        ds = build_recipe(
+            cfg.recipe,
+            cfg.env_id,
+            cfg.policy,
+            cfg.expert_policy,
+            steps=cfg.steps or 1_000_000,
+            num_envs=cfg.num_envs,
+            seed=cfg.seed,
+            backend=cfg.backend,
+            progress=cfg.progress,
+            medium_return=cfg.medium_return,
+            **kwargs,
+        )
     ds.save(cfg.out)
     m = ds.metadata
-    line = (f"wrote {cfg.out}: {len(ds)} transitions, {ds.num_episodes} episodes of {cfg.env_id}; "
-            f"{m.get('num_complete_episodes', ds.num_episodes)} complete episodes: "
-            f"return {m.get('return_mean', float('nan')):.1f} +- {m.get('return_std', float('nan')):.1f}")
+    line = (
+        f"wrote {cfg.out}: {len(ds)} transitions, {ds.num_episodes} episodes of {cfg.env_id}; "
+        f"{m.get('num_complete_episodes', ds.num_episodes)} complete episodes: "
+        f"return {m.get('return_mean', float('nan')):.1f} +- {m.get('return_std', float('nan')):.1f}"
+    )
     if "ref_min_score" in m and "return_mean" in m:
         from pyseqrl.scores import normalized_score
 

@@ -75,9 +75,15 @@ class EvalResult:
         lines = []
         for r in rows:
             head = f"{r.env_id}" + (f" target {r.target_return:g}" if r.target_return is not None else "")
-            score = f", D4RL score {r.normalized_score:.1f} +- {r.normalized_std:.1f}" if r.normalized_score is not None else ""
-            lines.append(f"{head}: return {r.mean_return:.1f} +- {r.std_return:.1f} over {len(r.returns)} episodes, "
-                         f"length {r.mean_length:.0f}{score}")
+            score = (
+                f", D4RL score {r.normalized_score:.1f} +- {r.normalized_std:.1f}"
+                if r.normalized_score is not None
+                else ""
+            )
+            lines.append(
+                f"{head}: return {r.mean_return:.1f} +- {r.std_return:.1f} over {len(r.returns)} episodes, "
+                f"length {r.mean_length:.0f}{score}"
+            )
         return "\n".join(lines)
 
 
@@ -94,9 +100,7 @@ def _references(env_id: str, ref_min: float | None, ref_max: float | None) -> tu
         return None
 
 
-def run_episodes(
-    policy: Policy, env: Any, episodes: int, progress: bool = False
-) -> tuple[np.ndarray, np.ndarray, int]:
+def run_episodes(policy: Policy, env: Any, episodes: int, progress: bool = False) -> tuple[np.ndarray, np.ndarray, int]:
     """Run exactly ``episodes`` episodes of ``policy`` in ``env`` (a fresh :class:`pyseqrl.envs.VectorEnv`).
 
     Environment ``i`` runs ``episodes // n`` episodes (plus one for ``i < episodes % n``), then is masked.
@@ -178,8 +182,10 @@ def evaluate(
             base = policy
             if target is not None:
                 if not hasattr(base, "with_target"):
-                    raise TypeError(f"target_returns needs a return-conditioned policy with with_target(); "
-                                    f"{type(base).__name__} has none")
+                    raise TypeError(
+                        f"target_returns needs a return-conditioned policy with with_target(); "
+                        f"{type(base).__name__} has none"
+                    )
                 base = base.with_target(target)
             returns, lengths, vector_steps = run_episodes(base, env, episodes, progress=progress)
         finally:
@@ -240,9 +246,19 @@ def main(argv: list[str] | None = None) -> int:
 
     cfg = tyro.cli(EvaluateConfig, args=argv, prog="pyseqrl evaluate")
     env_kwargs = {} if cfg.max_episode_steps is None else {"max_episode_steps": cfg.max_episode_steps}
-    result = evaluate(cfg.policy, cfg.env_id, episodes=cfg.episodes, seed=cfg.seed, num_envs=cfg.num_envs,
-                      target_returns=cfg.target_returns, ref_min=cfg.ref_min, ref_max=cfg.ref_max,
-                      backend=cfg.backend, env_kwargs=env_kwargs, progress=cfg.progress)
+    result = evaluate(
+        cfg.policy,
+        cfg.env_id,
+        episodes=cfg.episodes,
+        seed=cfg.seed,
+        num_envs=cfg.num_envs,
+        target_returns=cfg.target_returns,
+        ref_min=cfg.ref_min,
+        ref_max=cfg.ref_max,
+        backend=cfg.backend,
+        env_kwargs=env_kwargs,
+        progress=cfg.progress,
+    )
     print(result)
     print(f"({result.seconds:.1f} s)")
     return 0

@@ -11,9 +11,10 @@ import json
 import logging
 import math
 import os
+from collections.abc import Sequence
 from dataclasses import asdict, replace
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -24,8 +25,9 @@ CACHE = Path(os.environ.get("PYSEQRL_CACHE", "~/.cache/pyseqrl")).expanduser()
 
 
 # ------------------------------------------------------------------------------------------------ datasets
-def behaviour_policy(env_id: str, spec: str | None = None, sac_steps: int = 20_000, run_dir: Path | None = None,
-                     seed: int = 0) -> str:
+def behaviour_policy(
+    env_id: str, spec: str | None = None, sac_steps: int = 20_000, run_dir: Path | None = None, seed: int = 0
+) -> str:
     """A policy spec for building datasets: ``spec`` if given, else pyseqrl's built-in reference policy for
     ``env_id``, else a short SAC run from scratch (``sac_steps`` environment steps) whose actor is used."""
     from pyseqrl.policies import builtin_policies
@@ -41,29 +43,55 @@ def behaviour_policy(env_id: str, spec: str | None = None, sac_steps: int = 20_0
     ckpt = run_dir / "checkpoint.pt"
     if not ckpt.exists():
         print(f"no built-in policy for {env_id}: training SAC for {sac_steps} steps as the behaviour policy")
-        train_sac(SACConfig(env_id=env_id, total_steps=sac_steps, seed=seed, learning_starts=min(5000, sac_steps // 4),
-                            agent=AgentConfig(num_critics=2), run_dir=str(run_dir), eval_every=0,
-                            checkpoint_every=sac_steps, tensorboard=False, progress=True, threads=1))
+        train_sac(
+            SACConfig(
+                env_id=env_id,
+                total_steps=sac_steps,
+                seed=seed,
+                learning_starts=min(5000, sac_steps // 4),
+                agent=AgentConfig(num_critics=2),
+                run_dir=str(run_dir),
+                eval_every=0,
+                checkpoint_every=sac_steps,
+                tensorboard=False,
+                progress=True,
+                threads=1,
+            )
+        )
     return f"sac:{ckpt}"
 
 
-def build_dataset(env_id: str, policy: str, steps: int, path: Path, seed: int = 0, noise_std: float = 0.1,
-                  num_envs: int = 16) -> Any:
+def build_dataset(
+    env_id: str, policy: str, steps: int, path: Path, seed: int = 0, noise_std: float = 0.1, num_envs: int = 16
+) -> Any:
     """Collect ``steps`` transitions of ``policy`` (with Gaussian action noise) into ``path``; reuses the file."""
     from pyseqrl.collect import collect
     from pyseqrl.data import load
 
     if path.exists():
         return load(path)
-    ds = collect(policy, env_id, num_envs=num_envs, steps=steps, seed=seed, noise_std=noise_std, progress=True,
-                 metadata={"recipe": "medium"})
+    ds = collect(
+        policy,
+        env_id,
+        num_envs=num_envs,
+        steps=steps,
+        seed=seed,
+        noise_std=noise_std,
+        progress=True,
+        metadata={"recipe": "medium"},
+    )
     ds.save(path)
     return ds
 
 
 # ------------------------------------------------------------------------------------------------ ChibiT
-def chibit(text: Sequence[str] = ("ovos-wiki",), steps: int | None = None, out: Path | None = None,
-           max_chars: int | None = None, seed: int = 0) -> tuple[Path, dict[str, Any]]:
+def chibit(
+    text: Sequence[str] = ("ovos-wiki",),
+    steps: int | None = None,
+    out: Path | None = None,
+    max_chars: int | None = None,
+    seed: int = 0,
+) -> tuple[Path, dict[str, Any]]:
     """The ChibiT backbone (a 128-wide, 3-layer, 1-head GPT-2) and its pretraining summary.
 
     By default (``steps=None``) this is the ChibiT pretrained until its held-out perplexity stops improving,
@@ -82,23 +110,54 @@ def chibit(text: Sequence[str] = ("ovos-wiki",), steps: int | None = None, out: 
     if (out / SUMMARY).exists() and (out / "model.safetensors").exists():
         print(f"reusing the pretrained ChibiT in {out}")
         return out, json.loads((out / SUMMARY).read_text())["summary"]
-    summary = pretrain(PretrainConfig(text=list(text), out=str(out), max_steps=steps, max_chars=max_chars,
-                                      seed=seed, warmup_steps=max(1, min(200, steps // 10)),
-                                      eval_every=max(1, steps // 5), max_minutes=None))
+    summary = pretrain(
+        PretrainConfig(
+            text=list(text),
+            out=str(out),
+            max_steps=steps,
+            max_chars=max_chars,
+            seed=seed,
+            warmup_steps=max(1, min(200, steps // 10)),
+            eval_every=max(1, steps // 5),
+            max_minutes=None,
+        )
+    )
     return out, summary
 
 
 # ------------------------------------------------------------------------------------------------ DT runs
-def train_dt(recipe: str, dataset: Path, run_dir: Path, steps: int, seed: int = 0, backbone: str | None = None,
-             eval_every: int = 0, eval_episodes: int = 5, lm_text: Sequence[str] = ("ovos-wiki",),
-             **overrides: Any) -> dict[str, float]:
+def train_dt(
+    recipe: str,
+    dataset: Path,
+    run_dir: Path,
+    steps: int,
+    seed: int = 0,
+    backbone: str | None = None,
+    eval_every: int = 0,
+    eval_episodes: int = 5,
+    lm_text: Sequence[str] = ("ovos-wiki",),
+    **overrides: Any,
+) -> dict[str, float]:
     """``pyseqrl train <recipe>`` through the Python API; returns the final metrics."""
     from pyseqrl.algos.dt import TrainConfig, resolve, train
 
-    cfg = TrainConfig(recipe=recipe, dataset=str(dataset), run_dir=str(run_dir), steps=steps, seed=seed,
-                      backbone=backbone, eval_every=eval_every, eval_episodes=eval_episodes, lm_text=list(lm_text),
-                      checkpoint_every=steps, warmup_steps=max(1, min(1000, steps // 10)), tensorboard=False,
-                      log_every=max(1, steps // 20), align_anneal_steps=max(1, steps // 5), **overrides)
+    cfg = TrainConfig(
+        recipe=recipe,
+        dataset=str(dataset),
+        run_dir=str(run_dir),
+        steps=steps,
+        seed=seed,
+        backbone=backbone,
+        eval_every=eval_every,
+        eval_episodes=eval_episodes,
+        lm_text=list(lm_text),
+        checkpoint_every=steps,
+        warmup_steps=max(1, min(1000, steps // 10)),
+        tensorboard=False,
+        log_every=max(1, steps // 20),
+        align_anneal_steps=max(1, steps // 5),
+        **overrides,
+    )
     return train(resolve(cfg))
 
 
@@ -139,30 +198,61 @@ def train_calql(dataset: Path, run_dir: Path, steps: int, seed: int = 0, **agent
 
     ckpt = Path(run_dir) / "checkpoint.pt"
     if not ckpt.exists():
-        cfg = CalQLConfig(dataset=str(dataset), steps=steps, seed=seed, run_dir=str(run_dir), eval_every=0,
-                          checkpoint_every=steps, log_every=max(1, steps // 10), tensorboard=False)
+        cfg = CalQLConfig(
+            dataset=str(dataset),
+            steps=steps,
+            seed=seed,
+            run_dir=str(run_dir),
+            eval_every=0,
+            checkpoint_every=steps,
+            log_every=max(1, steps // 10),
+            tensorboard=False,
+        )
         cfg = replace(cfg, agent=replace(cfg.agent, **agent))
         _train(cfg)
     return ckpt
 
 
-def train_wsrl(checkpoint: Path, run_dir: Path, mode: str, env_id: str, total_steps: int, warmup_steps: int,
-               seed: int = 0, dataset: Path | None = None, eval_every: int = 0, **agent: Any) -> dict[str, Any]:
+def train_wsrl(
+    checkpoint: Path,
+    run_dir: Path,
+    mode: str,
+    env_id: str,
+    total_steps: int,
+    warmup_steps: int,
+    seed: int = 0,
+    dataset: Path | None = None,
+    eval_every: int = 0,
+    **agent: Any,
+) -> dict[str, Any]:
     """One WSRL run (or a baseline ``mode``); returns the online episode returns and the switch metrics."""
     from pyseqrl.algos.wsrl import WSRLConfig
     from pyseqrl.algos.wsrl import train_wsrl as _train
 
     offline = str(dataset) if dataset and mode.startswith("keep_offline") else None  # only those modes use it
-    cfg = WSRLConfig(checkpoint="" if mode == "scratch" else str(checkpoint), mode=mode, env_id=env_id,
-                     total_steps=total_steps,
-                     warmup_steps=warmup_steps, seed=seed, run_dir=str(run_dir), eval_every=eval_every,
-                     eval_episodes=5, checkpoint_every=total_steps, log_every=max(1, total_steps // 20),
-                     tensorboard=False, dataset=offline)
+    cfg = WSRLConfig(
+        checkpoint="" if mode == "scratch" else str(checkpoint),
+        mode=mode,
+        env_id=env_id,
+        total_steps=total_steps,
+        warmup_steps=warmup_steps,
+        seed=seed,
+        run_dir=str(run_dir),
+        eval_every=eval_every,
+        eval_episodes=5,
+        checkpoint_every=total_steps,
+        log_every=max(1, total_steps // 20),
+        tensorboard=False,
+        dataset=offline,
+    )
     if mode == "scratch":  # the other modes take their agent from the checkpoint
         cfg = replace(cfg, agent=replace(cfg.agent, **agent))
     result = _train(cfg)
-    return {"episode_returns": list(map(float, result.episode_returns)), "switch": result.switch_metrics,
-            "config": asdict(cfg)}
+    return {
+        "episode_returns": list(map(float, result.episode_returns)),
+        "switch": result.switch_metrics,
+        "config": asdict(cfg),
+    }
 
 
 # ------------------------------------------------------------------------------------------------ output
@@ -179,8 +269,14 @@ def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str
     return "\n".join(lines)
 
 
-def plot_curves(curves: dict[str, list[tuple[np.ndarray, np.ndarray]]], path: Path, title: str, xlabel: str,
-                ylabel: str, vline: float | None = None) -> Path | None:
+def plot_curves(
+    curves: dict[str, list[tuple[np.ndarray, np.ndarray]]],
+    path: Path,
+    title: str,
+    xlabel: str,
+    ylabel: str,
+    vline: float | None = None,
+) -> Path | None:
     """Mean ± std over seeds of each named list of (x, y) curves, as a PNG; None when matplotlib is missing."""
     try:
         import matplotlib

@@ -51,11 +51,31 @@ class Budget:
 
 BUDGETS = {
     # about 10 minutes on 2 CPU cores
-    "default": Budget(dataset_steps=50_000, lm_steps=200, lm_max_chars=2_000_000, dt_steps=500, dt_batch_size=32,
-                      dt_evals=2, eval_episodes=5, calql_steps=500, wsrl_warmup=500, wsrl_steps=1500),
+    "default": Budget(
+        dataset_steps=50_000,
+        lm_steps=200,
+        lm_max_chars=2_000_000,
+        dt_steps=500,
+        dt_batch_size=32,
+        dt_evals=2,
+        eval_episodes=5,
+        calql_steps=500,
+        wsrl_warmup=500,
+        wsrl_steps=1500,
+    ),
     # about 1-2 minutes: what CI runs
-    "ci": Budget(dataset_steps=3000, lm_steps=20, lm_max_chars=200_000, dt_steps=20, dt_batch_size=16, dt_evals=1,
-                 eval_episodes=2, calql_steps=30, wsrl_warmup=100, wsrl_steps=200),
+    "ci": Budget(
+        dataset_steps=3000,
+        lm_steps=20,
+        lm_max_chars=200_000,
+        dt_steps=20,
+        dt_batch_size=16,
+        dt_evals=1,
+        eval_episodes=2,
+        calql_steps=30,
+        wsrl_warmup=100,
+        wsrl_steps=200,
+    ),
 }
 
 
@@ -97,8 +117,9 @@ def run(cfg: QuickstartConfig) -> dict:
 
     # 1. dataset ------------------------------------------------------------------------------------------
     print(f"=== 1/4 dataset: {b.dataset_steps} steps of {cfg.env_id} through EnvPool")
-    policy = ex.behaviour_policy(cfg.env_id, cfg.policy, sac_steps=max(2000, b.dataset_steps // 2),
-                                 run_dir=out / "behaviour-sac", seed=cfg.seed)
+    policy = ex.behaviour_policy(
+        cfg.env_id, cfg.policy, sac_steps=max(2000, b.dataset_steps // 2), run_dir=out / "behaviour-sac", seed=cfg.seed
+    )
     data_path = out / f"{cfg.env_id}-quickstart.hdf5"
     ds = ex.build_dataset(cfg.env_id, policy, b.dataset_steps, data_path, seed=cfg.seed)
     scores = ds.normalized_scores()
@@ -106,66 +127,120 @@ def run(cfg: QuickstartConfig) -> dict:
 
     # 2. ChibiT --------------------------------------------------------------------------------------------
     print(f"=== 2/4 ChibiT: {b.lm_steps} pretraining steps on {cfg.lm_text}")
-    lm_dir, lm_summary = ex.chibit(cfg.lm_text, b.lm_steps, out=None if cfg.budget == "default" else out / "chibit",
-                                   max_chars=b.lm_max_chars, seed=cfg.seed)
+    lm_dir, lm_summary = ex.chibit(
+        cfg.lm_text,
+        b.lm_steps,
+        out=None if cfg.budget == "default" else out / "chibit",
+        max_chars=b.lm_max_chars,
+        seed=cfg.seed,
+    )
     stage("chibit")
 
     # 3. Decision Transformers -------------------------------------------------------------------------------
-    dt_runs = {"DT (random init)": ("dt", None), "Wiki-RL (ChibiT)": ("wiki", str(lm_dir)),
-               "LaMo (ChibiT)": ("lamo", str(lm_dir))}
+    dt_runs = {
+        "DT (random init)": ("dt", None),
+        "Wiki-RL (ChibiT)": ("wiki", str(lm_dir)),
+        "LaMo (ChibiT)": ("lamo", str(lm_dir)),
+    }
     dt_results = {}
     for i, (name, (recipe, backbone)) in enumerate(dt_runs.items()):
         print(f"=== 3/4 {name}: {b.dt_steps} steps ({i + 1}/{len(dt_runs)})")
         run_dir = out / recipe
-        metrics = ex.train_dt(recipe, data_path, run_dir, b.dt_steps, seed=cfg.seed, backbone=backbone,
-                              eval_every=max(1, b.dt_steps // b.dt_evals), eval_episodes=b.eval_episodes,
-                              lm_text=cfg.lm_text, lm_max_chars=b.lm_max_chars, kmeans_clusters=64,
-                              batch_size=b.dt_batch_size, lm_batch_size=max(1, b.dt_batch_size // 4),
-                              lm_seq_len=64, resume=False)
+        metrics = ex.train_dt(
+            recipe,
+            data_path,
+            run_dir,
+            b.dt_steps,
+            seed=cfg.seed,
+            backbone=backbone,
+            eval_every=max(1, b.dt_steps // b.dt_evals),
+            eval_episodes=b.eval_episodes,
+            lm_text=cfg.lm_text,
+            lm_max_chars=b.lm_max_chars,
+            kmeans_clusters=64,
+            batch_size=b.dt_batch_size,
+            lm_batch_size=max(1, b.dt_batch_size // 4),
+            lm_seq_len=64,
+            resume=False,
+        )
         steps, values = ex.curve(run_dir, "eval/score_")
-        dt_results[name] = {"recipe": recipe, "final_score": float(values[-1]) if len(values) else None,
-                            "curve": [steps.tolist(), values.tolist()],
-                            "train_loss": metrics.get("train/action_loss", metrics.get("train/loss"))}
+        dt_results[name] = {
+            "recipe": recipe,
+            "final_score": float(values[-1]) if len(values) else None,
+            "curve": [steps.tolist(), values.tolist()],
+            "train_loss": metrics.get("train/action_loss", metrics.get("train/loss")),
+        }
     stage("decision transformers")
 
     # 4. WSRL ------------------------------------------------------------------------------------------------
-    print(f"=== 4/4 WSRL: Cal-QL {b.calql_steps} steps, then {b.wsrl_warmup} warmup + "
-          f"{b.wsrl_steps - b.wsrl_warmup} online steps without offline data")
+    print(
+        f"=== 4/4 WSRL: Cal-QL {b.calql_steps} steps, then {b.wsrl_warmup} warmup + "
+        f"{b.wsrl_steps - b.wsrl_warmup} online steps without offline data"
+    )
     # 2 critics instead of WSRL's 10 (the `pyseqrl train wsrl` default): with 10, Cal-QL runs ~1 step/s on 2 cores
     agent = dict(hidden_dims=(256, 256), num_critics=2)
     ckpt = ex.train_calql(data_path, out / "calql", b.calql_steps, seed=cfg.seed, **agent)
-    wsrl = ex.train_wsrl(ckpt, out / "wsrl", "wsrl", cfg.env_id, b.wsrl_steps, b.wsrl_warmup, seed=cfg.seed,
-                         **agent)
+    wsrl = ex.train_wsrl(ckpt, out / "wsrl", "wsrl", cfg.env_id, b.wsrl_steps, b.wsrl_warmup, seed=cfg.seed, **agent)
     stage("wsrl")
 
     # results ------------------------------------------------------------------------------------------------
     returns = np.asarray(wsrl["episode_returns"])
     rows = [
-        ["dataset", f"{ds.num_episodes} episodes, {len(ds)} steps", f"D4RL score {ex.mean_std(scores)}",
-         f"{timings['dataset']:.0f} s"],
-        ["ChibiT", f"{lm_summary.get('parameters', 0) / 1e6:.2f} M params, {lm_summary.get('steps')} steps",
-         f"held-out perplexity {lm_summary['heldout_perplexity']:.1f}", f"{timings['chibit']:.0f} s"],
+        [
+            "dataset",
+            f"{ds.num_episodes} episodes, {len(ds)} steps",
+            f"D4RL score {ex.mean_std(scores)}",
+            f"{timings['dataset']:.0f} s",
+        ],
+        [
+            "ChibiT",
+            f"{lm_summary.get('parameters', 0) / 1e6:.2f} M params, {lm_summary.get('steps')} steps",
+            f"held-out perplexity {lm_summary['heldout_perplexity']:.1f}",
+            f"{timings['chibit']:.0f} s",
+        ],
     ]
     for name, r in dt_results.items():
         score = "n/a" if r["final_score"] is None else f"{r['final_score']:.1f}"
         rows.append([name, f"{b.dt_steps} steps", f"D4RL score {score}", ""])
-    rows.append(["WSRL", f"Cal-QL {b.calql_steps} + online {b.wsrl_steps} steps",
-                 f"return of online episodes {ex.mean_std(returns.tolist())}", f"{timings['wsrl']:.0f} s"])
+    rows.append(
+        [
+            "WSRL",
+            f"Cal-QL {b.calql_steps} + online {b.wsrl_steps} steps",
+            f"return of online episodes {ex.mean_std(returns.tolist())}",
+            f"{timings['wsrl']:.0f} s",
+        ]
+    )
     table = ex.markdown_table(["stage", "budget", "result", "time"], rows)
     total = sum(timings.values())
-    report = (f"# pyseqrl quickstart ({cfg.env_id}, budget {cfg.budget})\n\n{table}\n\n"
-              f"Decision Transformer time: {timings['decision transformers']:.0f} s; total {total:.0f} s.\n"
-              "Tiny budgets: these numbers show the pipeline runs, not what the methods reach.\n")
+    report = (
+        f"# pyseqrl quickstart ({cfg.env_id}, budget {cfg.budget})\n\n{table}\n\n"
+        f"Decision Transformer time: {timings['decision transformers']:.0f} s; total {total:.0f} s.\n"
+        "Tiny budgets: these numbers show the pipeline runs, not what the methods reach.\n"
+    )
     (out / "results.md").write_text(report)
-    ex.plot_curves({n: [tuple(map(np.asarray, r["curve"]))] for n, r in dt_results.items()},
-                   out / "dt_learning_curves.png", f"Decision Transformers on {cfg.env_id}", "gradient step",
-                   "D4RL-normalised score")
-    ex.plot_curves({"WSRL": [(np.arange(len(returns)), returns)]}, out / "wsrl_returns.png",
-                   f"WSRL online episodes on {cfg.env_id}", "episode", "return")
-    results = {"config": asdict(cfg), "budget": asdict(b), "timings_s": timings,
-               "dataset": {"episodes": ds.num_episodes, "steps": len(ds), "score_mean": float(scores.mean())},
-               "chibit": lm_summary, "decision_transformers": dt_results,
-               "wsrl": {"episode_returns": wsrl["episode_returns"], "switch": wsrl["switch"]}}
+    ex.plot_curves(
+        {n: [tuple(map(np.asarray, r["curve"]))] for n, r in dt_results.items()},
+        out / "dt_learning_curves.png",
+        f"Decision Transformers on {cfg.env_id}",
+        "gradient step",
+        "D4RL-normalised score",
+    )
+    ex.plot_curves(
+        {"WSRL": [(np.arange(len(returns)), returns)]},
+        out / "wsrl_returns.png",
+        f"WSRL online episodes on {cfg.env_id}",
+        "episode",
+        "return",
+    )
+    results = {
+        "config": asdict(cfg),
+        "budget": asdict(b),
+        "timings_s": timings,
+        "dataset": {"episodes": ds.num_episodes, "steps": len(ds), "score_mean": float(scores.mean())},
+        "chibit": lm_summary,
+        "decision_transformers": dt_results,
+        "wsrl": {"episode_returns": wsrl["episode_returns"], "switch": wsrl["switch"]},
+    }
     (out / "results.json").write_text(json.dumps(results, indent=2, default=float))
     print("\n" + report + f"\nwrote {out}/results.md, results.json and learning-curve PNGs")
     return results

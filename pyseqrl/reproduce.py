@@ -55,18 +55,57 @@ class Scale:
 
 SCALES = {
     # seconds: what the tests run
-    "tiny": Scale(dataset_steps=2000, dt_steps=6, dt_batch_size=8, evals=2, eval_episodes=2, lm_steps=5,
-                  lm_max_chars=100_000, calql_steps=10, wsrl_warmup=50, wsrl_steps=120),
+    "tiny": Scale(
+        dataset_steps=2000,
+        dt_steps=6,
+        dt_batch_size=8,
+        evals=2,
+        eval_episodes=2,
+        lm_steps=5,
+        lm_max_chars=100_000,
+        calql_steps=10,
+        wsrl_warmup=50,
+        wsrl_steps=120,
+    ),
     # 10-30 minutes per suite and seed on 2 CPU cores: what docs/RESULTS.md reports from the development VM
-    "small": Scale(dataset_steps=50_000, dt_steps=800, dt_batch_size=32, evals=4, eval_episodes=5, lm_steps=300,
-                   lm_max_chars=2_000_000, calql_steps=1000, wsrl_warmup=1000, wsrl_steps=3000),
+    "small": Scale(
+        dataset_steps=50_000,
+        dt_steps=800,
+        dt_batch_size=32,
+        evals=4,
+        eval_episodes=5,
+        lm_steps=300,
+        lm_max_chars=2_000_000,
+        calql_steps=1000,
+        wsrl_warmup=1000,
+        wsrl_steps=3000,
+    ),
     # hours per suite on 2 CPU cores
-    "cpu": Scale(dataset_steps=100_000, dt_steps=2000, dt_batch_size=32, evals=5, eval_episodes=5, lm_steps=1000,
-                 lm_max_chars=5_000_000, calql_steps=5000, wsrl_warmup=2000, wsrl_steps=20_000),
+    "cpu": Scale(
+        dataset_steps=100_000,
+        dt_steps=2000,
+        dt_batch_size=32,
+        evals=5,
+        eval_episodes=5,
+        lm_steps=1000,
+        lm_max_chars=5_000_000,
+        calql_steps=5000,
+        wsrl_warmup=2000,
+        wsrl_steps=20_000,
+    ),
     # the papers' budgets, for a GPU
-    "gpu": Scale(dataset_steps=1_000_000, dt_steps=100_000, dt_batch_size=64, evals=10, eval_episodes=10,
-                 lm_steps=20_000, lm_max_chars=50_000_000, calql_steps=1_000_000, wsrl_warmup=5000,
-                 wsrl_steps=300_000),
+    "gpu": Scale(
+        dataset_steps=1_000_000,
+        dt_steps=100_000,
+        dt_batch_size=64,
+        evals=10,
+        eval_episodes=10,
+        lm_steps=20_000,
+        lm_max_chars=50_000_000,
+        calql_steps=1_000_000,
+        wsrl_warmup=5000,
+        wsrl_steps=300_000,
+    ),
 }
 
 
@@ -119,11 +158,24 @@ def _datasets(cfg: ReproduceConfig, s: Scale, out: Path) -> dict[str, Path]:
     return paths
 
 
-def _dt_run(recipe: str, data: Path, run_dir: Path, s: Scale, seed: int, backbone: str | None,
-            lm_text: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    ex.train_dt(recipe, data, run_dir, s.dt_steps, seed=seed, backbone=backbone,
-                eval_every=max(1, s.dt_steps // s.evals), eval_episodes=s.eval_episodes, lm_text=lm_text,
-                lm_max_chars=s.lm_max_chars, batch_size=s.dt_batch_size, resume=True, progress=False)
+def _dt_run(
+    recipe: str, data: Path, run_dir: Path, s: Scale, seed: int, backbone: str | None, lm_text: list[str]
+) -> tuple[np.ndarray, np.ndarray]:
+    ex.train_dt(
+        recipe,
+        data,
+        run_dir,
+        s.dt_steps,
+        seed=seed,
+        backbone=backbone,
+        eval_every=max(1, s.dt_steps // s.evals),
+        eval_episodes=s.eval_episodes,
+        lm_text=lm_text,
+        lm_max_chars=s.lm_max_chars,
+        batch_size=s.dt_batch_size,
+        resume=True,
+        progress=False,
+    )
     return ex.curve(run_dir, "eval/score_")
 
 
@@ -135,16 +187,30 @@ def suite_wikirl(cfg: ReproduceConfig, s: Scale, out: Path) -> tuple[str, dict]:
     for env_id, data in _datasets(cfg, s, out).items():
         curves: dict[str, list] = {}
         for name, (recipe, backbone) in methods.items():
-            runs = [_dt_run(recipe, data, out / env_id / f"{recipe}-{Path(backbone or 'random').name}-s{seed}",
-                            s, seed, backbone, cfg.lm_text) for seed in cfg.seeds]
+            runs = [
+                _dt_run(
+                    recipe,
+                    data,
+                    out / env_id / f"{recipe}-{Path(backbone or 'random').name}-s{seed}",
+                    s,
+                    seed,
+                    backbone,
+                    cfg.lm_text,
+                )
+                for seed in cfg.seeds
+            ]
             curves[name] = runs
             finals = [float(v[-1]) for _, v in runs if len(v)]
             to90 = [ex.steps_to_fraction(x, v) for x, v in runs]
             rows.append([env_id, name, ex.mean_std(finals), ex.mean_std(to90)])
-            results[f"{env_id}/{name}"] = {"final": finals, "steps_to_90": to90,
-                                           "curves": [[x.tolist(), v.tolist()] for x, v in runs]}
-        ex.plot_curves(curves, out / f"wikirl_{env_id}.png", f"Wiki-RL vs DT, {env_id}", "gradient step",
-                       "D4RL-normalised score")
+            results[f"{env_id}/{name}"] = {
+                "final": finals,
+                "steps_to_90": to90,
+                "curves": [[x.tolist(), v.tolist()] for x, v in runs],
+            }
+        ex.plot_curves(
+            curves, out / f"wikirl_{env_id}.png", f"Wiki-RL vs DT, {env_id}", "gradient step", "D4RL-normalised score"
+        )
     table = ex.markdown_table(["env", "method", "final score (last eval)", "steps to 90% of final"], rows)
     return table, results
 
@@ -161,8 +227,10 @@ def suite_lamo(cfg: ReproduceConfig, s: Scale, out: Path) -> tuple[str, dict]:
             if not sub.exists():  # LaMo's data ratios: a random fraction of the trajectories, by count
                 (full if ratio >= 1.0 else full.subset_episodes(ratio, seed=0)).save(sub)
             for name, (recipe, backbone) in {"DT": ("dt", None), "LaMo": ("lamo", str(lm_dir))}.items():
-                runs = [_dt_run(recipe, sub, out / env_id / f"{recipe}-{ratio:g}-s{seed}", s, seed, backbone,
-                                cfg.lm_text) for seed in cfg.seeds]
+                runs = [
+                    _dt_run(recipe, sub, out / env_id / f"{recipe}-{ratio:g}-s{seed}", s, seed, backbone, cfg.lm_text)
+                    for seed in cfg.seeds
+                ]
                 finals = [float(v[-1]) for _, v in runs if len(v)]
                 rows.append([env_id, f"{ratio:g}", name, len(load(sub)), ex.mean_std(finals)])
                 results[f"{env_id}/{ratio:g}/{name}"] = {"final": finals}
@@ -170,8 +238,12 @@ def suite_lamo(cfg: ReproduceConfig, s: Scale, out: Path) -> tuple[str, dict]:
     return table, results
 
 
-WSRL_MODES = {"WSRL": "wsrl", "no warmup": "no_warmup", "keep offline data (50/50)": "keep_offline_mixed",
-              "SAC from scratch": "scratch"}
+WSRL_MODES = {
+    "WSRL": "wsrl",
+    "no warmup": "no_warmup",
+    "keep offline data (50/50)": "keep_offline_mixed",
+    "SAC from scratch": "scratch",
+}
 
 
 def suite_wsrl(cfg: ReproduceConfig, s: Scale, out: Path) -> tuple[str, dict]:
@@ -184,14 +256,28 @@ def suite_wsrl(cfg: ReproduceConfig, s: Scale, out: Path) -> tuple[str, dict]:
         for name, mode in WSRL_MODES.items():
             finals, firsts, runs = [], [], []
             for seed in cfg.seeds:
-                ckpt = ex.train_calql(data, out / env_id / f"calql-s{seed}", s.calql_steps, seed=seed,
-                                      num_critics=cfg.num_critics)
+                ckpt = ex.train_calql(
+                    data, out / env_id / f"calql-s{seed}", s.calql_steps, seed=seed, num_critics=cfg.num_critics
+                )
                 run_dir = out / env_id / f"{mode}-s{seed}"
                 warmup = s.wsrl_warmup if mode in ("wsrl", "scratch") else 0  # scratch: random-action warmup
-                r = ex.train_wsrl(ckpt, run_dir, mode, env_id, s.wsrl_steps, warmup, seed=seed, dataset=data,
-                                  num_critics=cfg.num_critics)
-                score = evaluate(load_policy(f"sac:{run_dir / 'checkpoint.pt'}"), env_id,
-                                 episodes=s.eval_episodes, seed=10_000 + seed).normalized_score
+                r = ex.train_wsrl(
+                    ckpt,
+                    run_dir,
+                    mode,
+                    env_id,
+                    s.wsrl_steps,
+                    warmup,
+                    seed=seed,
+                    dataset=data,
+                    num_critics=cfg.num_critics,
+                )
+                score = evaluate(
+                    load_policy(f"sac:{run_dir / 'checkpoint.pt'}"),
+                    env_id,
+                    episodes=s.eval_episodes,
+                    seed=10_000 + seed,
+                ).normalized_score
                 finals.append(score)
                 returns = np.asarray(r["episode_returns"])
                 _, after_switch = ex.curve(run_dir, "switch/episode_return")  # the first online episodes
@@ -199,12 +285,13 @@ def suite_wsrl(cfg: ReproduceConfig, s: Scale, out: Path) -> tuple[str, dict]:
                 runs.append((np.arange(len(returns)), returns))
             curves[name] = runs
             rows.append([env_id, name, ex.mean_std(firsts), ex.mean_std(finals)])
-            results[f"{env_id}/{name}"] = {"final": finals, "first_online_returns": firsts,
-                                           "episode_returns": [y.tolist() for _, y in runs]}
-        ex.plot_curves(curves, out / f"wsrl_{env_id}.png", f"Online fine-tuning, {env_id}", "online episode",
-                       "return")
-    table = ex.markdown_table(["env", "method", "return of the first online episodes", "final score (last eval)"],
-                              rows)
+            results[f"{env_id}/{name}"] = {
+                "final": finals,
+                "first_online_returns": firsts,
+                "episode_returns": [y.tolist() for _, y in runs],
+            }
+        ex.plot_curves(curves, out / f"wsrl_{env_id}.png", f"Online fine-tuning, {env_id}", "online episode", "return")
+    table = ex.markdown_table(["env", "method", "return of the first online episodes", "final score (last eval)"], rows)
     return table, results
 
 
@@ -222,12 +309,17 @@ def run(cfg: ReproduceConfig) -> dict:
     t0 = time.perf_counter()
     table, results = SUITES[cfg.suite](cfg, s, out)
     seconds = time.perf_counter() - t0
-    report = (f"# pyseqrl reproduce {cfg.suite} (scale {cfg.scale})\n\n{table}\n\n"
-              f"Envs {cfg.envs}, seeds {cfg.seeds}; budgets {asdict(s)}; {seconds / 60:.1f} min.\n"
-              "Scores: D4RL-normalised, last evaluation, mean ± std over seeds.\n")
+    report = (
+        f"# pyseqrl reproduce {cfg.suite} (scale {cfg.scale})\n\n{table}\n\n"
+        f"Envs {cfg.envs}, seeds {cfg.seeds}; budgets {asdict(s)}; {seconds / 60:.1f} min.\n"
+        "Scores: D4RL-normalised, last evaluation, mean ± std over seeds.\n"
+    )
     (out / "results.md").write_text(report)
-    (out / "results.json").write_text(json.dumps({"config": asdict(cfg), "scale": asdict(s), "seconds": seconds,
-                                                  "results": results}, indent=2, default=float))
+    (out / "results.json").write_text(
+        json.dumps(
+            {"config": asdict(cfg), "scale": asdict(s), "seconds": seconds, "results": results}, indent=2, default=float
+        )
+    )
     print("\n" + report)
     return results
 

@@ -138,8 +138,10 @@ def episodes_from_transitions(
     """
     if not chunks:
         return [], np.zeros(0, bool)
-    cat = {k: np.concatenate([getattr(c, k) for c in chunks]) for k in (
-        "observations", "actions", "rewards", "next_observations", "terminated", "truncated", "env_ids")}
+    cat = {
+        k: np.concatenate([getattr(c, k) for c in chunks])
+        for k in ("observations", "actions", "rewards", "next_observations", "terminated", "truncated", "env_ids")
+    }
     order = np.argsort(cat["env_ids"], kind="stable")  # per env, in time order
     cat = {k: v[order] for k, v in cat.items()}
     ends = cat["terminated"] | cat["truncated"] | np.r_[cat["env_ids"][1:] != cat["env_ids"][:-1], True]
@@ -150,12 +152,14 @@ def episodes_from_transitions(
         start = end + 1
         if not finished and not cut_unfinished:
             continue
-        episodes.append({
-            "observations": np.concatenate([cat["observations"][sl], cat["next_observations"][end:end + 1]]),
-            "actions": cat["actions"][sl],
-            "rewards": cat["rewards"][sl],
-            "terminated": bool(cat["terminated"][end]),
-            "truncated": not bool(cat["terminated"][end]),  # time limit, or cut by the collection budget
-        })
+        episodes.append(
+            {
+                "observations": np.concatenate([cat["observations"][sl], cat["next_observations"][end : end + 1]]),
+                "actions": cat["actions"][sl],
+                "rewards": cat["rewards"][sl],
+                "terminated": bool(cat["terminated"][end]),
+                "truncated": not bool(cat["terminated"][end]),  # time limit, or cut by the collection budget
+            }
+        )
         complete.append(finished)
     return episodes, np.array(complete, bool)

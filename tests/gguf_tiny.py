@@ -135,7 +135,7 @@ def _randomize(model, seed: int) -> None:
                 param.copy_(noise * (gain / param.shape[1] ** 0.5))
 
 
-def write_tiny_llama_gguf(path: Path, seed: int = 0) -> "transformers.LlamaForCausalLM":
+def write_tiny_llama_gguf(path: Path, seed: int = 0) -> transformers.LlamaForCausalLM:
     """Write a tiny random Llama causal LM (with a byte-level BPE tokenizer) as a GGUF file at `path`, and
     return the same model as a transformers LlamaForCausalLM (fp32, eval mode) for comparison."""
     import gguf

@@ -35,13 +35,15 @@ def test_paper_loss_matches_naive_reference_and_chunks():
     c = torch.randn(11, 8, generator=g, dtype=torch.float64)
     naive = -F.cosine_similarity(e[:, :, None, :], c[None, None], dim=-1).amax(-1).mean()
     torch.testing.assert_close(alignment_loss(e, c, kind="paper").double(), naive, atol=1e-6, rtol=1e-6)
-    torch.testing.assert_close(alignment_loss(e, c, kind="paper", max_elements=11 * 2),
-                               alignment_loss(e, c, kind="paper"))
+    torch.testing.assert_close(
+        alignment_loss(e, c, kind="paper", max_elements=11 * 2), alignment_loss(e, c, kind="paper")
+    )
     for kind in ("official", "paper"):  # padded tokens do not count
         mask = torch.ones(3, 7)
         mask[:, :4] = 0
-        torch.testing.assert_close(alignment_loss(e, c, mask, kind=kind).double(),
-                                   alignment_loss(e[:, 4:], c, kind=kind).double())
+        torch.testing.assert_close(
+            alignment_loss(e, c, mask, kind=kind).double(), alignment_loss(e[:, 4:], c, kind=kind).double()
+        )
     with pytest.raises(ValueError, match="D=8"):
         alignment_loss(e, torch.randn(4, 5))
     with pytest.raises(ValueError, match="alignment loss must be one of"):

@@ -14,12 +14,23 @@ PKG = Path(pyseqrl.__file__).resolve().parent
 
 # lower numbers sit lower; a module may import its own layer and the layers below it
 LAYERS = {
-    "_core": 0, "_native": 0, "utils": 0,
-    "scores": 1, "data": 1,
-    "envs": 2, "policies": 2,
-    "rollout": 3, "evaluation": 3, "models": 3, "lm": 3, "ops": 3,
+    "_core": 0,
+    "_native": 0,
+    "utils": 0,
+    "scores": 1,
+    "data": 1,
+    "envs": 2,
+    "policies": 2,
+    "rollout": 3,
+    "evaluation": 3,
+    "models": 3,
+    "lm": 3,
+    "ops": 3,
     "algos": 4,
-    "collect": 5, "experiments": 5, "quickstart": 5, "reproduce": 5,
+    "collect": 5,
+    "experiments": 5,
+    "quickstart": 5,
+    "reproduce": 5,
     "cli": 6,
 }
 

@@ -90,8 +90,16 @@ def test_runner_resets_policy_state_at_episode_starts() -> None:
 
 
 def test_medium_expert_recipe_concatenates() -> None:
-    ds = build_recipe("medium-expert", "Hopper-v4", policy="random", expert_policy="random:7", steps=60,
-                      num_envs=2, env_kwargs=SHORT, progress=False)
+    ds = build_recipe(
+        "medium-expert",
+        "Hopper-v4",
+        policy="random",
+        expert_policy="random:7",
+        steps=60,
+        num_envs=2,
+        env_kwargs=SHORT,
+        progress=False,
+    )
     assert len(ds) == 120 and ds.metadata["recipe"] == "medium-expert"
     with pytest.raises(ValueError, match="needs --expert-policy"):
         build_recipe("medium-expert", "Hopper-v4", policy="random", steps=10)
@@ -104,8 +112,24 @@ def test_cli_collect_writes_a_dataset(tmp_path: Path, capsys: pytest.CaptureFixt
     from pyseqrl.data import load
 
     out = tmp_path / "hopper-random.h5"
-    rc = main(["collect", "--out", str(out), "--env-id", "Hopper-v4", "--recipe", "random", "--steps", "80",
-               "--num-envs", "2", "--max-episode-steps", "20", "--no-progress"])
+    rc = main(
+        [
+            "collect",
+            "--out",
+            str(out),
+            "--env-id",
+            "Hopper-v4",
+            "--recipe",
+            "random",
+            "--steps",
+            "80",
+            "--num-envs",
+            "2",
+            "--max-episode-steps",
+            "20",
+            "--no-progress",
+        ]
+    )
     assert rc == 0 and out.exists()
     assert "80 transitions" in capsys.readouterr().out
     ds = load(out)
@@ -136,6 +160,7 @@ def test_one_module_steps_environments_and_imports_only_go_down(tmp_path: Path) 
         "assert 'pyseqrl.collect' not in sys.modules",
     ]
     for check in checks:
-        out = subprocess.run([sys.executable, "-c", "import sys\n" + check], capture_output=True, text=True,
-                             timeout=300, cwd=tmp_path)
+        out = subprocess.run(
+            [sys.executable, "-c", "import sys\n" + check], capture_output=True, text=True, timeout=300, cwd=tmp_path
+        )
         assert out.returncode == 0, out.stderr

@@ -172,8 +172,9 @@ def test_load_rejects_values_that_do_not_fit_float32(tmp_path):
     state = rb.state_dict()
     state["rewards"] = state["rewards"].astype(np.float64)
     state["rewards"][1] = 1e300  # inf once stored as float32, as add() would see it
-    with np.errstate(over="ignore"), pytest.raises(
-        ValueError, match=r"state\['rewards'\]: expected finite values, got inf in transition 1"
+    with (
+        np.errstate(over="ignore"),
+        pytest.raises(ValueError, match=r"state\['rewards'\]: expected finite values, got inf in transition 1"),
     ):
         rb.load_state_dict(state)
 
@@ -246,12 +247,18 @@ def test_add_dataset():
         (lambda: pyseqrl.ReplayBuffer(10, OBS, ACT, alpha=-1), ValueError, "alpha"),
         (lambda: pyseqrl.ReplayBuffer(10, OBS, ACT, seed=-2), ValueError, "seed"),
         # 7 x 0x6DB6DB6DB6DB6DB7 wraps to 1 in 64 bits: the buffer had one float per slot
-        (lambda: pyseqrl.ReplayBuffer(10, (7, 0x6DB6DB6DB6DB6DB7), ACT), ValueError,
-         "obs_shape: the size 7 x 7905747460161236407 overflows 64 bits"),
+        (
+            lambda: pyseqrl.ReplayBuffer(10, (7, 0x6DB6DB6DB6DB6DB7), ACT),
+            ValueError,
+            "obs_shape: the size 7 x 7905747460161236407 overflows 64 bits",
+        ),
         (lambda: pyseqrl.ReplayBuffer(10, OBS, (2**32, 2**32)), ValueError, "action_shape: .* overflows 64 bits"),
         (lambda: pyseqrl.ReplayBuffer(2**40, (2**30,), ACT), ValueError, "capacity x obs_shape: .* overflows"),
-        (lambda: pyseqrl.ReplayBuffer(2**40, OBS, ACT), MemoryError,
-         r"capacity: the replay buffer: needs \d+ bytes .* physical memory"),
+        (
+            lambda: pyseqrl.ReplayBuffer(2**40, OBS, ACT),
+            MemoryError,
+            r"capacity: the replay buffer: needs \d+ bytes .* physical memory",
+        ),
         (lambda: pyseqrl.ReplayBuffer(2**40, OBS, ACT, prioritized=True), MemoryError, "capacity"),
     ],
 )

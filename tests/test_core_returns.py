@@ -62,8 +62,12 @@ def test_segmented_passes_match_reference(lengths, parallel):
 def test_segmented_random_lengths(lengths, gamma):
     rewards = np.random.default_rng(0).normal(size=sum(lengths)).astype(np.float32)
     ends = np.cumsum(lengths)
-    np.testing.assert_allclose(pyseqrl._native.core.returns_to_go(rewards, ends, gamma, False),
-                               returns_to_go_loop(rewards, ends, gamma), rtol=1e-5, atol=1e-3)
+    np.testing.assert_allclose(
+        pyseqrl._native.core.returns_to_go(rewards, ends, gamma, False),
+        returns_to_go_loop(rewards, ends, gamma),
+        rtol=1e-5,
+        atol=1e-3,
+    )
 
 
 def test_float64_accumulation():

@@ -45,19 +45,28 @@ def test_matches_dt_reference(lengths, K, B, gamma, normalise, max_ep_len, seed)
     mean, std = ds.state_stats() if normalise else (np.zeros(4, np.float32), np.ones(4, np.float32))
     kw = dict(state_mean=mean, state_std=std) if normalise else {}
     sampler = pyseqrl.SegmentSampler(
-        ds, context_len=K, batch_size=B, seed=seed, return_scale=7.0, gamma=gamma, max_ep_len=max_ep_len,
-        prefetch=0, **kw,
+        ds,
+        context_len=K,
+        batch_size=B,
+        seed=seed,
+        return_scale=7.0,
+        gamma=gamma,
+        max_ep_len=max_ep_len,
+        prefetch=0,
+        **kw,
     )
     for index in range(2):
         eps, starts = sampler.draws(index)
         assert ((starts >= 0) & (starts < ds.episode_lengths()[eps])).all()
-        want = dt_get_batch(ds.observations, ds.actions, ds.rewards, ds.episode_ends, eps, starts, K, mean, std,
-                            7.0, max_ep_len, gamma)
+        want = dt_get_batch(
+            ds.observations, ds.actions, ds.rewards, ds.episode_ends, eps, starts, K, mean, std, 7.0, max_ep_len, gamma
+        )
         got = sampler.sample()
         assert_batches_equal(got, want, rtol=1e-5, atol=1e-5)
         rtg = ds.returns_to_go(gamma)
-        vec = segment_batch_numpy(ds.observations, ds.actions, ds.rewards, rtg, ds.episode_ends, eps, starts, K,
-                                  mean, std, 7.0, max_ep_len)
+        vec = segment_batch_numpy(
+            ds.observations, ds.actions, ds.rewards, rtg, ds.episode_ends, eps, starts, K, mean, std, 7.0, max_ep_len
+        )
         assert_batches_equal(got, vec, rtol=1e-5, atol=1e-5)
 
 
@@ -66,8 +75,16 @@ def test_same_seed_same_batches_whatever_threads_and_prefetch():
     mean, std = ds.state_stats()
     batches = []
     for threads, prefetch in ((1, 0), (2, 0), (1, 3), (3, 2)):
-        s = pyseqrl.SegmentSampler(ds, context_len=20, batch_size=256, seed=5, state_mean=mean, state_std=std,
-                                   num_threads=threads, prefetch=prefetch)
+        s = pyseqrl.SegmentSampler(
+            ds,
+            context_len=20,
+            batch_size=256,
+            seed=5,
+            state_mean=mean,
+            state_std=std,
+            num_threads=threads,
+            prefetch=prefetch,
+        )
         batches.append([s.sample() for _ in range(4)])
     for other in batches[1:]:
         for a, b in zip(batches[0], other):
@@ -170,10 +187,16 @@ def test_batch_outlives_sampler():
         (dict(seed=-1), ValueError, "seed"),
         (dict(prefetch=-1), ValueError, "prefetch"),
         (dict(state_mean=np.zeros(3, np.float32)), ValueError, "give both or neither"),
-        (dict(state_mean=np.zeros(4, np.float32), state_std=np.ones(4, np.float32)), ValueError,
-         r"state_mean: expected shape \(3,\), got \(4,\)"),
-        (dict(state_mean=np.zeros(3, np.float32), state_std=np.array([1, 0, 1], np.float32)), ValueError,
-         "state_std: expected finite positive values, got 0 at index 1"),
+        (
+            dict(state_mean=np.zeros(4, np.float32), state_std=np.ones(4, np.float32)),
+            ValueError,
+            r"state_mean: expected shape \(3,\), got \(4,\)",
+        ),
+        (
+            dict(state_mean=np.zeros(3, np.float32), state_std=np.array([1, 0, 1], np.float32)),
+            ValueError,
+            "state_std: expected finite positive values, got 0 at index 1",
+        ),
     ],
 )
 def test_bad_arguments(kwargs, exc, match):
@@ -213,14 +236,18 @@ def test_native_rejects_inconsistent_arrays_directly():
     with pytest.raises(ValueError, match="strictly increasing"):
         core.SegmentSampler(obs, np.zeros((4, 1), np.float32), np.zeros(4, np.float32), np.array([2, 2, 4]))
     with pytest.raises(ValueError, match="observations: expected a C-contiguous array"):
-        core.SegmentSampler(np.zeros((2, 4), np.float32).T, np.zeros((4, 1), np.float32), np.zeros(4, np.float32),
-                            np.array([4]))
+        core.SegmentSampler(
+            np.zeros((2, 4), np.float32).T, np.zeros((4, 1), np.float32), np.zeros(4, np.float32), np.array([4])
+        )
 
 
 def test_long_episodes_and_single_step_episodes():
     ds = EpisodeDataset.from_arrays(
-        observations=np.arange(6, dtype=np.float32)[:, None], actions=np.zeros((6, 1)), rewards=np.ones(6),
-        terminals=np.ones(6, bool), timeouts=np.zeros(6, bool),
+        observations=np.arange(6, dtype=np.float32)[:, None],
+        actions=np.zeros((6, 1)),
+        rewards=np.ones(6),
+        terminals=np.ones(6, bool),
+        timeouts=np.zeros(6, bool),
     )
     assert ds.num_episodes == 6
     b = pyseqrl.SegmentSampler(ds, context_len=3, batch_size=10, seed=0, prefetch=0).sample()
@@ -232,13 +259,19 @@ def test_long_episodes_and_single_step_episodes():
     "kwargs, exc, match",
     [
         # 2^61 x 8 wraps to 0 in 64 bits: the batch was allocated empty and then overrun
-        (dict(batch_size=2**61, context_len=8), ValueError,
-         "batch_size x context_len: the size 2305843009213693952 x 8 overflows 64 bits"),
+        (
+            dict(batch_size=2**61, context_len=8),
+            ValueError,
+            "batch_size x context_len: the size 2305843009213693952 x 8 overflows 64 bits",
+        ),
         (dict(batch_size=2**31, context_len=2**31), ValueError, "batch_size x context_len x state_dim: .* overflows"),
         (dict(batch_size=1, context_len=2**62), ValueError, "context_len x state_dim: .* overflows"),
         # fits in 64 bits but not in any machine's memory
-        (dict(batch_size=2**40, context_len=8), MemoryError,
-         r"batch_size x context_len: one batch: needs \d+ bytes .* physical memory"),
+        (
+            dict(batch_size=2**40, context_len=8),
+            MemoryError,
+            r"batch_size x context_len: one batch: needs \d+ bytes .* physical memory",
+        ),
         (dict(batch_size=2**20, context_len=64, prefetch=2**20), MemoryError, "prefetch: the batches prepared ahead"),
     ],
 )
@@ -251,8 +284,14 @@ def test_sizes_that_overflow_or_cannot_be_allocated(kwargs, exc, match):
 def run_python(code: str, timeout: float, tmp_path) -> subprocess.CompletedProcess:
     """Runs code in a fresh interpreter (outside the source tree): a crash or a hang fails the test, not the run."""
     try:
-        return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True,
-                              timeout=timeout, check=False, cwd=tmp_path)
+        return subprocess.run(
+            [sys.executable, "-c", textwrap.dedent(code)],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+            cwd=tmp_path,
+        )
     except subprocess.TimeoutExpired:
         pytest.fail(f"the subprocess hung for {timeout} s (deadlock?)")
 

@@ -30,6 +30,10 @@ def test_console_script_help_and_errors(tmp_path):
     assert out.returncode == 0 and "quickstart" in out.stdout and "train dt" in out.stdout
     out = subprocess.run([sys.executable, "-m", "pyseqrl.cli", "nosuch"], capture_output=True, text=True, cwd=tmp_path)
     assert out.returncode == 2 and "unknown command 'nosuch'" in out.stderr
-    out = subprocess.run([sys.executable, "-m", "pyseqrl.cli", "data", "info", str(tmp_path / "missing.h5")],
-                         capture_output=True, text=True, cwd=tmp_path)
+    out = subprocess.run(
+        [sys.executable, "-m", "pyseqrl.cli", "data", "info", str(tmp_path / "missing.h5")],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
     assert out.returncode != 0 and "does not exist" in out.stderr

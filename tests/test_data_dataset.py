@@ -12,8 +12,11 @@ from pyseqrl.scores import D4RL_REFERENCE_SCORES
 
 def test_from_arrays_splits_at_terminals_and_timeouts_and_keeps_trailing():
     ds = EpisodeDataset.from_arrays(
-        observations=np.arange(7, dtype=np.float32)[:, None], actions=np.zeros((7, 1)), rewards=np.arange(7),
-        terminals=[0, 1, 0, 0, 0, 0, 0], timeouts=[0, 0, 0, 1, 0, 0, 0],
+        observations=np.arange(7, dtype=np.float32)[:, None],
+        actions=np.zeros((7, 1)),
+        rewards=np.arange(7),
+        terminals=[0, 1, 0, 0, 0, 0, 0],
+        timeouts=[0, 0, 0, 1, 0, 0, 0],
     )
     assert ds.episode_ends.tolist() == [2, 4, 7]
     assert ds.episode_lengths().tolist() == [2, 2, 3]
@@ -27,8 +30,13 @@ def test_from_arrays_splits_at_terminals_and_timeouts_and_keeps_trailing():
 def test_from_episodes_with_t_plus_one_observations_and_flags():
     eps = [
         {"observations": np.zeros((4, 2)), "actions": np.zeros((3, 1)), "rewards": np.ones(3), "terminated": True},
-        {"observations": np.ones((2, 2)), "actions": np.zeros((2, 1)), "rewards": np.ones(2),
-         "next_observations": np.ones((2, 2)) * 2, "truncated": True},
+        {
+            "observations": np.ones((2, 2)),
+            "actions": np.zeros((2, 1)),
+            "rewards": np.ones(2),
+            "next_observations": np.ones((2, 2)) * 2,
+            "truncated": True,
+        },
     ]
     ds = EpisodeDataset.from_episodes(eps)
     assert ds.episode_ends.tolist() == [3, 5]
@@ -36,8 +44,16 @@ def test_from_episodes_with_t_plus_one_observations_and_flags():
     assert ds.timeouts.tolist() == [False, False, False, False, True]
     assert ds.next_observations is not None and ds.next_observations[4].tolist() == [2, 2]
     # singular (CS285-style) keys
-    ds2 = EpisodeDataset.from_episodes([{"observation": np.zeros((3, 2)), "action": np.zeros((3, 1)),
-                                         "reward": np.ones(3), "terminal": np.array([0, 0, 1])}])
+    ds2 = EpisodeDataset.from_episodes(
+        [
+            {
+                "observation": np.zeros((3, 2)),
+                "action": np.zeros((3, 1)),
+                "reward": np.ones(3),
+                "terminal": np.array([0, 0, 1]),
+            }
+        ]
+    )
     assert ds2.terminals.tolist() == [False, False, True]
 
 
@@ -114,7 +130,9 @@ def test_select_with_boolean_masks_and_bad_indices():
         sel = ds.select(mask)
         want = np.flatnonzero(np.asarray(mask))  # numpy's own boolean indexing is the reference
         assert sel.episode_lengths().tolist() == lengths[want].tolist()
-        np.testing.assert_array_equal(sel.observations, np.concatenate([ds.episode(int(i))["observations"] for i in want]))
+        np.testing.assert_array_equal(
+            sel.observations, np.concatenate([ds.episode(int(i))["observations"] for i in want])
+        )
     # integer indices of any integer dtype, in order, repeats allowed
     for ids in ([3, 0, 3], np.array([1, 2], np.uint8), np.array([2], np.int32), range(4)):
         assert ds.select(ids).episode_lengths().tolist() == lengths[np.asarray(list(ids))].tolist()
@@ -166,8 +184,13 @@ def test_save_and_load_round_trip(tmp_path):
     ],
 )
 def test_bad_arrays(kwargs, exc, match):
-    base = dict(observations=np.zeros((4, 3)), actions=np.zeros((4, 1)), rewards=np.zeros(4),
-                terminals=np.zeros(4), timeouts=np.zeros(4))
+    base = dict(
+        observations=np.zeros((4, 3)),
+        actions=np.zeros((4, 1)),
+        rewards=np.zeros(4),
+        terminals=np.zeros(4),
+        timeouts=np.zeros(4),
+    )
     with pytest.raises(exc, match=match):
         EpisodeDataset.from_arrays(**{**base, **kwargs})
 
@@ -175,27 +198,35 @@ def test_bad_arrays(kwargs, exc, match):
 def test_nan_is_reported_with_episode_and_step():
     obs = np.zeros((30, 3))
     obs[17, 2] = np.nan
-    with pytest.raises(ValueError, match=r"observations: expected finite values, found nan at step 17 "
-                                         r"\(episode 1, step 7 of it\), dimension 2"):
-        EpisodeDataset.from_arrays(observations=obs, actions=np.zeros((30, 1)), rewards=np.zeros(30),
-                                   terminals=np.arange(30) % 10 == 9)
+    with pytest.raises(
+        ValueError,
+        match=r"observations: expected finite values, found nan at step 17 "
+        r"\(episode 1, step 7 of it\), dimension 2",
+    ):
+        EpisodeDataset.from_arrays(
+            observations=obs, actions=np.zeros((30, 1)), rewards=np.zeros(30), terminals=np.arange(30) % 10 == 9
+        )
     with pytest.raises(ValueError, match="rewards: expected finite values, found inf"):
-        EpisodeDataset.from_arrays(observations=np.zeros((3, 1)), actions=np.zeros((3, 1)),
-                                   rewards=[0, np.inf, 0], terminals=[0, 0, 1])
+        EpisodeDataset.from_arrays(
+            observations=np.zeros((3, 1)), actions=np.zeros((3, 1)), rewards=[0, np.inf, 0], terminals=[0, 0, 1]
+        )
 
 
 def test_bad_episodes():
     with pytest.raises(ValueError, match="expected at least one episode"):
         EpisodeDataset.from_episodes([])
     with pytest.raises(ValueError, match="episode 1: has zero steps"):
-        EpisodeDataset.from_episodes([
-            {"observations": np.zeros((2, 2)), "actions": np.zeros((2, 1)), "rewards": np.ones(2)},
-            {"observations": np.zeros((0, 2)), "actions": np.zeros((0, 1)), "rewards": np.ones(0)},
-        ])
+        EpisodeDataset.from_episodes(
+            [
+                {"observations": np.zeros((2, 2)), "actions": np.zeros((2, 1)), "rewards": np.ones(2)},
+                {"observations": np.zeros((0, 2)), "actions": np.zeros((0, 1)), "rewards": np.ones(0)},
+            ]
+        )
     with pytest.raises(KeyError, match="episode 0: missing key 'actions'"):
         EpisodeDataset.from_episodes([{"observations": np.zeros((2, 2)), "rewards": np.ones(2)}])
     with pytest.raises(ValueError, match=r"observations: expected shape \[2, S\] or \[3, S\], got \(5, 2\)"):
-        EpisodeDataset.from_episodes([{"observations": np.zeros((5, 2)), "actions": np.zeros((2, 1)),
-                                       "rewards": np.ones(2)}])
+        EpisodeDataset.from_episodes(
+            [{"observations": np.zeros((5, 2)), "actions": np.zeros((2, 1)), "rewards": np.ones(2)}]
+        )
     with pytest.raises(ValueError, match="episode 1 is empty"):
         EpisodeDataset(np.zeros((3, 1)), np.zeros((3, 1)), np.zeros(3), np.zeros(3), np.zeros(3), np.array([1, 1, 3]))

@@ -48,13 +48,49 @@ def assets(tmp_path_factory) -> dict[str, str]:
 
 
 def tiny_args(assets: dict[str, str], run_dir: Path, recipe: str, steps: int = 4) -> list[str]:
-    args = ["--dataset", assets["dataset"], "--run-dir", str(run_dir), "--steps", str(steps), "--batch-size", "4",
-            "--context-len", "4", "--hidden-size", "16", "--n-layer", "1", "--log-every", "1",
-            "--checkpoint-every", "2", "--eval-every", "0", "--no-progress", "--no-tensorboard",
-            "--warmup-steps", "2", "--max-ep-len", "64"]
+    args = [
+        "--dataset",
+        assets["dataset"],
+        "--run-dir",
+        str(run_dir),
+        "--steps",
+        str(steps),
+        "--batch-size",
+        "4",
+        "--context-len",
+        "4",
+        "--hidden-size",
+        "16",
+        "--n-layer",
+        "1",
+        "--log-every",
+        "1",
+        "--checkpoint-every",
+        "2",
+        "--eval-every",
+        "0",
+        "--no-progress",
+        "--no-tensorboard",
+        "--warmup-steps",
+        "2",
+        "--max-ep-len",
+        "64",
+    ]
     if recipe != "dt":
-        args += ["--backbone", assets["lm"], "--lm-text", assets["text"], "--lm-seq-len", "12",
-                 "--lm-batch-size", "2", "--kmeans-clusters", "8", "--align-anneal-steps", "3"]
+        args += [
+            "--backbone",
+            assets["lm"],
+            "--lm-text",
+            assets["text"],
+            "--lm-seq-len",
+            "12",
+            "--lm-batch-size",
+            "2",
+            "--kmeans-clusters",
+            "8",
+            "--align-anneal-steps",
+            "3",
+        ]
     return args
 
 
@@ -119,12 +155,17 @@ def test_param_groups_apply_the_lm_learning_rate(assets):
     groups = param_groups(m, lr=1e-2, lm_lr=1e-4, weight_decay=0.0)
     names = {g["name"]: g for g in groups}
     assert set(names) == {"lm_decay", "lm_no_decay", "rl_decay", "rl_no_decay"}
-    assert all(p.dim() >= 2 for g in groups if g["name"].endswith("_decay") and "no_" not in g["name"]
-               for p in g["params"])
+    assert all(
+        p.dim() >= 2 for g in groups if g["name"].endswith("_decay") and "no_" not in g["name"] for p in g["params"]
+    )
     assert all(p.dim() < 2 for g in groups if "no_decay" in g["name"] for p in g["params"])
     with_decay = param_groups(m, 1e-2, 1e-4, weight_decay=0.5)
-    assert {g["name"]: g["weight_decay"] for g in with_decay} == {"lm_decay": 0.5, "lm_no_decay": 0.0,
-                                                                  "rl_decay": 0.5, "rl_no_decay": 0.0}
+    assert {g["name"]: g["weight_decay"] for g in with_decay} == {
+        "lm_decay": 0.5,
+        "lm_no_decay": 0.0,
+        "rl_decay": 0.5,
+        "rl_no_decay": 0.0,
+    }
     opt = torch.optim.AdamW(groups)
     before = {id(p): p.detach().clone() for g in groups for p in g["params"]}
     x = [torch.randn(2, 4, S), torch.randn(2, 4, A), torch.randn(2, 4, 1), torch.zeros(2, 4, dtype=torch.long)]
@@ -156,7 +197,9 @@ def test_recipe_defaults_yaml_and_errors(assets, tmp_path, capsys):
     with pytest.raises(ValueError, match="recipe must be one of"):
         resolve(TrainConfig(recipe="bc", dataset="x.h5"))
     # the CLI turns these into one-line errors with exit code 1
-    assert main(["train", "dt", *tiny_args({**assets, "dataset": str(tmp_path / "none.h5")}, tmp_path / "r", "dt")]) == 1
+    assert (
+        main(["train", "dt", *tiny_args({**assets, "dataset": str(tmp_path / "none.h5")}, tmp_path / "r", "dt")]) == 1
+    )
     assert "none.h5" in capsys.readouterr().err
     assert main(["train", "lamo", *tiny_args({**assets, "lm": str(tmp_path / "nolm")}, tmp_path / "r2", "lamo")]) == 1
     assert "config.json" in capsys.readouterr().err
@@ -169,8 +212,19 @@ def test_train_without_resolve_and_resume_refuses_another_dataset(assets, tmp_pa
     from pyseqrl.data import load
 
     run = tmp_path / "run"
-    cfg = TrainConfig(dataset=assets["dataset"], run_dir=str(run), steps=2, batch_size=4, context_len=4,
-                      hidden_size=16, n_layer=1, eval_every=0, progress=False, tensorboard=False, max_ep_len=64)
+    cfg = TrainConfig(
+        dataset=assets["dataset"],
+        run_dir=str(run),
+        steps=2,
+        batch_size=4,
+        context_len=4,
+        hidden_size=16,
+        n_layer=1,
+        eval_every=0,
+        progress=False,
+        tensorboard=False,
+        max_ep_len=64,
+    )
     train(cfg)  # no resolve() needed
     other = tmp_path / "other.h5"
     load(assets["dataset"]).subset_episodes(0.5, seed=0).save(other)
@@ -200,8 +254,19 @@ def test_presets_parse():
 def test_ddp_two_processes_gloo(assets, tmp_path):
     run = tmp_path / "ddp"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-           "-m", "pyseqrl.cli", "train", "dt", *tiny_args(assets, run, "dt", steps=3)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node",
+        "2",
+        "-m",
+        "pyseqrl.cli",
+        "train",
+        "dt",
+        *tiny_args(assets, run, "dt", steps=3),
+    ]
     res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240, check=False, cwd=tmp_path)
     assert res.returncode == 0, res.stderr[-3000:]
     ck = torch.load(run / "checkpoint.pt", weights_only=False)

@@ -92,7 +92,7 @@ def test_runner_never_returns_the_reset_step(backend: str) -> None:
                 per_env[int(i)].append((c.observations[k], c.next_observations[k], c.terminated[k] | c.truncated[k]))
         for steps in per_env.values():
             assert np.allclose(steps[0][0], initial)
-            for (o, nxt, done), (o2, _, _) in itertools.pairwise(steps):
+            for (_o, nxt, done), (o2, _, _) in itertools.pairwise(steps):
                 # consecutive transitions chain, except across an episode end where the next one starts fresh
                 assert np.allclose(o2, initial if done else nxt)
         assert sum(len(c.episode_returns) for c in chunks) == 3 * n
@@ -125,8 +125,10 @@ def test_envpool_matches_gymnasium_dynamics(env_id: str) -> None:
 @needs_envpool
 def test_envpool_and_gymnasium_initial_state_statistics_agree() -> None:
     """With the default reset noise the initial observations have the same distribution in both backends."""
-    with make("Hopper-v4", 64, seed=0, backend="envpool") as ep, make("Hopper-v4", 64, seed=0,
-                                                                      backend="gymnasium") as gy:
+    with (
+        make("Hopper-v4", 64, seed=0, backend="envpool") as ep,
+        make("Hopper-v4", 64, seed=0, backend="gymnasium") as gy,
+    ):
         a, b = ep.reset(), gy.reset()
     assert not np.allclose(a, b)  # different RNGs ...
     np.testing.assert_allclose(a.mean(0), b.mean(0), atol=3e-3)  # ... same distribution (noise scale 5e-3)

@@ -26,8 +26,9 @@ def test_scores_follow_the_d4rl_formula() -> None:
     np.testing.assert_allclose(result.normalized_scores, 100 * (result.returns - lo) / (hi - lo))
     assert result.normalized_score == pytest.approx(100 * (result.returns.mean() - lo) / (hi - lo))
     assert result.mean_return == pytest.approx(result.returns.mean()) and result.lengths.max() <= 30
-    explicit = evaluate("random", "Hopper-v4", episodes=6, seed=0, env_kwargs={"max_episode_steps": 30},
-                        ref_min=0.0, ref_max=50.0)
+    explicit = evaluate(
+        "random", "Hopper-v4", episodes=6, seed=0, env_kwargs={"max_episode_steps": 30}, ref_min=0.0, ref_max=50.0
+    )
     np.testing.assert_array_equal(explicit.returns, result.returns)  # same seed, same episodes
     np.testing.assert_allclose(explicit.normalized_scores, 2 * result.returns)
     assert evaluate("random", "Pendulum-v1", episodes=2).normalized_score is None  # no reference: no score
@@ -69,8 +70,9 @@ def test_target_returns_use_with_target() -> None:
             assert self.target is not None
             return np.full((len(obs), 3), 0.1 if self.target > 1000 else -0.1, np.float32)
 
-    result = evaluate(Conditioned(), "Hopper-v4", episodes=2, target_returns=[3600, 1800, 900],
-                      env_kwargs={"max_episode_steps": 20})
+    result = evaluate(
+        Conditioned(), "Hopper-v4", episodes=2, target_returns=[3600, 1800, 900], env_kwargs={"max_episode_steps": 20}
+    )
     assert seen == [3600.0, 1800.0, 900.0] and list(result.per_target) == [3600.0, 1800.0, 900.0]
     assert result.target_return == 3600.0 and result.mean_return == result.per_target[3600.0].mean_return
     assert result.per_target[3600.0].mean_return != result.per_target[900.0].mean_return
@@ -83,16 +85,33 @@ def test_target_returns_use_with_target() -> None:
 @pytest.mark.skipif(not POLICIES.exists(), reason="../shared/data/policies not available")
 def test_real_expert_scores_like_the_manifest() -> None:
     """cs285 Hopper expert: 3728 +- 2 over 1000 steps (MANIFEST); 200 steps here keep it fast."""
-    result = evaluate(f"cs285:{POLICIES / 'cs285' / 'policy_Hopper.pkl'}", "Hopper-v4", episodes=2, seed=100,
-                      env_kwargs={"max_episode_steps": 200})
+    result = evaluate(
+        f"cs285:{POLICIES / 'cs285' / 'policy_Hopper.pkl'}",
+        "Hopper-v4",
+        episodes=2,
+        seed=100,
+        env_kwargs={"max_episode_steps": 200},
+    )
     assert np.all(result.lengths == 200) and result.mean_return > 500  # random: about 20
 
 
 def test_cli_evaluate(capsys: pytest.CaptureFixture[str]) -> None:
     from pyseqrl.cli import main
 
-    rc = main(["evaluate", "--policy", "random", "--env-id", "Hopper-v4", "--episodes", "3",
-               "--max-episode-steps", "20", "--no-progress"])
+    rc = main(
+        [
+            "evaluate",
+            "--policy",
+            "random",
+            "--env-id",
+            "Hopper-v4",
+            "--episodes",
+            "3",
+            "--max-episode-steps",
+            "20",
+            "--no-progress",
+        ]
+    )
     assert rc == 0
     out = capsys.readouterr().out
     assert "Hopper-v4: return" in out and "over 3 episodes" in out and "D4RL score" in out
@@ -102,8 +121,23 @@ def test_cli_evaluate_in_a_subprocess(tmp_path) -> None:
     import subprocess
     import sys
 
-    cmd = [sys.executable, "-m", "pyseqrl.cli", "evaluate", "--policy", "random", "--env-id", "Pendulum-v1",
-           "--episodes", "2", "--max-episode-steps", "10", "--backend", "gymnasium", "--no-progress"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pyseqrl.cli",
+        "evaluate",
+        "--policy",
+        "random",
+        "--env-id",
+        "Pendulum-v1",
+        "--episodes",
+        "2",
+        "--max-episode-steps",
+        "10",
+        "--backend",
+        "gymnasium",
+        "--no-progress",
+    ]
     # cwd outside the source tree: `python -m` puts the cwd first on sys.path
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False, cwd=tmp_path)
     assert out.returncode == 0, out.stderr

@@ -31,8 +31,9 @@ def dry_run(tmp_path: Path, timeout: float, only: str | None = None) -> tuple[su
     env.update(OUT=str(out), PYTHON=sys.executable, TMPDIR=str(tmp_path))
     if only:
         env["GPU_CHECK_ONLY"] = only
-    proc = subprocess.run(["bash", str(SCRIPT), "--dry-run"], cwd=tmp_path, env=env, capture_output=True,
-                          text=True, timeout=timeout)
+    proc = subprocess.run(
+        ["bash", str(SCRIPT), "--dry-run"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=timeout
+    )
     return proc, out
 
 

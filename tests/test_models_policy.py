@@ -15,8 +15,11 @@ S, A, K = 4, 2, 5
 @pytest.fixture(scope="module")
 def model() -> DecisionTransformer:
     torch.manual_seed(0)
-    return DecisionTransformer(DTConfig(state_dim=S, act_dim=A, hidden_size=16, n_layer=2, n_head=2, context_len=K,
-                                        dropout=0.0, max_ep_len=100)).eval()
+    return DecisionTransformer(
+        DTConfig(
+            state_dim=S, act_dim=A, hidden_size=16, n_layer=2, n_head=2, context_len=K, dropout=0.0, max_ep_len=100
+        )
+    ).eval()
 
 
 def rollout(policy: DTPolicy, steps: int, n: int, resets: dict[int, list[int]], seed: int = 0) -> np.ndarray:
@@ -33,8 +36,13 @@ def rollout(policy: DTPolicy, steps: int, n: int, resets: dict[int, list[int]], 
 @pytest.mark.parametrize("refresh", [1, 2, K])
 def test_cached_actions_equal_full_recompute(model, refresh):
     resets = {3: [1], 7: [0, 2], 8: [2], 13: [1]}  # staggered new episodes
-    kw = {"target_return": 50.0, "return_scale": 10.0, "state_mean": np.full(S, 0.1), "state_std": np.full(S, 2.0),
-              "refresh_every": refresh}
+    kw = {
+        "target_return": 50.0,
+        "return_scale": 10.0,
+        "state_mean": np.full(S, 0.1),
+        "state_std": np.full(S, 2.0),
+        "refresh_every": refresh,
+    }
     cached = rollout(DTPolicy(model, use_cache=True, **kw), 20, 3, resets)
     full = rollout(DTPolicy(model, use_cache=False, **kw), 20, 3, resets)
     np.testing.assert_allclose(cached, full, atol=2e-5)

@@ -23,9 +23,7 @@ from pyseqrl.ops.attention import (
     kernel_rejection,
 )
 
-needs_kernels = pytest.mark.skipif(
-    not _cuda.compiled_with_cuda(), reason="pyseqrl built without CUDA kernels"
-)
+needs_kernels = pytest.mark.skipif(not _cuda.compiled_with_cuda(), reason="pyseqrl built without CUDA kernels")
 
 
 def left_padding_mask(B: int, L: int, gen: torch.Generator, fully_padded_row: bool = True) -> torch.Tensor:
@@ -183,9 +181,7 @@ def test_gpt2_set_attn_implementation_and_cached_decoding():
     x = torch.randn(2, 7, 64)
     mask = torch.ones(2, 7, dtype=torch.long)
     mask[1, :2] = 0
-    with (
-        torch.no_grad()
-    ):  # prefill 6 tokens, then decode the 7th with the cache (q_len 1 < kv_len 7: SDPA path)
+    with torch.no_grad():  # prefill 6 tokens, then decode the 7th with the cache (q_len 1 < kv_len 7: SDPA path)
         outs = []
         for model in (ref, ours):
             first = model(inputs_embeds=x[:, :6], attention_mask=mask[:, :6], use_cache=True)
@@ -224,9 +220,7 @@ def max_rel_err(x: torch.Tensor, ref: torch.Tensor) -> float:
     return ((x.double() - ref).abs().max() / ref.abs().max().clamp(min=1e-12)).item()
 
 
-def check_close_to_oracle(
-    x: torch.Tensor, ref64: torch.Tensor, torch_same_dtype: torch.Tensor, dtype
-) -> None:
+def check_close_to_oracle(x: torch.Tensor, ref64: torch.Tensor, torch_same_dtype: torch.Tensor, dtype) -> None:
     """fp32: ~1e-5 relative; bf16/fp16: at most ~2x the error torch itself makes in the same precision."""
     assert torch.isfinite(x).all()
     err = max_rel_err(x, ref64)
@@ -349,9 +343,7 @@ def test_kernel_writes_every_element_no_nan(L, D):
         assert not torch.isnan(t).any()
     assert not torch.isnan(lse).any()
     assert torch.isinf(lse[0]).all()  # the fully padded row: +inf log-sum-exp, zeros elsewhere
-    assert (
-        torch.all(out[0] == 0) and torch.all(dq[0] == 0) and torch.all(dk[0] == 0) and torch.all(dv[0] == 0)
-    )
+    assert torch.all(out[0] == 0) and torch.all(dq[0] == 0) and torch.all(dk[0] == 0) and torch.all(dv[0] == 0)
     out_ref = attention_math(q.double(), k.double(), v.double(), mask)
     assert max_rel_err(out, out_ref) < 2e-5
 

@@ -16,10 +16,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import random_dataset
 
 import pyseqrl
 from pyseqrl.ops.attention import attention_math, attention_reference
-from conftest import random_dataset
 
 REPO = Path(__file__).resolve().parents[1]
 EMU = Path(__file__).resolve().parent / "ops_cuda_emu"
@@ -122,9 +122,7 @@ def run_attention(lib, q, k, v, mask, scale, dropout_p=0.0, philox=None, grad=No
     dq, dk, dv = (torch.full_like(q, float("nan")) for _ in range(3))
     delta = torch.full((B, H, L), float("nan"))
     tensors = (q, k, v, out, grad, dq, dk, dv)
-    all_strides = (ctypes.c_int64 * 24)(
-        *[s for t in tensors for s in (t.stride(0), t.stride(1), t.stride(2))]
-    )
+    all_strides = (ctypes.c_int64 * 24)(*[s for t in tensors for s in (t.stride(0), t.stride(1), t.stride(2))])
     rc = lib.emu_attention_backward(
         code,
         ptr(q),
@@ -252,9 +250,7 @@ def test_emulated_dropout(emu):
     keep = np.zeros((B, H, L, L), np.uint8)
     emu.emu_dropout_mask(B, H, L, ctypes.c_float(p), ptr(philox), ptr(keep))
     bh, i, j = np.meshgrid(np.arange(B * H), np.arange(L), np.arange(L), indexing="ij")
-    counters = np.stack(
-        [(i * L + j).ravel(), bh.ravel(), np.full(bh.size, offset), np.zeros(bh.size)], axis=1
-    )
+    counters = np.stack([(i * L + j).ravel(), bh.ravel(), np.full(bh.size, offset), np.zeros(bh.size)], axis=1)
     words = philox4x32_10_numpy(counters.astype(np.uint64), seed & 0xFFFFFFFF, seed >> 32)
     np.testing.assert_array_equal(keep.reshape(-1), (words >= np.uint32(int(p * 2**32))).astype(np.uint8))
 

@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import random_dataset
 
 from pyseqrl.models.decision_transformer import DecisionTransformer, DTConfig
 from pyseqrl.ops import _cuda
 from pyseqrl.ops.gpu_sampler import GPUSegmentSampler
 from pyseqrl.ops.graphed_step import TrainStep, dt_action_loss, make_capturable_adamw, use_pyseqrl_attention
-from conftest import random_dataset
 
-needs_kernels = pytest.mark.skipif(
-    not _cuda.compiled_with_cuda(), reason="pyseqrl built without CUDA kernels"
-)
+needs_kernels = pytest.mark.skipif(not _cuda.compiled_with_cuda(), reason="pyseqrl built without CUDA kernels")
 
 
 def tiny_setup(device: str, seed: int = 0, dropout: float = 0.0, fused: bool = False, warmup_steps: int = 5):

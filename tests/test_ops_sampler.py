@@ -5,15 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from conftest import random_dataset
 
 import pyseqrl
 from pyseqrl.ops import _cuda
 from pyseqrl.ops.gpu_sampler import GPUSegmentSampler
-from conftest import random_dataset
 
-needs_kernels = pytest.mark.skipif(
-    not _cuda.compiled_with_cuda(), reason="pyseqrl built without CUDA kernels"
-)
+needs_kernels = pytest.mark.skipif(not _cuda.compiled_with_cuda(), reason="pyseqrl built without CUDA kernels")
 
 LENGTHS = [3, 25, 1, 40, 7, 60, 2]
 
@@ -84,7 +82,7 @@ def test_gpu_gather_is_bit_exact(normalise, sample_by, context_len):
     ours = GPUSegmentSampler(ds, device="cuda", **kw)
     ref = pyseqrl.SegmentSampler(ds, prefetch=0, **kw)
     assert ours.on_gpu
-    for i in range(4):
+    for _ in range(4):
         assert_same_batch(ours.sample(), ref.sample())
     assert ours.position == 4
     assert_same_batch(ours.batch_at(123), ref.batch_at(123))

@@ -146,8 +146,15 @@ def test_safe_unpickler_refuses_code() -> None:
 
 
 # -- real agents from ../shared ------------------------------------------------------------------------------
-SB3_AGENTS = ["sac_Hopper", "tqc_Walker2d", "ppo_Walker2d", "ppo_HalfCheetah", "a2c_Hopper", "trpo_Hopper",
-              "ars_Walker2d"]
+SB3_AGENTS = [
+    "sac_Hopper",
+    "tqc_Walker2d",
+    "ppo_Walker2d",
+    "ppo_HalfCheetah",
+    "a2c_Hopper",
+    "trpo_Hopper",
+    "ars_Walker2d",
+]
 
 
 def _sb3_reference(name: str):
@@ -177,8 +184,13 @@ def _sb3_reference(name: str):
         return env
 
     probe = make_env()
-    custom = {"observation_space": probe.observation_space, "action_space": probe.action_space,
-              "lr_schedule": lambda _: 0.0, "learning_rate": 0.0, "clip_range": lambda _: 0.0}
+    custom = {
+        "observation_space": probe.observation_space,
+        "action_space": probe.action_space,
+        "lr_schedule": lambda _: 0.0,
+        "learning_rate": 0.0,
+        "clip_range": lambda _: 0.0,
+    }
     model = cls.load(f"{stem}.zip", device="cpu", custom_objects=custom)
     vecnorm = None
     if Path(f"{stem}_vecnormalize.pkl").exists():  # SB3's own VecNormalize object, gym classes remapped
@@ -188,7 +200,7 @@ def _sb3_reference(name: str):
                 if module == "gym" or module.startswith("gym."):
                     module = "gymnasium" + module[3:]
                 if module.startswith("numpy.core"):
-                    module = "numpy._core" + module[len("numpy.core"):]
+                    module = "numpy._core" + module[len("numpy.core") :]
                 return super().find_class(module, name)
 
         with open(f"{stem}_vecnormalize.pkl", "rb") as f:
@@ -236,8 +248,9 @@ def test_sb3_loader_works_without_stable_baselines3(tmp_path) -> None:
         "assert p.time_feature_max_steps == 1000 and p.obs_std is not None\n"
         "print(p.act(np.zeros((2, 17), np.float32)).shape)\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False,
-                         cwd=tmp_path)  # not the source tree: `-c` puts the cwd first on sys.path
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False, cwd=tmp_path
+    )  # not the source tree: `-c` puts the cwd first on sys.path
     assert out.returncode == 0, out.stderr
     assert "(2, 6)" in out.stdout
 

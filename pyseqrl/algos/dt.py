@@ -33,7 +33,6 @@ import torch
 import tyro
 import yaml
 from torch import nn
-
 from tqdm import tqdm
 
 import pyseqrl
@@ -188,18 +187,58 @@ class TrainConfig:
 
 # Defaults of each recipe, from the official code (docs/RECIPES.md gives the file behind each value).
 RECIPES: dict[str, dict[str, Any]] = {
-    "dt": {"backbone": "random", "embedding": "linear", "action_head": "linear", "tanh_action": True,
-           "positions": "none", "time_embedding": "before_ln", "timestep_from_lm": False, "dropout": 0.1,
-           "weight_decay": 1e-4, "adam_eps": 1e-8, "warmup_steps": 10_000, "align_weight": 0.0, "lm_weight": 0.0,
-           "lm_batch_size": 16, "lm_seq_len": 128, "lora": False},
-    "wiki": {"backbone": "gpt2", "embedding": "linear", "action_head": "tied", "tanh_action": True,
-             "positions": "none", "time_embedding": "after_ln", "dropout": 0.2, "weight_decay": 1e-4,
-             "adam_eps": 1e-6, "warmup_steps": 10_000, "align_weight": 0.1, "lm_weight": 0.0,
-             "lm_batch_size": 16, "lm_seq_len": 128, "lora": False},
-    "lamo": {"backbone": "gpt2", "embedding": "mlp", "action_head": "mlp", "tanh_action": False,
-             "positions": "none", "time_embedding": "after_ln", "timestep_from_lm": False, "weight_decay": 1e-5,
-             "adam_eps": 1e-6, "warmup_steps": 2_500, "align_weight": 0.0, "lm_weight": 0.1, "lm_batch_size": 2,
-             "lm_seq_len": 1024, "lora": True},
+    "dt": {
+        "backbone": "random",
+        "embedding": "linear",
+        "action_head": "linear",
+        "tanh_action": True,
+        "positions": "none",
+        "time_embedding": "before_ln",
+        "timestep_from_lm": False,
+        "dropout": 0.1,
+        "weight_decay": 1e-4,
+        "adam_eps": 1e-8,
+        "warmup_steps": 10_000,
+        "align_weight": 0.0,
+        "lm_weight": 0.0,
+        "lm_batch_size": 16,
+        "lm_seq_len": 128,
+        "lora": False,
+    },
+    "wiki": {
+        "backbone": "gpt2",
+        "embedding": "linear",
+        "action_head": "tied",
+        "tanh_action": True,
+        "positions": "none",
+        "time_embedding": "after_ln",
+        "dropout": 0.2,
+        "weight_decay": 1e-4,
+        "adam_eps": 1e-6,
+        "warmup_steps": 10_000,
+        "align_weight": 0.1,
+        "lm_weight": 0.0,
+        "lm_batch_size": 16,
+        "lm_seq_len": 128,
+        "lora": False,
+    },
+    "lamo": {
+        "backbone": "gpt2",
+        "embedding": "mlp",
+        "action_head": "mlp",
+        "tanh_action": False,
+        "positions": "none",
+        "time_embedding": "after_ln",
+        "timestep_from_lm": False,
+        "weight_decay": 1e-5,
+        "adam_eps": 1e-6,
+        "warmup_steps": 2_500,
+        "align_weight": 0.0,
+        "lm_weight": 0.1,
+        "lm_batch_size": 2,
+        "lm_seq_len": 1024,
+        "lora": True,
+    },
 }
 """Recipe defaults for the TrainConfig fields left at None. ``dropout`` and ``timestep_from_lm`` may stay None:
 the checkpoint's own dropout, and a timestep table from the LM exactly when it has a learned one."""
@@ -241,8 +280,9 @@ def parse_args(argv: list[str]) -> TrainConfig:
     default = TrainConfig(recipe=recipe)
     if known.config:
         default = dataclasses.replace(default, **read_preset(known.config))
-    cli_cfg = tyro.cli(Annotated[TrainConfig, tyro.conf.OmitArgPrefixes], default=default, args=rest,
-                       prog=f"pyseqrl train {recipe}")
+    cli_cfg = tyro.cli(
+        Annotated[TrainConfig, tyro.conf.OmitArgPrefixes], default=default, args=rest, prog=f"pyseqrl train {recipe}"
+    )
     return resolve(dataclasses.replace(cli_cfg, recipe=recipe))
 
 
@@ -276,25 +316,29 @@ class DTObjective(nn.Module):
     action MSE on real steps + [wiki] alignment(t) + [wiki/lamo] LM co-training.
     """
 
-    def __init__(self, model: DecisionTransformer, centroids: torch.Tensor | None, lm_weight: float,
-                 align_loss: str = "official"):
+    def __init__(
+        self, model: DecisionTransformer, centroids: torch.Tensor | None, lm_weight: float, align_loss: str = "official"
+    ):
         super().__init__()
         self.model = model
         self.register_buffer("centroids", centroids if centroids is not None else torch.zeros(0), persistent=False)
         self.lm_weight = lm_weight
         self.align_loss = align_loss
 
-    def forward(self, batch: dict[str, torch.Tensor], align_weight: float,
-                lm_ids: torch.Tensor | None) -> dict[str, torch.Tensor]:
+    def forward(
+        self, batch: dict[str, torch.Tensor], align_weight: float, lm_ids: torch.Tensor | None
+    ) -> dict[str, torch.Tensor]:
         mask = batch["attention_mask"]  # (B, K)
-        preds, emb = self.model(batch["states"], batch["actions"], batch["returns_to_go"], batch["timesteps"], mask,
-                                return_embeddings=True)  # (B, K, A), (B, 3K, H)
+        preds, emb = self.model(
+            batch["states"], batch["actions"], batch["returns_to_go"], batch["timesteps"], mask, return_embeddings=True
+        )  # (B, K, A), (B, 3K, H)
         err = ((preds.float() - batch["actions"]) ** 2).mean(-1)  # (B, K)
         out = {"action_loss": (err * mask).sum() / mask.sum().clamp(min=1.0)}
         loss = out["action_loss"]
         if align_weight > 0:  # [wiki] pull input embeddings toward LM token clusters
-            out["align_loss"] = alignment_loss(emb, self.centroids, mask.repeat_interleave(3, dim=1),
-                                               kind=self.align_loss)
+            out["align_loss"] = alignment_loss(
+                emb, self.centroids, mask.repeat_interleave(3, dim=1), kind=self.align_loss
+            )
             loss = loss + align_weight * out["align_loss"]
         if lm_ids is not None:  # [wiki]/[lamo] keep the language modelling ability
             out["lm_loss"] = self.model.lm_loss(lm_ids)
@@ -303,8 +347,9 @@ class DTObjective(nn.Module):
         return out
 
 
-def param_groups(model: DecisionTransformer, lr: float, lm_lr: float | None, weight_decay: float
-                 ) -> list[dict[str, Any]]:
+def param_groups(
+    model: DecisionTransformer, lr: float, lm_lr: float | None, weight_decay: float
+) -> list[dict[str, Any]]:
     """AdamW groups by rule: decay only >= 2-D weights; pretrained backbone weights get ``lm_lr`` (None = lr).
 
     A backbone weight is "pretrained" when the backbone was loaded (not random) and it is not a LoRA adapter.
@@ -317,21 +362,41 @@ def param_groups(model: DecisionTransformer, lr: float, lm_lr: float | None, wei
         is_lm = model.pretrained and name.startswith("lm.") and "lora_" not in name
         decay = p.dim() >= 2
         key = f"{'lm' if is_lm else 'rl'}_{'decay' if decay else 'no_decay'}"
-        g = groups.setdefault(key, {"name": key, "params": [], "lr": (lm_lr or lr) if is_lm else lr,
-                                    "weight_decay": weight_decay if decay else 0.0})
+        g = groups.setdefault(
+            key,
+            {
+                "name": key,
+                "params": [],
+                "lr": (lm_lr or lr) if is_lm else lr,
+                "weight_decay": weight_decay if decay else 0.0,
+            },
+        )
         g["params"].append(p)
     return list(groups.values())
 
 
 def build_model(cfg: TrainConfig, state_dim: int, act_dim: int) -> DecisionTransformer:
     """The Decision Transformer of a resolved config, with [lamo] LoRA adapters when ``cfg.lora``."""
-    model = DecisionTransformer(DTConfig(
-        state_dim=state_dim, act_dim=act_dim, backbone=cfg.backbone or "random", hidden_size=cfg.hidden_size,
-        n_layer=cfg.n_layer, n_head=cfg.n_head, context_len=cfg.context_len, max_ep_len=cfg.max_ep_len,
-        dropout=cfg.dropout, embedding=cfg.embedding or "linear", action_head=cfg.action_head or "linear",
-        tanh_action=bool(cfg.tanh_action), positions=cfg.positions or "none",
-        time_embedding=cfg.time_embedding or "before_ln", timestep_from_lm=cfg.timestep_from_lm,
-        attn_implementation=cfg.attn_implementation))
+    model = DecisionTransformer(
+        DTConfig(
+            state_dim=state_dim,
+            act_dim=act_dim,
+            backbone=cfg.backbone or "random",
+            hidden_size=cfg.hidden_size,
+            n_layer=cfg.n_layer,
+            n_head=cfg.n_head,
+            context_len=cfg.context_len,
+            max_ep_len=cfg.max_ep_len,
+            dropout=cfg.dropout,
+            embedding=cfg.embedding or "linear",
+            action_head=cfg.action_head or "linear",
+            tanh_action=bool(cfg.tanh_action),
+            positions=cfg.positions or "none",
+            time_embedding=cfg.time_embedding or "before_ln",
+            timestep_from_lm=cfg.timestep_from_lm,
+            attn_implementation=cfg.attn_implementation,
+        )
+    )
     if cfg.lora:
         apply_lora(model.lm, LoRAConfig(r=cfg.lora_r, alpha=cfg.lora_alpha, dropout=cfg.lora_dropout))
     return model
@@ -342,13 +407,16 @@ def lm_token_blocks(cfg: TrainConfig, model: DecisionTransformer, seed: int) -> 
     tok = load_tokenizer(cfg.lm_tokenizer or str(cfg.backbone))
     eos = tok.eos_token_id if tok.eos_token_id is not None else tok.bos_token_id
     if eos is None:
-        raise ValueError(f"tokenizer of {cfg.lm_tokenizer or cfg.backbone!r} has no end-of-text token to separate "
-                         f"co-training documents")
+        raise ValueError(
+            f"tokenizer of {cfg.lm_tokenizer or cfg.backbone!r} has no end-of-text token to separate "
+            f"co-training documents"
+        )
     tokens = encode_texts(read_texts(cfg.lm_text, cfg.lm_max_chars), tok.backend_tokenizer, int(eos))
     vocab = int(model.lm.config.vocab_size)
     if tokens.max() >= vocab:
-        raise ValueError(f"tokenizer ids reach {tokens.max()} but the backbone vocabulary has {vocab} entries: "
-                         f"wrong --lm-tokenizer?")
+        raise ValueError(
+            f"tokenizer ids reach {tokens.max()} but the backbone vocabulary has {vocab} entries: wrong --lm-tokenizer?"
+        )
     seq_len = min(int(cfg.lm_seq_len or 128), max_positions(model.lm))
     return TokenBlocks(tokens, seq_len, int(cfg.lm_batch_size or 16), seed=seed)
 
@@ -372,16 +440,39 @@ def lm_centroids(model: DecisionTransformer, clusters: int, metric: str, seed: i
             log.warning("ignoring the unreadable k-means cache %s (%s)", path, e)
     t0 = time.perf_counter()
     centroids = kmeans(table, clusters, seed=seed, metric=metric)
-    log.info("k-means: %d %s centroids of a %d x %d table in %.0f s (cached in %s)", clusters, metric,
-             table.shape[0], table.shape[1], time.perf_counter() - t0, path)
+    log.info(
+        "k-means: %d %s centroids of a %d x %d table in %.0f s (cached in %s)",
+        clusters,
+        metric,
+        table.shape[0],
+        table.shape[1],
+        time.perf_counter() - t0,
+        path,
+    )
     save_torch(centroids, path)
     return centroids
 
 
 # fields a resume must agree on: the data, the architecture and what the exported model stores
-RESUME_KEYS = ("recipe", "dataset", "data_ratio", "backbone", "hidden_size", "n_layer", "n_head", "context_len",
-               "max_ep_len", "embedding", "action_head", "tanh_action", "positions", "time_embedding", "lora",
-               "lora_r", "return_scale")
+RESUME_KEYS = (
+    "recipe",
+    "dataset",
+    "data_ratio",
+    "backbone",
+    "hidden_size",
+    "n_layer",
+    "n_head",
+    "context_len",
+    "max_ep_len",
+    "embedding",
+    "action_head",
+    "tanh_action",
+    "positions",
+    "time_embedding",
+    "lora",
+    "lora_r",
+    "return_scale",
+)
 
 
 def train(cfg: TrainConfig) -> dict[str, float]:
@@ -414,9 +505,17 @@ def train(cfg: TrainConfig) -> dict[str, float]:
     if cfg.data_ratio < 1.0:
         ds = ds.subset_episodes(cfg.data_ratio, seed=cfg.seed)
     mean, std = ds.state_stats()
-    sampler = pyseqrl.SegmentSampler(ds, context_len=cfg.context_len, batch_size=cfg.batch_size, seed=cfg.seed + rank,
-                                     return_scale=cfg.return_scale, max_ep_len=cfg.max_ep_len, state_mean=mean,
-                                     state_std=std, sample_by=cfg.sample_by)
+    sampler = pyseqrl.SegmentSampler(
+        ds,
+        context_len=cfg.context_len,
+        batch_size=cfg.batch_size,
+        seed=cfg.seed + rank,
+        return_scale=cfg.return_scale,
+        max_ep_len=cfg.max_ep_len,
+        state_mean=mean,
+        state_std=std,
+        sample_by=cfg.sample_by,
+    )
     env_id = cfg.env_id or (ds.metadata or {}).get("env_id")
     targets = list(cfg.target_returns) or [float(ds.episode_returns().max())]
 
@@ -434,10 +533,15 @@ def train(cfg: TrainConfig) -> dict[str, float]:
 
     objective: nn.Module = DTObjective(model, centroids, float(cfg.lm_weight or 0.0), cfg.align_loss).to(device)
     if world > 1:
-        objective = nn.parallel.DistributedDataParallel(objective, device_ids=[device.index] if cuda else None,
-                                                        find_unused_parameters=True)
-    optimizer = torch.optim.AdamW(param_groups(model, cfg.lr, cfg.lm_lr, float(cfg.weight_decay)), betas=(0.9, 0.999),
-                                  eps=float(cfg.adam_eps), foreach=True)
+        objective = nn.parallel.DistributedDataParallel(
+            objective, device_ids=[device.index] if cuda else None, find_unused_parameters=True
+        )
+    optimizer = torch.optim.AdamW(
+        param_groups(model, cfg.lr, cfg.lm_lr, float(cfg.weight_decay)),
+        betas=(0.9, 0.999),
+        eps=float(cfg.adam_eps),
+        foreach=True,
+    )
     warmup = max(1, int(cfg.warmup_steps or 1))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / warmup))
 
@@ -456,16 +560,28 @@ def train(cfg: TrainConfig) -> dict[str, float]:
         log.info("resumed from %s at step %d", ckpt_path, step)
 
     def save_checkpoint() -> None:
-        mine = {"sampler": sampler.state_dict(), "rng": rng_state(),
-                "lm_blocks": lm_blocks.state_dict() if lm_blocks is not None else None}
+        mine = {
+            "sampler": sampler.state_dict(),
+            "rng": rng_state(),
+            "lm_blocks": lm_blocks.state_dict() if lm_blocks is not None else None,
+        }
         ranks = [mine]
         if world > 1:
             ranks = [None] * world
             torch.distributed.all_gather_object(ranks, mine)
         if rank == 0:
-            save_torch({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                        "scheduler": scheduler.state_dict(), "ranks": ranks, "step": step, "config": asdict(cfg),
-                        "centroids": None if centroids is None else centroids.cpu()}, ckpt_path)
+            save_torch(
+                {
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "ranks": ranks,
+                    "step": step,
+                    "config": asdict(cfg),
+                    "centroids": None if centroids is None else centroids.cpu(),
+                },
+                ckpt_path,
+            )
 
     # rows up to the checkpoint step are kept on resume
     logger = RunLogger(run_dir, cfg.tensorboard, resume_step=step + 1 if step else None) if rank == 0 else None
@@ -494,8 +610,14 @@ def train(cfg: TrainConfig) -> dict[str, float]:
     # ---- train
     batches = torch_batches(sampler, device=device)
     model.train()
-    bar = tqdm(total=cfg.steps, initial=step, desc=f"train {cfg.recipe}", unit="step", dynamic_ncols=True,
-               disable=not cfg.progress or rank != 0)
+    bar = tqdm(
+        total=cfg.steps,
+        initial=step,
+        desc=f"train {cfg.recipe}",
+        unit="step",
+        dynamic_ncols=True,
+        disable=not cfg.progress or rank != 0,
+    )
     t_log, s_log = time.perf_counter(), step
     while step < cfg.steps:
         batch = next(batches)
@@ -514,8 +636,13 @@ def train(cfg: TrainConfig) -> dict[str, float]:
         if step % cfg.log_every == 0 or step == cfg.steps:
             now = time.perf_counter()
             metrics = {f"train/{k}": float(v.detach()) for k, v in losses.items()}
-            metrics.update({"train/grad_norm": float(grad_norm), "train/align_weight": align_w,
-                            "train/steps_per_s": (step - s_log) / max(now - t_log, 1e-9)})
+            metrics.update(
+                {
+                    "train/grad_norm": float(grad_norm),
+                    "train/align_weight": align_w,
+                    "train/steps_per_s": (step - s_log) / max(now - t_log, 1e-9),
+                }
+            )
             for g in optimizer.param_groups:
                 metrics[f"lr/{g['name']}"] = g["lr"]
             t_log, s_log = now, step
@@ -535,8 +662,18 @@ def train(cfg: TrainConfig) -> dict[str, float]:
     if rank == 0 and cfg.export:
         final = copy.deepcopy(model).cpu()
         merge_lora(final)
-        export_dt(final, run_dir / "export", {"state_mean": mean, "state_std": std, "return_scale": cfg.return_scale,
-                                              "target_returns": targets, "env_id": env_id, "recipe": cfg.recipe})
+        export_dt(
+            final,
+            run_dir / "export",
+            {
+                "state_mean": mean,
+                "state_std": std,
+                "return_scale": cfg.return_scale,
+                "target_returns": targets,
+                "env_id": env_id,
+                "recipe": cfg.recipe,
+            },
+        )
     if logger is not None:
         logger.close()
     if world > 1:
@@ -550,19 +687,27 @@ def train(cfg: TrainConfig) -> dict[str, float]:
 def check_resume(saved: dict[str, Any], cfg: TrainConfig, path: Path) -> None:
     """Refuse to resume a checkpoint whose data or architecture differ from ``cfg`` (ValueError naming them)."""
     now = asdict(cfg)
-    diff = [f"{k}: {saved.get(k)!r} in the checkpoint, {now[k]!r} now" for k in RESUME_KEYS
-            if k in saved and saved.get(k) != now[k]]
+    diff = [
+        f"{k}: {saved.get(k)!r} in the checkpoint, {now[k]!r} now"
+        for k in RESUME_KEYS
+        if k in saved and saved.get(k) != now[k]
+    ]
     if diff:
-        raise ValueError(f"cannot resume {str(path)!r}: " + "; ".join(diff) +
-                         " (use another --run-dir, or --no-resume to start over in this one)")
+        raise ValueError(
+            f"cannot resume {str(path)!r}: "
+            + "; ".join(diff)
+            + " (use another --run-dir, or --no-resume to start over in this one)"
+        )
 
 
 def autocast_bf16(precision: str, device: torch.device) -> bool:
     """Whether to run the forward under bf16 autocast: 'bf16' requires support, 'auto' uses it where supported."""
     supported = bf16_supported(device)
     if precision == "bf16" and not supported:
-        raise ValueError(f"precision 'bf16' needs bf16 support on {device.type}; this "
-                         f"{'GPU' if device.type == 'cuda' else 'CPU'} has none (use 'fp32' or 'auto')")
+        raise ValueError(
+            f"precision 'bf16' needs bf16 support on {device.type}; this "
+            f"{'GPU' if device.type == 'cuda' else 'CPU'} has none (use 'fp32' or 'auto')"
+        )
     use = precision == "bf16" or (precision == "auto" and supported)
     log.info("training precision: %s", "bf16 autocast" if use else "fp32")
     return use

@@ -1,8 +1,8 @@
 """``pyseqrl data``: inspect, convert and subset offline datasets.
 
-    pyseqrl data info PATH                          sizes, returns, normalised scores
-    pyseqrl data convert IN OUT [--env-id ID]       any supported format -> pyseqrl HDF5
-    pyseqrl data subset IN OUT --mode top|episodes|steps --fraction F [--seed S]
+pyseqrl data info PATH                          sizes, returns, normalised scores
+pyseqrl data convert IN OUT [--env-id ID]       any supported format -> pyseqrl HDF5
+pyseqrl data subset IN OUT --mode top|episodes|steps --fraction F [--seed S]
 """
 
 from __future__ import annotations
@@ -26,8 +26,12 @@ def _parser() -> argparse.ArgumentParser:
     subset = sub.add_parser("subset", help="keep part of a dataset (DT's pct_traj, LaMo's data ratios)")
     subset.add_argument("src")
     subset.add_argument("dst")
-    subset.add_argument("--mode", choices=["top", "episodes", "steps"], default="steps",
-                        help="top: best episodes by return; episodes/steps: a random fraction of episodes/steps")
+    subset.add_argument(
+        "--mode",
+        choices=["top", "episodes", "steps"],
+        default="steps",
+        help="top: best episodes by return; episodes/steps: a random fraction of episodes/steps",
+    )
     subset.add_argument("--fraction", type=float, required=True, help="fraction in (0, 1]")
     subset.add_argument("--seed", type=int, default=0, help="seed of the random subsets")
     return p
@@ -51,9 +55,15 @@ def main(argv: list[str] | None = None) -> int:
         if args.env_id:
             ds.metadata["env_id"] = args.env_id
     else:
-        ds = ds.top_episodes(args.fraction) if args.mode == "top" else (
-            ds.subset_episodes(args.fraction, args.seed) if args.mode == "episodes"
-            else ds.subset_steps(args.fraction, args.seed))
+        ds = (
+            ds.top_episodes(args.fraction)
+            if args.mode == "top"
+            else (
+                ds.subset_episodes(args.fraction, args.seed)
+                if args.mode == "episodes"
+                else ds.subset_steps(args.fraction, args.seed)
+            )
+        )
     ds.save(args.dst)
     print(f"wrote {args.dst}: {ds.num_episodes} episodes, {len(ds)} steps")
     return 0

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -374,7 +375,9 @@ class EpisodeDataset:
         return ds
 
     @classmethod
-    def concatenate(cls, datasets: Sequence[EpisodeDataset], metadata: Mapping[str, Any] | None = None) -> EpisodeDataset:
+    def concatenate(
+        cls, datasets: Sequence[EpisodeDataset], metadata: Mapping[str, Any] | None = None
+    ) -> EpisodeDataset:
         """Episodes of several datasets back to back (e.g. medium + expert = medium-expert)."""
         if not datasets:
             raise ValueError("concatenate: expected at least one dataset")
@@ -386,7 +389,11 @@ class EpisodeDataset:
                 )
         offsets = np.cumsum([0] + [len(d) for d in datasets[:-1]])
         have_next = all(d.next_observations is not None for d in datasets)
-        meta = dict(metadata) if metadata is not None else {**datasets[0].metadata, "sources": [d.metadata for d in datasets]}
+        meta = (
+            dict(metadata)
+            if metadata is not None
+            else {**datasets[0].metadata, "sources": [d.metadata for d in datasets]}
+        )
         return cls(
             np.concatenate([d.observations for d in datasets]),
             np.concatenate([d.actions for d in datasets]),
@@ -482,9 +489,7 @@ def _episode_selection(episodes: Any, num_episodes: int) -> np.ndarray:
         if not isinstance(episodes, np.ndarray) and any(isinstance(x, (bool, np.bool_)) for x in items):
             raise TypeError("select: got a mix of booleans and integers; pass integer indices or a boolean mask")
         if arr.min() < 0 or arr.max() >= num_episodes:
-            raise IndexError(
-                f"select: episode indices must be in [0, {num_episodes}), got {arr.min()}..{arr.max()}"
-            )
+            raise IndexError(f"select: episode indices must be in [0, {num_episodes}), got {arr.min()}..{arr.max()}")
         ids = arr.astype(np.int64)
     else:
         flat = arr.reshape(-1)
@@ -532,7 +537,9 @@ def _get(ep: Mapping[str, Any], where: str, *names: str, required: bool = True) 
     return None
 
 
-def _flags(ep: Mapping[str, Any], where: str, t: int, array_keys: tuple[str, ...], bool_keys: tuple[str, ...]) -> np.ndarray:
+def _flags(
+    ep: Mapping[str, Any], where: str, t: int, array_keys: tuple[str, ...], bool_keys: tuple[str, ...]
+) -> np.ndarray:
     """Per-step flags from an array key, or a single end-of-episode boolean key (set on the last step)."""
     for k in array_keys:
         if k in ep and ep[k] is not None:

@@ -92,11 +92,21 @@ def _read_pyseqrl(path: Path) -> EpisodeDataset:
         if version > 1:
             raise ValueError(f"{str(path)!r}: pyseqrl dataset format version {version} is newer than this pyseqrl (1)")
         metadata = json.loads(h5.attrs.get("metadata", "{}"))
-        arrays = {k: _read(h5, k, path) for k in ("observations", "actions", "rewards", "terminals", "timeouts", "episode_ends")}
+        arrays = {
+            k: _read(h5, k, path)
+            for k in ("observations", "actions", "rewards", "terminals", "timeouts", "episode_ends")
+        }
         nxt = _read(h5, "next_observations", path, required=False)
     return EpisodeDataset(
-        arrays["observations"], arrays["actions"], arrays["rewards"], arrays["terminals"], arrays["timeouts"],
-        arrays["episode_ends"], nxt, metadata, source=str(path),
+        arrays["observations"],
+        arrays["actions"],
+        arrays["rewards"],
+        arrays["terminals"],
+        arrays["timeouts"],
+        arrays["episode_ends"],
+        nxt,
+        metadata,
+        source=str(path),
     )
 
 
@@ -118,7 +128,7 @@ def read_d4rl(path: str | os.PathLike) -> EpisodeDataset:
         for k, v in h5.attrs.items():
             metadata[k] = _plain(v)
         if "metadata" in h5 and hasattr(h5["metadata"], "keys"):
-            for k in h5["metadata"].keys():
+            for k in h5["metadata"]:
                 try:
                     metadata[f"d4rl/{k}"] = _plain(h5["metadata"][k][()])
                 except Exception:
@@ -127,8 +137,16 @@ def read_d4rl(path: str | os.PathLike) -> EpisodeDataset:
     for key, arr in (("observations", obs), ("actions", act), ("terminals", term)):
         if len(arr) != n:
             raise ValueError(f"{str(path)!r}: {key} has {len(arr)} rows but rewards has {n}")
-    return EpisodeDataset.from_arrays(obs, act, rew.reshape(n), np.asarray(term).reshape(n),
-                                      None if tout is None else np.asarray(tout).reshape(n), nxt, metadata, str(path))
+    return EpisodeDataset.from_arrays(
+        obs,
+        act,
+        rew.reshape(n),
+        np.asarray(term).reshape(n),
+        None if tout is None else np.asarray(tout).reshape(n),
+        nxt,
+        metadata,
+        str(path),
+    )
 
 
 def read_minari(path: str | os.PathLike) -> EpisodeDataset:
@@ -146,18 +164,25 @@ def read_minari(path: str | os.PathLike) -> EpisodeDataset:
     with _open_h5(main) as h5:
         for k, v in h5.attrs.items():
             metadata.setdefault(k, _plain(v))
-        names = sorted((k for k in h5.keys() if k.startswith("episode_")), key=lambda s: int(s.split("_")[1]))
+        names = sorted((k for k in h5 if k.startswith("episode_")), key=lambda s: int(s.split("_")[1]))
         if not names:
             raise ValueError(f"{str(main)!r}: no episode_* groups found (keys {sorted(h5.keys())})")
         for name in names:
             g = h5[name]
             if "observations" in g and not hasattr(g["observations"], "shape"):
-                raise ValueError(f"{str(main)!r}: {name}/observations is a group (dict observation space); "
-                                 "only Box observations are supported")
-            ep = {key: _read(g, key, main) for key in ("observations", "actions", "rewards", "terminations", "truncations")}
+                raise ValueError(
+                    f"{str(main)!r}: {name}/observations is a group (dict observation space); "
+                    "only Box observations are supported"
+                )
+            ep = {
+                key: _read(g, key, main)
+                for key in ("observations", "actions", "rewards", "terminations", "truncations")
+            }
             if len(ep["observations"]) != len(ep["rewards"]) + 1:
-                raise ValueError(f"{str(main)!r}: {name} has {len(ep['observations'])} observations for "
-                                 f"{len(ep['rewards'])} steps; Minari stores T+1 observations")
+                raise ValueError(
+                    f"{str(main)!r}: {name} has {len(ep['observations'])} observations for "
+                    f"{len(ep['rewards'])} steps; Minari stores T+1 observations"
+                )
             episodes.append(ep)
     env_spec = metadata.get("env_spec")
     if isinstance(env_spec, str):
@@ -180,12 +205,15 @@ def read_dt_pickle(path: str | os.PathLike) -> EpisodeDataset:
     except (pickle.UnpicklingError, EOFError, AttributeError, ImportError, IndexError) as e:
         raise ValueError(f"{str(path)!r}: cannot unpickle (truncated or corrupt file?): {e}") from e
     if isinstance(episodes, dict) and "observations" in episodes:
-        raise ValueError(f"{str(path)!r}: expected a list of per-episode dicts, got one dict of flat arrays; "
-                         "use EpisodeDataset.from_arrays(**data)")
+        raise ValueError(
+            f"{str(path)!r}: expected a list of per-episode dicts, got one dict of flat arrays; "
+            "use EpisodeDataset.from_arrays(**data)"
+        )
     if not isinstance(episodes, (list, tuple)):
         raise ValueError(f"{str(path)!r}: expected a list of per-episode dicts, got {type(episodes).__name__}")
-    return EpisodeDataset.from_episodes(list(episodes), {"source_format": "dt-pickle", "source_file": path.name},
-                                        source=str(path))
+    return EpisodeDataset.from_episodes(
+        list(episodes), {"source_format": "dt-pickle", "source_file": path.name}, source=str(path)
+    )
 
 
 def _plain(v: Any) -> Any:

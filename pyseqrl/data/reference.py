@@ -73,9 +73,9 @@ def dt_get_batch(
     for ep, si in zip(episodes, starts):
         lo, hi = starts_of[ep], episode_ends[ep]
         traj_obs, traj_act, traj_rew = observations[lo:hi], actions[lo:hi], rewards[lo:hi]
-        s.append(traj_obs[si:si + K].reshape(1, -1, S))
-        a.append(traj_act[si:si + K].reshape(1, -1, A))
-        r.append(traj_rew[si:si + K].reshape(1, -1, 1))
+        s.append(traj_obs[si : si + K].reshape(1, -1, S))
+        a.append(traj_act[si : si + K].reshape(1, -1, A))
+        r.append(traj_rew[si : si + K].reshape(1, -1, 1))
         timesteps.append(np.arange(si, si + s[-1].shape[1]).reshape(1, -1))
         timesteps[-1][timesteps[-1] >= max_ep_len] = max_ep_len - 1
         rtg.append(discount_cumsum(traj_rew[si:], gamma)[: s[-1].shape[1] + 1].reshape(1, -1, 1))

@@ -85,8 +85,10 @@ class VectorEnv:
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
         if not isinstance(seed, (int, np.integer)) or not 0 <= seed <= MAX_SEED - num_envs:
-            raise ValueError(f"seed must be an integer in [0, {MAX_SEED - num_envs}] (env i gets seed + i, an int32 "
-                             f"for EnvPool), got {seed!r}")
+            raise ValueError(
+                f"seed must be an integer in [0, {MAX_SEED - num_envs}] (env i gets seed + i, an int32 "
+                f"for EnvPool), got {seed!r}"
+            )
         if backend == "auto":
             backend = "envpool" if env_id in _envpool_ids() else "gymnasium"
         self.env_id = env_id

@@ -50,13 +50,16 @@ def _read_text_file(path: Path) -> str:
     data = path.read_bytes()
     kind = "an HDF5 file" if data.startswith(b"\x89HDF") else "a binary file" if b"\x00" in data[:65536] else ""
     if kind:
-        raise ValueError(f"text source {str(path)!r} is {kind}, not text: pass UTF-8 text files "
-                         f"(e.g. WikiText's *.raw) or {OVOS_WIKI!r}")
+        raise ValueError(
+            f"text source {str(path)!r} is {kind}, not text: pass UTF-8 text files "
+            f"(e.g. WikiText's *.raw) or {OVOS_WIKI!r}"
+        )
     try:
         return data.decode("utf-8").replace("\r\n", "\n")
     except UnicodeDecodeError as e:
-        raise ValueError(f"text source {str(path)!r} is not UTF-8 text (invalid byte at offset {e.start}); "
-                         "convert it to UTF-8 first") from e
+        raise ValueError(
+            f"text source {str(path)!r} is not UTF-8 text (invalid byte at offset {e.start}); convert it to UTF-8 first"
+        ) from e
 
 
 def read_texts(sources: Sequence[str], max_chars: int | None = None) -> list[str]:
@@ -158,8 +161,9 @@ def split_holdout(tokens: np.ndarray, fraction: float) -> tuple[np.ndarray, np.n
     return tokens[:cut], tokens[cut:]
 
 
-def split_documents(docs: Sequence[str], valid_fraction: float, test_fraction: float, seed: int = 0,
-                    min_units: int = 50) -> tuple[list[str], list[str], list[str]]:
+def split_documents(
+    docs: Sequence[str], valid_fraction: float, test_fraction: float, seed: int = 0, min_units: int = 50
+) -> tuple[list[str], list[str], list[str]]:
     """Split documents into (train, valid, test) by holding out whole documents.
 
     A seeded random choice of documents, about ``valid_fraction`` and ``test_fraction`` of the characters, is held
@@ -182,8 +186,10 @@ def split_documents(docs: Sequence[str], valid_fraction: float, test_fraction: f
         ValueError: bad fractions, or too little text to hold out a non-empty part for each split.
     """
     if not (0.0 < valid_fraction < 1.0 and 0.0 < test_fraction < 1.0 and valid_fraction + test_fraction < 1.0):
-        raise ValueError(f"valid and test fractions must be in (0, 1) and sum to less than 1, got "
-                         f"{valid_fraction} and {test_fraction}")
+        raise ValueError(
+            f"valid and test fractions must be in (0, 1) and sum to less than 1, got "
+            f"{valid_fraction} and {test_fraction}"
+        )
     units = list(docs) if len(docs) >= min_units else [c for d in docs for c in _chunks(d, 4000)]
     if len(units) < 3:
         raise ValueError(f"need at least 3 documents or 4,000-character pieces to hold out text, got {len(units)}")

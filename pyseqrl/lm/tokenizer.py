@@ -43,8 +43,9 @@ def load_tokenizer(path: str | os.PathLike) -> Tokenizer:
 def train_bpe(texts: Iterable[str], vocab_size: int = 8192, min_frequency: int = 2) -> Tokenizer:
     """Train a GPT-2-style byte-level BPE on ``texts`` with ``<|endoftext|>`` as its only special token."""
     tok = ByteLevelBPETokenizer()
-    tok.train_from_iterator(texts, vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=[EOS],
-                            show_progress=False)
+    tok.train_from_iterator(
+        texts, vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=[EOS], show_progress=False
+    )
     log.info("trained a byte-level BPE with %d tokens", tok.get_vocab_size())
     return tok._tokenizer
 

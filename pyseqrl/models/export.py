@@ -62,8 +62,10 @@ def load_dt(path: str | os.PathLike, device: str = "cpu") -> tuple[DecisionTrans
     except json.JSONDecodeError as e:
         raise ValueError(f"{str(p / 'dt_config.json')!r} is not valid JSON ({e})") from e
     if doc.get("format") != FORMAT:
-        raise ValueError(f"{str(p)!r} was exported in format {doc.get('format', 1)}, this pyseqrl reads format "
-                         f"{FORMAT}: export it again (pyseqrl train ... --resume re-exports from its checkpoint)")
+        raise ValueError(
+            f"{str(p)!r} was exported in format {doc.get('format', 1)}, this pyseqrl reads format "
+            f"{FORMAT}: export it again (pyseqrl train ... --resume re-exports from its checkpoint)"
+        )
     known = {f.name for f in fields(DTConfig)}
     dt_cfg = DTConfig(**{k: v for k, v in doc["dt_config"].items() if k in known})
     bcfg = dict(doc["backbone_config"])
@@ -71,8 +73,10 @@ def load_dt(path: str | os.PathLike, device: str = "cpu") -> tuple[DecisionTrans
     model = DecisionTransformer(dt_cfg, backbone_config=bcfg_obj)
     missing, unexpected = model.load_state_dict(load_file(str(p / "model.safetensors")), strict=False)
     if unexpected or [k for k in missing if not _tied(model, k)]:
-        raise ValueError(f"{str(p)!r}: weights do not match the exported architecture (missing {missing[:3]}, "
-                         f"unexpected {unexpected[:3]})")
+        raise ValueError(
+            f"{str(p)!r}: weights do not match the exported architecture (missing {missing[:3]}, "
+            f"unexpected {unexpected[:3]})"
+        )
     return model.to(device).eval(), doc["meta"]
 
 
@@ -82,8 +86,9 @@ def _tied(model: DecisionTransformer, key: str) -> bool:
     return out is not None and key.endswith("lm_head.weight") and out.weight is model.lm.get_input_embeddings().weight
 
 
-def load_dt_policy(path: str | os.PathLike, target_return: float | None = None, device: str = "cpu",
-                   **policy_kwargs: Any) -> DTPolicy:
+def load_dt_policy(
+    path: str | os.PathLike, target_return: float | None = None, device: str = "cpu", **policy_kwargs: Any
+) -> DTPolicy:
     """A :class:`DTPolicy` from an export directory (target defaults to the first exported target return)."""
     model, meta = load_dt(path, device)
     if target_return is None:
@@ -91,8 +96,14 @@ def load_dt_policy(path: str | os.PathLike, target_return: float | None = None, 
         if not targets:
             raise ValueError(f"no target_return given and the export {str(path)!r} stores none")
         target_return = float(targets[0])
-    return DTPolicy(model, target_return, meta.get("return_scale", 1000.0), meta.get("state_mean"),
-                    meta.get("state_std"), **policy_kwargs)
+    return DTPolicy(
+        model,
+        target_return,
+        meta.get("return_scale", 1000.0),
+        meta.get("state_mean"),
+        meta.get("state_std"),
+        **policy_kwargs,
+    )
 
 
 def load_policy(argument: str, env: Any = None, target_return: float | None = None, **kwargs: Any) -> DTPolicy:

@@ -106,8 +106,9 @@ def apply_lora(lm: Any, cfg: LoRAConfig | None = None) -> list[str]:
     model_type = lm.config.model_type
     target = LORA_TARGETS.get(model_type)
     if target is None:
-        raise ValueError(f"LoRA: no known attention projections for model_type {model_type!r} "
-                         f"(known: {sorted(LORA_TARGETS)})")
+        raise ValueError(
+            f"LoRA: no known attention projections for model_type {model_type!r} (known: {sorted(LORA_TARGETS)})"
+        )
     for p in lm.parameters():
         p.requires_grad_(False)
     head_dim = getattr(lm.config, "head_dim", None) or lm.config.hidden_size // lm.config.num_attention_heads

@@ -48,10 +48,18 @@ class DTPolicy(Policy):
         >>> policy.observe(rewards)                                    # rewards float32 (8,)
     """
 
-    def __init__(self, model: DecisionTransformer, target_return: float, return_scale: float = 1000.0,
-                 state_mean: np.ndarray | None = None, state_std: np.ndarray | None = None,
-                 context_len: int | None = None, refresh_every: int = 1, use_cache: bool = True,
-                 device: str | torch.device | None = None):
+    def __init__(
+        self,
+        model: DecisionTransformer,
+        target_return: float,
+        return_scale: float = 1000.0,
+        state_mean: np.ndarray | None = None,
+        state_std: np.ndarray | None = None,
+        context_len: int | None = None,
+        refresh_every: int = 1,
+        use_cache: bool = True,
+        device: str | torch.device | None = None,
+    ):
         self.model = model.eval()
         self.S, self.A = model.cfg.state_dim, model.cfg.act_dim
         self.K = int(context_len or model.cfg.context_len)
@@ -75,8 +83,17 @@ class DTPolicy(Policy):
 
     def with_target(self, target_return: float) -> DTPolicy:
         """A fresh policy sharing the model and settings, conditioned on another target return."""
-        return DTPolicy(self.model, target_return, self.return_scale, self.state_mean.cpu().numpy(),
-                        self.state_std.cpu().numpy(), self.K, self.refresh_every, self.use_cache, self.device)
+        return DTPolicy(
+            self.model,
+            target_return,
+            self.return_scale,
+            self.state_mean.cpu().numpy(),
+            self.state_std.cpu().numpy(),
+            self.K,
+            self.refresh_every,
+            self.use_cache,
+            self.device,
+        )
 
     # ------------------------------------------------------------------ state
     def _init(self, n: int) -> None:

@@ -54,9 +54,7 @@ def _allowed(L: int, key_padding_mask: torch.Tensor | None, device: torch.device
     """Bool [B or 1, 1, L, L]: query i may attend to key j (causal and not padded)."""
     allowed = torch.ones(L, L, dtype=torch.bool, device=device).tril()[None, None]  # (1, 1, L, L)
     if key_padding_mask is not None:
-        allowed = (
-            allowed & key_padding_mask.to(device=device, dtype=torch.bool)[:, None, None, :]
-        )  # (B, 1, L, L)
+        allowed = allowed & key_padding_mask.to(device=device, dtype=torch.bool)[:, None, None, :]  # (B, 1, L, L)
     return allowed
 
 
@@ -83,9 +81,7 @@ def attention_reference(
     allowed = _allowed(L, key_padding_mask, q.device)
     row_ok = allowed.any(-1, keepdim=True)  # (B, 1, L, 1): the query has at least one key
     # Empty rows attend everywhere (finite softmax) and are zeroed afterwards, which also zeroes their gradient.
-    out = F.scaled_dot_product_attention(
-        q, k, v, attn_mask=allowed | ~row_ok, dropout_p=dropout_p, scale=scale
-    )
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed | ~row_ok, dropout_p=dropout_p, scale=scale)
     return out.masked_fill(~row_ok, 0.0)
 
 
@@ -147,9 +143,7 @@ def kernel_rejection(
         return f"expected B, H >= 1, got B={B}, H={H}"
     if key_padding_mask is not None and tuple(key_padding_mask.shape) != (B, L):
         return f"expected key_padding_mask of shape (B, L) = {(B, L)}, got {tuple(key_padding_mask.shape)}"
-    devices = {t.device for t in (q, k, v)} | (
-        {key_padding_mask.device} if key_padding_mask is not None else set()
-    )
+    devices = {t.device for t in (q, k, v)} | ({key_padding_mask.device} if key_padding_mask is not None else set())
     if len(devices) != 1 or q.device.type != "cuda":
         return f"expected all tensors on one CUDA device, got {sorted(str(d) for d in devices)}"
     if not _cuda.compiled_with_cuda():
@@ -307,8 +301,7 @@ def dropout_keep_mask(B: int, H: int, L: int, dropout_p: float, philox: torch.Te
     """The kernels' dropout keep-mask, bool [B, H, L, L], for the [seed, offset] int64 CUDA tensor ``philox``."""
     if philox.dtype != torch.int64 or philox.shape != (2,) or philox.device.type != "cuda":
         raise ValueError(
-            f"philox: expected an int64 CUDA tensor of shape (2,), got {philox.dtype} {philox.shape} "
-            f"on {philox.device}"
+            f"philox: expected an int64 CUDA tensor of shape (2,), got {philox.dtype} {philox.shape} on {philox.device}"
         )
     out = torch.empty(B, H, L, L, dtype=torch.uint8, device=philox.device)
     _cuda.kernels().attention_dropout_mask(

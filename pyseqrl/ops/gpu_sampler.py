@@ -91,9 +91,7 @@ class GPUSegmentSampler:
         S = self.state_dim
         dev = self.device
         f32 = {"device": dev, "dtype": torch.float32}
-        self._obs = torch.as_tensor(np.ascontiguousarray(dataset.observations, np.float32)).to(
-            **f32
-        )  # (N, S)
+        self._obs = torch.as_tensor(np.ascontiguousarray(dataset.observations, np.float32)).to(**f32)  # (N, S)
         self._act = torch.as_tensor(np.ascontiguousarray(dataset.actions, np.float32)).to(**f32)  # (N, A)
         rewards = np.ascontiguousarray(dataset.rewards, np.float32)
         ends = np.ascontiguousarray(dataset.episode_ends, np.int64)
@@ -106,9 +104,7 @@ class GPUSegmentSampler:
             mean = np.asarray(state_mean, np.float32).reshape(-1)
             std = np.asarray(state_std, np.float32).reshape(-1)
             if mean.shape != (S,) or std.shape != (S,):
-                raise ValueError(
-                    f"state_mean/state_std: expected shape ({S},), got {mean.shape} and {std.shape}"
-                )
+                raise ValueError(f"state_mean/state_std: expected shape ({S},), got {mean.shape} and {std.shape}")
             self._mean = torch.as_tensor(mean).to(**f32)
             self._inv_std = torch.as_tensor(np.float32(1.0) / std).to(**f32)  # 1/std in float32, as the core
         self._scalars = {
@@ -130,10 +126,7 @@ class GPUSegmentSampler:
             self._scalars["N"],
             self._scalars["E"],
             dev,
-            sum(
-                t.numel() * t.element_size() for t in (self._obs, self._act, self._rew, self._rtg, self._ends)
-            )
-            / 1e6,
+            sum(t.numel() * t.element_size() for t in (self._obs, self._act, self._rew, self._rtg, self._ends)) / 1e6,
         )
 
     # ------------------------------------------------------------------ batches
@@ -176,9 +169,7 @@ class GPUSegmentSampler:
             t = out.get(name)
             if t is None or t.shape != ref.shape or t.dtype != ref.dtype or t.device != ref.device:
                 got = None if t is None else f"{tuple(t.shape)} {t.dtype} on {t.device}"
-                raise ValueError(
-                    f"out[{name!r}]: expected {tuple(ref.shape)} {ref.dtype} on {ref.device}, got {got}"
-                )
+                raise ValueError(f"out[{name!r}]: expected {tuple(ref.shape)} {ref.dtype} on {ref.device}, got {got}")
             if not t.is_contiguous():
                 raise ValueError(f"out[{name!r}]: expected a contiguous tensor")
 
@@ -224,9 +215,7 @@ class GPUSegmentSampler:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if state.get("seed") != self.seed:
-            raise ValueError(
-                f"sampler state: seed {state.get('seed')!r} does not match this sampler's {self.seed}"
-            )
+            raise ValueError(f"sampler state: seed {state.get('seed')!r} does not match this sampler's {self.seed}")
         if self.on_gpu:
             self._index.fill_(int(state["position"]))
         else:

@@ -39,9 +39,7 @@ def dt_action_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> to
         float32 scalar tensor.
     """
     mask = batch["attention_mask"]  # (B, K)
-    preds = model(
-        batch["states"], batch["actions"], batch["returns_to_go"], batch["timesteps"], mask
-    )  # (B, K, A)
+    preds = model(batch["states"], batch["actions"], batch["returns_to_go"], batch["timesteps"], mask)  # (B, K, A)
     err = ((preds.float() - batch["actions"]) ** 2).mean(-1)  # (B, K)
     return (err * mask).sum() / mask.sum().clamp(min=1.0)
 
@@ -109,9 +107,7 @@ class TrainStep:
         device = self.params[0].device
         self.batch = sampler.empty_batch()  # static input buffers
         self.loss = torch.zeros((), device=device)  # static output
-        self.step_count = torch.zeros(
-            (), device=device
-        )  # steps taken, on the device (float for the schedule)
+        self.step_count = torch.zeros((), device=device)  # steps taken, on the device (float for the schedule)
         self.base_lrs = [float(g["lr"]) for g in optimizer.param_groups]
         tensor_lrs = all(torch.is_tensor(g["lr"]) for g in optimizer.param_groups)
         if self.warmup_steps > 0 and device.type == "cuda" and not tensor_lrs:

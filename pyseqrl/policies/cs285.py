@@ -88,8 +88,10 @@ def load_cs285(path: str | Path, env: Any | None = None, clip: bool = True) -> C
     mean = np.asarray(st["mean_1_D"], np.float64)
     std = np.sqrt(np.maximum(0.0, np.asarray(st["meansq_1_D"], np.float64) - mean**2))
     keys = sorted(hidden, key=lambda k: int(k.split("_")[-1]))
-    layers = [(np.asarray(hidden[k]["AffineLayer"]["W"], np.float64), np.asarray(hidden[k]["AffineLayer"]["b"],
-              np.float64)) for k in keys]
+    layers = [
+        (np.asarray(hidden[k]["AffineLayer"]["W"], np.float64), np.asarray(hidden[k]["AffineLayer"]["b"], np.float64))
+        for k in keys
+    ]
     out_wb = (np.asarray(out["W"], np.float64), np.asarray(out["b"], np.float64))
     low = high = None
     if clip:

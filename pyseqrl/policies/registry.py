@@ -7,7 +7,8 @@ random     uniform random actions (``random`` or ``random:<seed>``)
 sb3        Stable-Baselines3 / RL-Zoo agent zip (:func:`pyseqrl.policies.sb3.load_sb3`)
 cs285      CS285 numpy expert pickle (:func:`pyseqrl.policies.cs285.load_cs285`)
 pyseqrl    a pyseqrl checkpoint; dispatched on its ``"algo"`` entry to the loader of that scheme
-dt, sac    pyseqrl DT exports / SAC checkpoints (lazy: ``pyseqrl.models.export:load_policy`` / ``pyseqrl.policies.sac:load_policy``)
+dt, sac    pyseqrl DT exports / SAC checkpoints (lazy: ``pyseqrl.models.export:load_policy`` /
+           ``pyseqrl.policies.sac:load_policy``)
 builtin    pyseqrl's own reference SAC policies shipped in the package (``builtin:Hopper-v4``; see
            :func:`builtin_policies`)
 =========  ====================================================================

@@ -191,8 +191,9 @@ class SACPolicy(Policy):
         else:  # a trainer checkpoint: the actor part of the agent
             agent = agent_state(state, path)
             actor = make_actor(*agent["dims"], agent["config"], *agent["action_bounds"])
-            actor.load_state_dict({k.removeprefix("actor."): v for k, v in agent["model"].items()
-                                   if k.startswith("actor.")})
+            actor.load_state_dict(
+                {k.removeprefix("actor."): v for k, v in agent["model"].items() if k.startswith("actor.")}
+            )
         return cls(actor, deterministic=deterministic)
 
 

@@ -250,8 +250,9 @@ def load_sb3(path: str | Path, env: Any | None = None, max_episode_steps: int | 
     env_dim = None if env is None else int(env.observation_dim)
     time_feature = "TimeFeatureWrapper" in config_text
     if not time_feature and env_dim is not None and in_dim == env_dim + 1:
-        log.warning("%s: input size %d = observation size + 1 and no zoo config: assuming TimeFeatureWrapper",
-                    path, in_dim)
+        log.warning(
+            "%s: input size %d = observation size + 1 and no zoo config: assuming TimeFeatureWrapper", path, in_dim
+        )
         time_feature = True
     if env_dim is not None and in_dim != env_dim + int(time_feature):
         raise ValueError(
@@ -277,7 +278,14 @@ def load_sb3(path: str | Path, env: Any | None = None, max_episode_steps: int | 
         log.warning("%s: on-policy agent without vecnormalize.pkl; using raw observations", path)
 
     name = f"sb3:{path.name}"
-    log.info("loaded %s (%s, %d inputs%s%s)", name, kind, in_dim, ", VecNormalize" if obs_mean is not None else "",
-             ", time feature" if time_feature else "")
-    return SB3Policy(net, post, low, high, obs_mean, obs_var, clip_obs, epsilon,
-                     steps if time_feature else None, name=name)
+    log.info(
+        "loaded %s (%s, %d inputs%s%s)",
+        name,
+        kind,
+        in_dim,
+        ", VecNormalize" if obs_mean is not None else "",
+        ", time feature" if time_feature else "",
+    )
+    return SB3Policy(
+        net, post, low, high, obs_mean, obs_var, clip_obs, epsilon, steps if time_feature else None, name=name
+    )
