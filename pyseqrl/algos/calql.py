@@ -163,7 +163,7 @@ def train_calql(cfg: CalQLConfig, dataset: EpisodeDataset | None = None) -> SACA
             raise ValueError("CalQLConfig.dataset is empty: pass --dataset PATH (or a dataset to train_calql)")
         dataset = load(cfg.dataset)
     env_id = cfg.env_id or (dataset.metadata or {}).get("env_id")
-    run_dir, state = open_run(cfg)
+    state = open_run(cfg)
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)
 

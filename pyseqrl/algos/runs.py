@@ -70,7 +70,7 @@ def plain(value: Any) -> Any:
     return value
 
 
-def open_run(options: RunOptions, config: Any = None) -> tuple[Path, dict[str, Any] | None]:
+def open_run(options: RunOptions, config: Any = None) -> dict[str, Any] | None:
     """Start or resume a run: apply ``threads``, create ``run_dir``, write ``config.yaml``.
 
     Args:
@@ -78,8 +78,7 @@ def open_run(options: RunOptions, config: Any = None) -> tuple[Path, dict[str, A
         config: what to save as ``config.yaml`` (default: ``options``).
 
     Returns:
-        the run directory, and the checkpoint to resume from (None unless ``resume`` is set and
-        ``<run_dir>/checkpoint.pt`` exists).
+        the checkpoint to resume from: None unless ``resume`` is set and ``<run_dir>/checkpoint.pt`` exists.
     """
     if options.threads:
         import torch  # optional dependency (the 'torch' extra)
@@ -90,7 +89,7 @@ def open_run(options: RunOptions, config: Any = None) -> tuple[Path, dict[str, A
     ckpt = checkpoint_path(options)
     state = load_torch(ckpt) if options.resume and ckpt.exists() else None
     (run_dir / "config.yaml").write_text(yaml.safe_dump(plain(options if config is None else config), sort_keys=False))
-    return run_dir, state
+    return state
 
 
 def checkpoint_path(options: RunOptions) -> Path:

@@ -94,7 +94,7 @@ def train_sac(cfg: SACConfig, record_episodes: bool = False) -> SACResult:
         cfg: the configuration.
         record_episodes: keep every transition and return it as ``result.replay`` (an EpisodeDataset).
     """
-    run_dir, state = open_run(cfg)
+    state = open_run(cfg)
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)
     runner = make_runner(cfg.env_id, cfg.num_envs, cfg.seed, cfg.backend)

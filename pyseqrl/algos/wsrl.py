@@ -180,7 +180,7 @@ def train_wsrl(cfg: WSRLConfig) -> WSRLResult:
     min_buffer = cfg.utd * (cfg.batch_size - offline_per_batch) if cfg.min_buffer is None else cfg.min_buffer
     update_start = max(warmup, math.ceil(min_buffer / cfg.num_envs))  # first step that updates
 
-    run_dir, state = open_run(cfg)
+    state = open_run(cfg)
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)
     runner = make_runner(env_id, cfg.num_envs, cfg.seed, cfg.backend)
