@@ -167,7 +167,7 @@ def negative_log_likelihood(model: torch.nn.Module, tokens: np.ndarray, seq_len:
     return total, count
 
 
-def _curve_files(out: Path, rows: list[dict[str, float]], png: bool) -> None:
+def _curve_files(out: Path, rows: list[dict[str, float]], png: bool, title: str = "pretrain-lm") -> None:
     """Write the learning curve as CSV, and as PNG when ``png`` and matplotlib is installed."""
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=["step", "train_loss", "valid_ppl", "lr", "seconds"])
@@ -186,8 +186,8 @@ def _curve_files(out: Path, rows: list[dict[str, float]], png: bool) -> None:
     steps = [r["step"] for r in rows]
     fig, ax = plt.subplots(figsize=(6, 3.6), dpi=90)
     ax.plot(steps, [r["valid_ppl"] for r in rows], "o-", ms=3, label="held-out (validation) perplexity")
-    ax.plot(steps[1:], [math.exp(r["train_loss"]) for r in rows[1:]], "-", label="training perplexity")
-    ax.set(xlabel="step", ylabel="perplexity", yscale="log", title=f"pretrain-lm: {out.name}")
+    ax.plot(steps[1:], [math.exp(r["train_loss"]) for r in rows[1:]], "-", label="training perplexity (dropout on)")
+    ax.set(xlabel="step", ylabel="perplexity", yscale="log", title=title)
     ax.grid(alpha=0.3, which="both")
     ax.legend()
     fig.tight_layout()
@@ -340,7 +340,8 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
     # --- save the best weights, the tokenizer, the curve and the summary
     model.save_pretrained(str(out))  # config.json + model.safetensors
     save_tokenizer(tok, out)
-    _curve_files(out, rows, png=True)
+    title = f"pretrain-lm: {cfg.preset} on {'+'.join(Path(t).name for t in cfg.text)}"[:70]
+    _curve_files(out, rows, png=True, title=title)
     summary = {"heldout_perplexity": math.exp(nll / n_test),
                "heldout_bits_per_char": nll / math.log(2) / test_chars,
                "initial_heldout_perplexity": initial_ppl, "valid_perplexity": best_ppl, "best_step": best_step,
