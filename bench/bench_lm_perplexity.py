@@ -53,8 +53,15 @@ def score(name: str, model: torch.nn.Module, tokenizer, text: str, window: int, 
     nll, n = negative_log_likelihood(model, ids, window, batch_size, torch.device("cpu"))
     seconds = time.perf_counter() - t0
     params = sum(p.numel() for p in model.parameters())
-    row = [name, f"{params / 1e6:.1f} M", f"{len(text):,}", f"{len(ids):,}", f"{math.exp(nll / n):.2f}",
-           f"{nll / math.log(2) / len(text):.3f}", f"{seconds:.0f}"]
+    row = [
+        name,
+        f"{params / 1e6:.1f} M",
+        f"{len(text):,}",
+        f"{len(ids):,}",
+        f"{math.exp(nll / n):.2f}",
+        f"{nll / math.log(2) / len(text):.3f}",
+        f"{seconds:.0f}",
+    ]
     print(" | ".join(map(str, row)), flush=True)
     return row
 
@@ -80,8 +87,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    from transformers import (AutoModelForCausalLM, AutoTokenizer, GPT2Config, GPT2LMHeadModel,
-                              GPT2TokenizerFast)
+    from transformers import AutoModelForCausalLM, AutoTokenizer, GPT2Config, GPT2LMHeadModel, GPT2TokenizerFast
 
     print(machine_header())
     text = read_prefix(args.text, args.max_chars)
@@ -106,14 +112,14 @@ def main() -> None:
     if (args.gpt2_tokenizer / "vocab.json").is_file():
         tok = GPT2TokenizerFast.from_pretrained(str(args.gpt2_tokenizer))
         model = GPT2LMHeadModel(GPT2Config())  # GPT-2 small: 768 x 12 layers x 12 heads
-        rows.append(score("GPT-2 small (random init)", model, tok, read_prefix(args.text, args.random_chars),
-                          args.window, 1))
+        rows.append(
+            score("GPT-2 small (random init)", model, tok, read_prefix(args.text, args.random_chars), args.window, 1)
+        )
     else:
         print(f"GPT-2 (random init): no tokenizer at {args.gpt2_tokenizer}; skipped")
 
     print()
-    print(table(["model", "parameters", "characters", "tokens", "perplexity / token", "bits / char",
-                 "seconds"], rows))
+    print(table(["model", "parameters", "characters", "tokens", "perplexity / token", "bits / char", "seconds"], rows))
 
 
 if __name__ == "__main__":

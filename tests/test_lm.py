@@ -91,16 +91,47 @@ def test_encode_texts_separates_documents():
     assert stream.dtype == np.int32 and (stream == eos_id(tok)).sum() == 2 and stream[-1] == eos_id(tok)
 
 
-TINY = ["--preset", "tiny", "--vocab-size", "300", "--seq-len", "32", "--batch-size", "8", "--warmup-steps", "5",
-        "--lr", "3e-3", "--valid-fraction", "0.1", "--test-fraction", "0.1", "--no-progress", "--threads", "1"]
+TINY = [
+    "--preset",
+    "tiny",
+    "--vocab-size",
+    "300",
+    "--seq-len",
+    "32",
+    "--batch-size",
+    "8",
+    "--warmup-steps",
+    "5",
+    "--lr",
+    "3e-3",
+    "--valid-fraction",
+    "0.1",
+    "--test-fraction",
+    "0.1",
+    "--no-progress",
+    "--threads",
+    "1",
+]
 
 
 def tiny_config(text_file: Path, out: Path, **kw):
     from pyseqrl.lm.pretrain import PretrainConfig
 
-    base = dict(text=[str(text_file)], out=str(out), preset="tiny", vocab_size=300, seq_len=32, batch_size=8,
-                warmup_steps=5, lr=3e-3, valid_fraction=0.1, test_fraction=0.1, progress=False, threads=1,
-                max_minutes=None)
+    base = dict(
+        text=[str(text_file)],
+        out=str(out),
+        preset="tiny",
+        vocab_size=300,
+        seq_len=32,
+        batch_size=8,
+        warmup_steps=5,
+        lr=3e-3,
+        valid_fraction=0.1,
+        test_fraction=0.1,
+        progress=False,
+        threads=1,
+        max_minutes=None,
+    )
     return PretrainConfig(**{**base, **kw})
 
 
@@ -108,8 +139,22 @@ def test_pretrain_lm_cli_end_to_end(tmp_path, text_file):
     from pyseqrl.cli import main
 
     out = tmp_path / "chibit"
-    rc = main(["pretrain-lm", "--text", str(text_file), "--out", str(out), "--max-steps", "20", "--eval-every",
-               "5", "--eval-text", str(text_file), *TINY])
+    rc = main(
+        [
+            "pretrain-lm",
+            "--text",
+            str(text_file),
+            "--out",
+            str(out),
+            "--max-steps",
+            "20",
+            "--eval-every",
+            "5",
+            "--eval-text",
+            str(text_file),
+            *TINY,
+        ]
+    )
     assert rc == 0
     summary = json.loads((out / "pretrain_summary.json").read_text())["summary"]
     assert summary["heldout_perplexity"] < 0.5 * summary["initial_heldout_perplexity"]
@@ -145,8 +190,14 @@ def _valid_ppl_of_saved(cfg) -> float:
     _, valid_docs, _ = split_documents(read_texts(cfg.text), cfg.valid_fraction, cfg.test_fraction)
     tok = load_tokenizer(cfg.out)
     model = AutoModelForCausalLM.from_pretrained(cfg.out)
-    nll, n = negative_log_likelihood(model, encode_texts(valid_docs, tok, eos_id(tok)), cfg.seq_len,
-                                     cfg.batch_size, torch.device("cpu"), cfg.max_eval_tokens)
+    nll, n = negative_log_likelihood(
+        model,
+        encode_texts(valid_docs, tok, eos_id(tok)),
+        cfg.seq_len,
+        cfg.batch_size,
+        torch.device("cpu"),
+        cfg.max_eval_tokens,
+    )
     return math.exp(nll / n)
 
 
@@ -165,7 +216,7 @@ def test_early_stopping_keeps_the_best_weights(tmp_path):
         curve = [(int(r["step"]), float(r["valid_ppl"])) for r in csv.DictReader(f)]
     # it stopped at the first evaluation that made `patience` in a row without a relative gain of min_delta
     best, bad, stops = curve[0][1], 0, []
-    for step, ppl in curve[1:]:
+    for _step, ppl in curve[1:]:
         bad = 0 if ppl < best * (1 - cfg.min_delta) else bad + 1
         best = min(best, ppl)
         stops.append(bad >= cfg.patience)
@@ -254,8 +305,18 @@ def test_cached_chibit_trains_once(tmp_path, text_file, monkeypatch):
     from pyseqrl.lm import pretrain as pt
 
     monkeypatch.setenv("PYSEQRL_CACHE", str(tmp_path / "cache"))
-    tiny = dict(preset="tiny", vocab_size=300, seq_len=32, batch_size=8, max_steps=20, eval_every=10,
-                valid_fraction=0.1, test_fraction=0.1, progress=False, threads=1)
+    tiny = dict(
+        preset="tiny",
+        vocab_size=300,
+        seq_len=32,
+        batch_size=8,
+        max_steps=20,
+        eval_every=10,
+        valid_fraction=0.1,
+        test_fraction=0.1,
+        progress=False,
+        threads=1,
+    )
     path = pt.cached_chibit([str(text_file)], **tiny)
     assert path.parent == tmp_path / "cache" and (path / "model.safetensors").is_file()
     assert not (tmp_path / "cache" / f"{path.name}.partial").exists()

@@ -126,8 +126,10 @@ def _check(cfg: PretrainConfig) -> None:
     if cfg.preset not in PRESETS:
         raise ValueError(f"preset must be one of {sorted(PRESETS)}, got {cfg.preset!r}")
     if not 1 <= cfg.seq_len <= cfg.n_positions:
-        raise ValueError(f"seq_len={cfg.seq_len} must be in [1, n_positions={cfg.n_positions}]: the model has "
-                         f"no position embedding beyond n_positions")
+        raise ValueError(
+            f"seq_len={cfg.seq_len} must be in [1, n_positions={cfg.n_positions}]: the model has "
+            f"no position embedding beyond n_positions"
+        )
     for name in ("batch_size", "max_steps", "eval_every", "patience", "max_eval_tokens", "vocab_size"):
         if getattr(cfg, name) < 1:
             raise ValueError(f"{name} must be >= 1, got {getattr(cfg, name)}")
@@ -139,8 +141,14 @@ def _check(cfg: PretrainConfig) -> None:
 
 
 @torch.no_grad()
-def negative_log_likelihood(model: torch.nn.Module, tokens: np.ndarray, seq_len: int, batch_size: int,
-                            device: torch.device, max_tokens: int | None = None) -> tuple[float, int]:
+def negative_log_likelihood(
+    model: torch.nn.Module,
+    tokens: np.ndarray,
+    seq_len: int,
+    batch_size: int,
+    device: torch.device,
+    max_tokens: int | None = None,
+) -> tuple[float, int]:
     """Summed next-token loss (nats) and number of predicted tokens over ``tokens`` (int (N,)).
 
     The stream is cut into blocks of ``seq_len + 1`` tokens that overlap by one token, so every token but the
@@ -152,16 +160,21 @@ def negative_log_likelihood(model: torch.nn.Module, tokens: np.ndarray, seq_len:
         raise ValueError(f"held-out stream of {len(tokens)} tokens is too short to measure perplexity")
     ids = torch.as_tensor(tokens[:n].astype(np.int64))
     n_full = (n - 1) // seq_len
-    batches = [torch.arange(i, min(i + batch_size, n_full))[:, None] * seq_len + torch.arange(seq_len + 1)
-               for i in range(0, n_full, batch_size)]  # (b, T + 1) indices of full blocks
+    batches = [
+        torch.arange(i, min(i + batch_size, n_full))[:, None] * seq_len + torch.arange(seq_len + 1)
+        for i in range(0, n_full, batch_size)
+    ]  # (b, T + 1) indices of full blocks
     if (n - 1) % seq_len:
         batches.append(torch.arange(n_full * seq_len, n)[None])  # (1, rest + 1): the shorter last block
     total, count = 0.0, 0
     for idx in batches:
         batch = ids[idx].to(device)  # (b, T + 1)
         logits = model(input_ids=batch[:, :-1]).logits  # (b, T, V)
-        total += float(torch.nn.functional.cross_entropy(logits.float().reshape(-1, logits.shape[-1]),
-                                                         batch[:, 1:].reshape(-1), reduction="sum"))
+        total += float(
+            torch.nn.functional.cross_entropy(
+                logits.float().reshape(-1, logits.shape[-1]), batch[:, 1:].reshape(-1), reduction="sum"
+            )
+        )
         count += batch[:, 1:].numel()
     model.train()
     return total, count
@@ -211,8 +224,11 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
     _check(cfg)
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
-    device = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available() else
-                          ("cpu" if cfg.device == "auto" else cfg.device))
+    device = torch.device(
+        "cuda"
+        if cfg.device == "auto" and torch.cuda.is_available()
+        else ("cpu" if cfg.device == "auto" else cfg.device)
+    )
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     state = load_torch(out / STATE) if cfg.resume and (out / STATE).exists() else None
@@ -224,8 +240,9 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
     t_data = time.perf_counter()
 
     # --- data: hold out whole documents, train the tokenizer on the rest
-    train_docs, valid_docs, test_docs = split_documents(read_texts(cfg.text, max_chars=cfg.max_chars),
-                                                        cfg.valid_fraction, cfg.test_fraction)
+    train_docs, valid_docs, test_docs = split_documents(
+        read_texts(cfg.text, max_chars=cfg.max_chars), cfg.valid_fraction, cfg.test_fraction
+    )
     eval_texts = {p: read_texts([p]) for p in cfg.eval_text}
     if state is not None:
         tok = load_tokenizer(out)  # the tokenizer of the interrupted run
@@ -236,21 +253,41 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
     train, valid, test = (encode_texts(d, tok, eos) for d in (train_docs, valid_docs, test_docs))
     blocks = TokenBlocks(train, cfg.seq_len + 1, cfg.batch_size, seed=cfg.seed)
     data_seconds = time.perf_counter() - t_data
-    log.info("%d train documents (%d tokens), %d validation (%d), %d test (%d); vocabulary %d; %.0f s",
-             len(train_docs), len(train), len(valid_docs), len(valid), len(test_docs), len(test),
-             tok.get_vocab_size(), data_seconds)
+    log.info(
+        "%d train documents (%d tokens), %d validation (%d), %d test (%d); vocabulary %d; %.0f s",
+        len(train_docs),
+        len(train),
+        len(valid_docs),
+        len(valid),
+        len(test_docs),
+        len(test),
+        tok.get_vocab_size(),
+        data_seconds,
+    )
 
     # --- model and optimizer: decay only >= 2-D weights
     torch.manual_seed(cfg.seed)
     size = PRESETS[cfg.preset]
-    gcfg = GPT2Config(vocab_size=tok.get_vocab_size(), n_positions=cfg.n_positions, n_embd=size["hidden_size"],
-                      n_layer=size["n_layer"], n_head=size["n_head"], bos_token_id=eos, eos_token_id=eos,
-                      resid_pdrop=cfg.dropout, embd_pdrop=cfg.dropout, attn_pdrop=cfg.dropout)
+    gcfg = GPT2Config(
+        vocab_size=tok.get_vocab_size(),
+        n_positions=cfg.n_positions,
+        n_embd=size["hidden_size"],
+        n_layer=size["n_layer"],
+        n_head=size["n_head"],
+        bos_token_id=eos,
+        eos_token_id=eos,
+        resid_pdrop=cfg.dropout,
+        embd_pdrop=cfg.dropout,
+        attn_pdrop=cfg.dropout,
+    )
     model = GPT2LMHeadModel(gcfg).to(device)
     decay = [p for p in model.parameters() if p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.dim() < 2]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
-                             {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.95))
+    opt = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=cfg.lr,
+        betas=(0.9, 0.95),
+    )
     budget = math.inf if cfg.max_minutes is None else 60.0 * cfg.max_minutes
 
     def valid_ppl() -> float:
@@ -270,33 +307,49 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
         step, elapsed, bad = state["step"], state["elapsed"], state["bad_evals"]
         best_ppl, best_step, best_weights = state["best_ppl"], state["best_step"], state["best_weights"]
         rows = state["rows"]
-        log.info("resuming %s at step %d (%.0f s trained, best validation perplexity %.2f at step %d)",
-                 out, step, elapsed, best_ppl, best_step)
+        log.info(
+            "resuming %s at step %d (%.0f s trained, best validation perplexity %.2f at step %d)",
+            out,
+            step,
+            elapsed,
+            best_ppl,
+            best_step,
+        )
     initial_ppl = rows[0]["valid_ppl"]
 
     # --- train
     model.train()
     t0 = time.perf_counter() - elapsed
     losses: list[float] = []
-    bar = tqdm(total=cfg.max_steps, initial=step, desc="pretrain-lm", unit="step", dynamic_ncols=True,
-               disable=not cfg.progress)
+    bar = tqdm(
+        total=cfg.max_steps, initial=step, desc="pretrain-lm", unit="step", dynamic_ncols=True, disable=not cfg.progress
+    )
     while True:
-        stopped = ("patience" if bad >= cfg.patience else "max_steps" if step >= cfg.max_steps else
-                   "max_minutes" if elapsed >= budget else "")
+        stopped = (
+            "patience"
+            if bad >= cfg.patience
+            else "max_steps"
+            if step >= cfg.max_steps
+            else "max_minutes"
+            if elapsed >= budget
+            else ""
+        )
         if stopped:
             break
         # learning rate: linear warmup, then cosine to 10% over the step or time budget, whichever ends first
         progress = max(step / cfg.max_steps, elapsed / budget)
-        scale = (min(1.0, (step + 1) / cfg.warmup_steps) if step < cfg.warmup_steps else
-                 0.1 + 0.45 * (1.0 + math.cos(math.pi * min(1.0, progress))))
+        scale = (
+            min(1.0, (step + 1) / cfg.warmup_steps)
+            if step < cfg.warmup_steps
+            else 0.1 + 0.45 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+        )
         for group in opt.param_groups:
             group["lr"] = cfg.lr * scale
 
         batch = torch.as_tensor(blocks.sample(), device=device)  # (B, T + 1)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
             logits = model(input_ids=batch[:, :-1]).logits  # (B, T, V)
-        loss = torch.nn.functional.cross_entropy(logits.float().reshape(-1, logits.shape[-1]),
-                                                 batch[:, 1:].reshape(-1))
+        loss = torch.nn.functional.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), batch[:, 1:].reshape(-1))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
@@ -314,14 +367,34 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
         if ppl < best_ppl:
             best_ppl, best_step, best_weights = ppl, step, copy.deepcopy(model.state_dict())
         elapsed = time.perf_counter() - t0
-        rows.append({"step": step, "train_loss": float(np.mean(losses)), "valid_ppl": ppl,
-                     "lr": cfg.lr * scale, "seconds": round(elapsed, 1)})
+        rows.append(
+            {
+                "step": step,
+                "train_loss": float(np.mean(losses)),
+                "valid_ppl": ppl,
+                "lr": cfg.lr * scale,
+                "seconds": round(elapsed, 1),
+            }
+        )
         losses = []
         bar.set_postfix(loss=f"{rows[-1]['train_loss']:.3f}", valid_ppl=f"{ppl:.1f}", best=f"{best_ppl:.1f}")
-        save_torch({"model": model.state_dict(), "optimizer": opt.state_dict(), "blocks": blocks.state_dict(),
-                    "rng": rng_state(), "step": step, "elapsed": elapsed, "bad_evals": bad, "best_ppl": best_ppl,
-                    "best_step": best_step, "best_weights": best_weights, "rows": rows, "config": asdict(cfg)},
-                   out / STATE)
+        save_torch(
+            {
+                "model": model.state_dict(),
+                "optimizer": opt.state_dict(),
+                "blocks": blocks.state_dict(),
+                "rng": rng_state(),
+                "step": step,
+                "elapsed": elapsed,
+                "bad_evals": bad,
+                "best_ppl": best_ppl,
+                "best_step": best_step,
+                "best_weights": best_weights,
+                "rows": rows,
+                "config": asdict(cfg),
+            },
+            out / STATE,
+        )
         _curve_files(out, rows, png=False)
     bar.close()
 
@@ -331,31 +404,50 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
     test_chars = sum(len(d) for d in test_docs)
     extra = {}
     for path, docs in eval_texts.items():
-        e_nll, e_n = negative_log_likelihood(model, encode_texts(docs, tok, eos), cfg.seq_len, cfg.batch_size,
-                                             device)
+        e_nll, e_n = negative_log_likelihood(model, encode_texts(docs, tok, eos), cfg.seq_len, cfg.batch_size, device)
         chars = sum(map(len, docs))
-        extra[path] = {"perplexity": math.exp(e_nll / e_n), "bits_per_char": e_nll / math.log(2) / chars,
-                       "tokens": e_n, "chars": chars}
+        extra[path] = {
+            "perplexity": math.exp(e_nll / e_n),
+            "bits_per_char": e_nll / math.log(2) / chars,
+            "tokens": e_n,
+            "chars": chars,
+        }
 
     # --- save the best weights, the tokenizer, the curve and the summary
     model.save_pretrained(str(out))  # config.json + model.safetensors
     save_tokenizer(tok, out)
     title = f"pretrain-lm: {cfg.preset} on {'+'.join(Path(t).name for t in cfg.text)}"[:70]
     _curve_files(out, rows, png=True, title=title)
-    summary = {"heldout_perplexity": math.exp(nll / n_test),
-               "heldout_bits_per_char": nll / math.log(2) / test_chars,
-               "initial_heldout_perplexity": initial_ppl, "valid_perplexity": best_ppl, "best_step": best_step,
-               "steps": step, "stopped": stopped, "seconds": elapsed, "data_seconds": data_seconds,
-               "train_docs": len(train_docs), "valid_docs": len(valid_docs), "test_docs": len(test_docs),
-               "train_chars": sum(map(len, train_docs)), "test_chars": test_chars,
-               "train_tokens": len(train), "valid_tokens": len(valid), "heldout_tokens": len(test),
-               "vocab_size": int(tok.get_vocab_size()),
-               "parameters": int(sum(p.numel() for p in model.parameters())), "eval_text": extra}
-    atomic_write(out / SUMMARY, lambda f: f.write(json.dumps({"summary": summary, "config": asdict(cfg)},
-                                                                indent=2)), mode="w")
-    print(f"pretrain-lm: held-out perplexity {summary['heldout_perplexity']:.2f} on {len(test_docs)} unseen "
-          f"documents (untrained {initial_ppl:.0f}); best validation {best_ppl:.2f} at step {best_step}; "
-          f"stopped by {stopped} after {step} steps in {elapsed / 60:.1f} min -> {out}")
+    summary = {
+        "heldout_perplexity": math.exp(nll / n_test),
+        "heldout_bits_per_char": nll / math.log(2) / test_chars,
+        "initial_heldout_perplexity": initial_ppl,
+        "valid_perplexity": best_ppl,
+        "best_step": best_step,
+        "steps": step,
+        "stopped": stopped,
+        "seconds": elapsed,
+        "data_seconds": data_seconds,
+        "train_docs": len(train_docs),
+        "valid_docs": len(valid_docs),
+        "test_docs": len(test_docs),
+        "train_chars": sum(map(len, train_docs)),
+        "test_chars": test_chars,
+        "train_tokens": len(train),
+        "valid_tokens": len(valid),
+        "heldout_tokens": len(test),
+        "vocab_size": int(tok.get_vocab_size()),
+        "parameters": int(sum(p.numel() for p in model.parameters())),
+        "eval_text": extra,
+    }
+    atomic_write(
+        out / SUMMARY, lambda f: f.write(json.dumps({"summary": summary, "config": asdict(cfg)}, indent=2)), mode="w"
+    )
+    print(
+        f"pretrain-lm: held-out perplexity {summary['heldout_perplexity']:.2f} on {len(test_docs)} unseen "
+        f"documents (untrained {initial_ppl:.0f}); best validation {best_ppl:.2f} at step {best_step}; "
+        f"stopped by {stopped} after {step} steps in {elapsed / 60:.1f} min -> {out}"
+    )
     for path, r in extra.items():
         print(f"pretrain-lm: {path}: perplexity {r['perplexity']:.2f}, {r['bits_per_char']:.3f} bits/char")
     return summary
@@ -367,8 +459,13 @@ def cache_dir() -> Path:
     return Path(os.environ.get("PYSEQRL_CACHE", "~/.cache/pyseqrl")).expanduser()
 
 
-def cached_chibit(text: Sequence[str] = ("ovos-wiki",), max_chars: int | None = None, seed: int = 0,
-                  eval_text: Sequence[str] = (), **overrides: Any) -> Path:
+def cached_chibit(
+    text: Sequence[str] = ("ovos-wiki",),
+    max_chars: int | None = None,
+    seed: int = 0,
+    eval_text: Sequence[str] = (),
+    **overrides: Any,
+) -> Path:
     """Directory of the ChibiT pretrained to convergence with the default :class:`PretrainConfig`.
 
     Trained on first use (up to ``max_minutes`` = 30 minutes of training; about 30 minutes on 2 CPU cores) and
