@@ -43,8 +43,12 @@ def bench_pyseqrl(args: argparse.Namespace, like_for_like: bool) -> list[float]:
     env = runner.env
     cfg = AgentConfig(hidden_dims=(args.hidden,) * 2, num_critics=args.critics)
     if like_for_like:  # d3rlpy's SAC: no LayerNorm in the actor, temperature on the actor step's own log pi(a|s)
-        cfg = AgentConfig(hidden_dims=(args.hidden,) * 2, num_critics=args.critics, actor_layer_norm=False,
-                          temperature_states="current")
+        cfg = AgentConfig(
+            hidden_dims=(args.hidden,) * 2,
+            num_critics=args.critics,
+            actor_layer_norm=False,
+            temperature_states="current",
+        )
     actor_update = "every" if like_for_like else "all"
     agent = SACAgent(env.observation_dim, env.action_dim, cfg, env.action_low, env.action_high)
     rb = ReplayBuffer(100_000, obs_shape=(env.observation_dim,), action_shape=(env.action_dim,), seed=0)

@@ -27,9 +27,7 @@ def _dataset(next_obs: bool) -> EpisodeDataset:
         actions=rng.uniform(-1, 1, size=(n, 1)).astype(np.float32),
         rewards=np.arange(1, n + 1, dtype=np.float32),
         terminals=np.array([0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0], bool),  # episode 0 terminates at t=3
-        timeouts=np.array(
-            [0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0], bool
-        ),  # episode 1 times out; episode 2 unfinished
+        timeouts=np.array([0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0], bool),  # episode 1 times out; episode 2 unfinished
         next_observations=rng.normal(size=(n, 3)).astype(np.float32) if next_obs else None,
         metadata={"env_id": "Pendulum-v1"},
     )

@@ -46,9 +46,7 @@ def test_cli_end_to_end_and_policy(tmp_path) -> None:
     out = tmp_path / "replay.h5"
     # a YAML preset with a nested section, overridden by explicit flags
     preset = tmp_path / "preset.yaml"
-    preset.write_text(
-        "env_id: Pendulum-v1\ntotal_steps: 999\nagent:\n  hidden_dims: [16, 16]\n  num_critics: 3\n"
-    )
+    preset.write_text("env_id: Pendulum-v1\ntotal_steps: 999\nagent:\n  hidden_dims: [16, 16]\n  num_critics: 3\n")
     args = ["train", "sac", "--config", str(preset), "--total-steps", "12", "--learning-starts", "6"]
     args += [
         "--batch-size",
@@ -72,8 +70,9 @@ def test_cli_end_to_end_and_policy(tmp_path) -> None:
     from pyseqrl.algos.runs import parse_config
 
     again = parse_config(SACConfig, ["--config", str(tmp_path / "run" / "config.yaml")], "")
-    assert again == SACConfig(**{**ckpt["config"], "agent": AgentConfig(**{**ckpt["config"]["agent"],
-                                                                               "hidden_dims": (16, 16)})})
+    assert again == SACConfig(
+        **{**ckpt["config"], "agent": AgentConfig(**{**ckpt["config"]["agent"], "hidden_dims": (16, 16)})}
+    )
     policy = SACPolicy.from_checkpoint(tmp_path / "run" / "checkpoint.pt")
     a = policy.act(np.zeros((5, 3), np.float32))
     assert a.shape == (5, 1) and (np.abs(a) <= 2.0).all()
@@ -111,9 +110,22 @@ def test_exact_resume_keeps_the_metrics_at_the_checkpoint_step(tmp_path) -> None
     pytest.importorskip("tensorboard")
 
     def cfg(run: str, total: int) -> SACConfig:
-        return SACConfig(env_id="Pendulum-v1", total_steps=total, learning_starts=5, utd=2, num_envs=2,
-                         batch_size=8, buffer_size=200, agent=TINY, checkpoint_every=6, eval_every=0, log_every=3,
-                         progress=False, tensorboard=True, run_dir=str(tmp_path / run))
+        return SACConfig(
+            env_id="Pendulum-v1",
+            total_steps=total,
+            learning_starts=5,
+            utd=2,
+            num_envs=2,
+            batch_size=8,
+            buffer_size=200,
+            agent=TINY,
+            checkpoint_every=6,
+            eval_every=0,
+            log_every=3,
+            progress=False,
+            tensorboard=True,
+            run_dir=str(tmp_path / run),
+        )
 
     full = train_sac(cfg("full", 12))
     train_sac(cfg("part", 6))
@@ -146,8 +158,18 @@ def test_export_actor_round_trip_and_bad_checkpoint(tmp_path) -> None:
     from pyseqrl.algos.rl_agent import export_actor
     from pyseqrl.utils.checkpoint import load_torch, save_torch
 
-    cfg = SACConfig(env_id="Pendulum-v1", total_steps=12, learning_starts=6, batch_size=8, buffer_size=100,
-                    agent=TINY, eval_every=0, run_dir=str(tmp_path / "run"), tensorboard=False, progress=False)
+    cfg = SACConfig(
+        env_id="Pendulum-v1",
+        total_steps=12,
+        learning_starts=6,
+        batch_size=8,
+        buffer_size=100,
+        agent=TINY,
+        eval_every=0,
+        run_dir=str(tmp_path / "run"),
+        tensorboard=False,
+        progress=False,
+    )
     train_sac(cfg)
     ckpt = tmp_path / "run" / "checkpoint.pt"
     out = export_actor(ckpt, tmp_path / "actor.pt", note="x")

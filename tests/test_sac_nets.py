@@ -76,8 +76,7 @@ def test_actor_log_prob_matches_change_of_variables() -> None:
     torch.manual_seed(1)
     actions, log_prob = actor(obs)
     assert (
-        (actions >= actor.action_bias - actor.action_scale)
-        & (actions <= actor.action_bias + actor.action_scale)
+        (actions >= actor.action_bias - actor.action_scale) & (actions <= actor.action_bias + actor.action_scale)
     ).all()
     # reference: Normal(mean, std) with TransformedDistribution(tanh, affine)
     mean, log_std = actor.head(actor.trunk(obs)).chunk(2, -1)
@@ -122,8 +121,9 @@ def test_td_target_uses_min_of_two_target_critics(replace: bool) -> None:
 
 def test_max_target_backup_takes_the_best_of_k_next_actions() -> None:
     torch.manual_seed(0)
-    agent = SACAgent(3, 1, AgentConfig(hidden_dims=(16,), num_critics=4, gamma=0.9, max_target_backup=True,
-                                       backup_actions=6))
+    agent = SACAgent(
+        3, 1, AgentConfig(hidden_dims=(16,), num_critics=4, gamma=0.9, max_target_backup=True, backup_actions=6)
+    )
     b = _batch(8)
     torch.manual_seed(5)
     y = agent.td_target(b)
@@ -147,11 +147,14 @@ def test_agent_defaults_follow_the_official_wsrl_config() -> None:
     agent = SACAgent(5, 2, cfg)
     trunk = [m for m in agent.actor.trunk if isinstance(m, nn.Linear)]
     assert sum(isinstance(m, nn.LayerNorm) for m in agent.actor.trunk) == 2
+
     # (semi-)orthogonal weights with gain sqrt(2), 1e-2 for the last hidden layer; zero biases
     def assert_orthogonal(w: torch.Tensor, gain: float) -> None:
         w = w.double()
         small = w.T @ w if w.shape[0] >= w.shape[1] else w @ w.T
-        torch.testing.assert_close(small, gain**2 * torch.eye(small.shape[0], dtype=torch.float64), rtol=0, atol=1e-5 * gain**2)
+        torch.testing.assert_close(
+            small, gain**2 * torch.eye(small.shape[0], dtype=torch.float64), rtol=0, atol=1e-5 * gain**2
+        )
 
     for layer, gain in zip(trunk, [math.sqrt(2.0), 1e-2]):
         assert_orthogonal(layer.weight, gain)

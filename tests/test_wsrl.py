@@ -48,9 +48,7 @@ def pretrained(tmp_path):
     data = tmp_path / "offline.h5"
     _offline_dataset().save(data)
     path = tmp_path / "pretrained.pt"
-    save_torch(
-        {"agent": agent.full_state_dict(), "env_id": ENV, "config": {"dataset": str(data)}, "step": 10}, path
-    )
+    save_torch({"agent": agent.full_state_dict(), "env_id": ENV, "config": {"dataset": str(data)}, "step": 10}, path)
     return path, agent
 
 
@@ -142,8 +140,7 @@ def test_mixed_rounds_are_half_offline(tmp_path, pretrained, monkeypatch, mix: s
 
     monkeypatch.setattr(SACAgent, "update_critic", spy_critic)
     monkeypatch.setattr(SACAgent, "update_actor", spy_actor)
-    train_wsrl(_cfg(tmp_path, ckpt, mode="keep_offline_mixed", total_steps=8, warmup_steps=6, batch_size=8,
-                    mix=mix))
+    train_wsrl(_cfg(tmp_path, ckpt, mode="keep_offline_mixed", total_steps=8, warmup_steps=6, batch_size=8, mix=mix))
     offline_rows = [int((b >= 100).all(1).sum()) for b in critic]
     assert len(critic) == 2 * 2 * 2 and len(actor) == 2 * 2  # 2 steps x 2 envs, UTD 2, one actor step a round
     # the actor sees the whole round: 16 transitions, half of them offline
@@ -197,14 +194,20 @@ def test_loaded_agent_takes_the_online_loss_settings(tmp_path) -> None:
     """A CQL checkpoint trains with max-target backup; online WSRL (official sac_config.py) uses neither it nor
     the entropy backup, unless asked."""
     torch.manual_seed(0)
-    agent = SACAgent(3, 1, AgentConfig(hidden_dims=(16, 16), num_critics=3, max_target_backup=True,
-                                       backup_entropy=True), action_low=-2.0, action_high=2.0)
+    agent = SACAgent(
+        3,
+        1,
+        AgentConfig(hidden_dims=(16, 16), num_critics=3, max_target_backup=True, backup_entropy=True),
+        action_low=-2.0,
+        action_high=2.0,
+    )
     path = tmp_path / "cql.pt"
     save_torch({"agent": agent.full_state_dict(), "env_id": ENV, "config": {}}, path)
     res = train_wsrl(_cfg(tmp_path, path, total_steps=2, warmup_steps=2))
     assert res.agent.config.backup_entropy is False and res.agent.config.max_target_backup is False
-    res = train_wsrl(_cfg(tmp_path, path, total_steps=2, warmup_steps=2, backup_entropy=True,
-                          max_target_backup=True, resume=False))
+    res = train_wsrl(
+        _cfg(tmp_path, path, total_steps=2, warmup_steps=2, backup_entropy=True, max_target_backup=True, resume=False)
+    )
     assert res.agent.config.backup_entropy is True and res.agent.config.max_target_backup is True
 
 
@@ -240,8 +243,7 @@ def test_scratch_warmup_acts_with_the_fresh_policy(tmp_path, pretrained, monkeyp
     orig = RandomPolicy.act
     monkeypatch.setattr(RandomPolicy, "act", lambda self, obs: calls.append(len(obs)) or orig(self, obs))
     ckpt, _ = pretrained
-    res = train_wsrl(_cfg(tmp_path, ckpt, mode="scratch", total_steps=8, warmup_steps=6,
-                          scratch_warmup=warmup_actions))
+    res = train_wsrl(_cfg(tmp_path, ckpt, mode="scratch", total_steps=8, warmup_steps=6, scratch_warmup=warmup_actions))
     assert len(calls) == (6 if warmup_actions == "uniform" else 0)
     assert res.agent.num_updates == 2 * 2 * 2
 

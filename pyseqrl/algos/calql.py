@@ -84,8 +84,9 @@ class CalQLConfig(RunOptions):
     """checkpoint every this many steps and at the end (official save_interval)"""
 
 
-def offline_data(ds: EpisodeDataset, gamma: float, reward_scale: float = 1.0,
-                 reward_bias: float = 0.0) -> dict[str, torch.Tensor]:
+def offline_data(
+    ds: EpisodeDataset, gamma: float, reward_scale: float = 1.0, reward_bias: float = 0.0
+) -> dict[str, torch.Tensor]:
     """The Q-learning transitions of a dataset (:meth:`EpisodeDataset.transitions`) with their Monte-Carlo
     returns, as torch tensors.
 
@@ -114,9 +115,7 @@ def cql_regularizer(cfg: CQLConfig) -> Callable[[SACAgent, Batch, torch.Tensor],
         obs_rep = obs.repeat_interleave(n, 0)  # (B*n, S): each state n times
         with torch.no_grad():
             scale, bias = agent.actor.action_scale, agent.actor.action_bias
-            rand_a = bias + scale * (
-                2 * torch.rand(b * n, agent.action_dim) - 1
-            )  # (B*n, A) uniform in bounds
+            rand_a = bias + scale * (2 * torch.rand(b * n, agent.action_dim) - 1)  # (B*n, A) uniform in bounds
             cur_a, cur_lp = agent.actor(obs_rep)  # (B*n, A), (B*n,)
             next_a, next_lp = agent.actor(next_obs.repeat_interleave(n, 0))
         # one ensemble call for the three action sets, all evaluated at s
@@ -201,10 +200,19 @@ def train_calql(cfg: CalQLConfig, dataset: EpisodeDataset | None = None) -> SACA
             logger.log(done, ev)
             log.info("step %d: %s", done, ", ".join(f"{k}={v:.4g}" for k, v in ev.items()))
         if due(done, cfg.checkpoint_every, cfg.steps):
-            save_torch({"step": done, "agent": agent.full_state_dict(), "rng": rng_state(),
-                        "sampler_rng": gen.get_state(), "config": asdict(cfg), "env_id": env_id,
-                        "algo": "sac",  # the policy scheme: a SAC actor
-                        "method": "calql" if cfg.cql.calql else "cql"}, checkpoint_path(cfg))
+            save_torch(
+                {
+                    "step": done,
+                    "agent": agent.full_state_dict(),
+                    "rng": rng_state(),
+                    "sampler_rng": gen.get_state(),
+                    "config": asdict(cfg),
+                    "env_id": env_id,
+                    "algo": "sac",  # the policy scheme: a SAC actor
+                    "method": "calql" if cfg.cql.calql else "cql",
+                },
+                checkpoint_path(cfg),
+            )
     logger.close()
     return agent
 
@@ -215,8 +223,7 @@ def action_bounds(env_id: str | None, actions: torch.Tensor) -> tuple[np.ndarray
         try:
             env = make(env_id, 1, seed=0)
         except Exception as e:  # noqa: BLE001 -- env not installed: fall back on the data's range
-            log.warning("could not create %s to read its action bounds (%s); using [-1, 1] / the data range",
-                        env_id, e)
+            log.warning("could not create %s to read its action bounds (%s); using [-1, 1] / the data range", env_id, e)
         else:
             env.close()
             return env.action_low, env.action_high
@@ -225,9 +232,7 @@ def action_bounds(env_id: str | None, actions: torch.Tensor) -> tuple[np.ndarray
 
 def main(argv: list[str] | None = None) -> int:
     """``pyseqrl train calql [options]``."""
-    cfg = parse_config(
-        CalQLConfig, argv, __doc__.split("\n\n")[0] + " (YAML presets: --config configs/wsrl/*.yaml)"
-    )
+    cfg = parse_config(CalQLConfig, argv, __doc__.split("\n\n")[0] + " (YAML presets: --config configs/wsrl/*.yaml)")
     train_calql(cfg)
     print(f"checkpoint: {Path(cfg.run_dir) / 'checkpoint.pt'}")
     return 0

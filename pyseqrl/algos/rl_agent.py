@@ -167,8 +167,7 @@ class SACAgent(nn.Module):
             raise ValueError(f"temperature_states must be 'next' or 'current', got {config.temperature_states!r}")
         if not 1 <= config.critic_subsample <= config.num_critics:
             raise ValueError(
-                f"critic_subsample must be in [1, num_critics={config.num_critics}], "
-                f"got {config.critic_subsample}"
+                f"critic_subsample must be in [1, num_critics={config.num_critics}], got {config.critic_subsample}"
             )
         if config.max_target_backup and config.backup_actions < 1:
             raise ValueError(f"backup_actions must be >= 1, got {config.backup_actions}")
@@ -362,12 +361,15 @@ def export_actor(checkpoint: str | Path, out: str | Path, **metadata: Any) -> Pa
     state = load_torch(checkpoint)
     saved = agent_state(state, checkpoint)
     agent = SACAgent.from_state_dict(saved)
-    return save_torch({
-        "algo": "sac",
-        "actor": agent.actor.state_dict(),
-        "dims": tuple(saved["dims"]),
-        "hidden_dims": tuple(agent.config.hidden_dims),
-        "actor_config": {k: getattr(agent.config, k) for k in ACTOR_FIELDS},
-        "action_bounds": saved["action_bounds"],
-        "metadata": {"env_id": state.get("env_id"), **metadata},
-    }, out)
+    return save_torch(
+        {
+            "algo": "sac",
+            "actor": agent.actor.state_dict(),
+            "dims": tuple(saved["dims"]),
+            "hidden_dims": tuple(agent.config.hidden_dims),
+            "actor_config": {k: getattr(agent.config, k) for k in ACTOR_FIELDS},
+            "action_bounds": saved["action_bounds"],
+            "metadata": {"env_id": state.get("env_id"), **metadata},
+        },
+        out,
+    )

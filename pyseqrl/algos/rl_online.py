@@ -55,10 +55,14 @@ def mean_last(returns: list[float], n: int = 10) -> float:
 
 def evaluate_actor(agent: SACAgent, env_id: str, episodes: int, seed: int, step: int) -> dict[str, float]:
     """``eval/*`` metrics of the deterministic actor over ``episodes`` episodes (seeds derived from ``step``)."""
-    result = evaluate(SACPolicy(agent.actor, deterministic=True), env_id, episodes=episodes,
-                      seed=derive_seed(seed, 7919, step))
-    out = {"eval/mean_return": result.mean_return, "eval/std_return": result.std_return,
-           "eval/mean_length": result.mean_length}
+    result = evaluate(
+        SACPolicy(agent.actor, deterministic=True), env_id, episodes=episodes, seed=derive_seed(seed, 7919, step)
+    )
+    out = {
+        "eval/mean_return": result.mean_return,
+        "eval/std_return": result.std_return,
+        "eval/mean_length": result.mean_length,
+    }
     if result.normalized_score is not None:
         out["eval/normalized_score"] = result.normalized_score
     return out

@@ -121,8 +121,14 @@ def train_sac(cfg: SACConfig, record_episodes: bool = False) -> SACResult:
 
     metrics: dict[str, Any] = {}
     clock, clock_step = time.perf_counter(), start
-    for step in tqdm(range(start, end), initial=start, total=cfg.total_steps, desc="sac", disable=not cfg.progress,
-                     dynamic_ncols=True):
+    for step in tqdm(
+        range(start, end),
+        initial=start,
+        total=cfg.total_steps,
+        desc="sac",
+        disable=not cfg.progress,
+        dynamic_ncols=True,
+    ):
         # ---- act and step the environments: random actions first, then the learner's samples
         t = runner.step(explore if step < cfg.learning_starts else learner)
         if len(t):
@@ -160,10 +166,22 @@ def train_sac(cfg: SACConfig, record_episodes: bool = False) -> SACResult:
             if record:
                 recorded += episodes_from_transitions(chunks, cut_unfinished=True)[0]
                 chunks = []
-            save_torch(online_state(done, agent, buffer, returns, explore_rng=explore.rng.bit_generator.state,
-                                    recorded_episodes=recorded if record else None, stopped=stop,
-                                    config=asdict(cfg), env_id=cfg.env_id, algo="sac", method="sac"),
-                       checkpoint_path(cfg))
+            save_torch(
+                online_state(
+                    done,
+                    agent,
+                    buffer,
+                    returns,
+                    explore_rng=explore.rng.bit_generator.state,
+                    recorded_episodes=recorded if record else None,
+                    stopped=stop,
+                    config=asdict(cfg),
+                    env_id=cfg.env_id,
+                    algo="sac",
+                    method="sac",
+                ),
+                checkpoint_path(cfg),
+            )
         if stop:
             break
     logger.close()
@@ -208,8 +226,9 @@ def sac_replay_dataset(
     overrides.setdefault("agent", AgentConfig(num_critics=2))
     with tempfile.TemporaryDirectory(prefix="pyseqrl_sac_") as tmp:
         overrides.setdefault("run_dir", tmp)
-        cfg = replace(SACConfig(), env_id=env_id, total_steps=total_steps, seed=seed, stop_return=stop_return,
-                      **overrides)
+        cfg = replace(
+            SACConfig(), env_id=env_id, total_steps=total_steps, seed=seed, stop_return=stop_return, **overrides
+        )
         return train_sac(cfg, record_episodes=True).replay
 
 

@@ -208,8 +208,11 @@ def train_wsrl(cfg: WSRLConfig) -> WSRLResult:
         path = cfg.dataset or pretrained["config"].get("dataset")  # type: ignore[index]
         if not path:
             raise ValueError(f"--mode {cfg.mode} needs --dataset (the checkpoint does not name its dataset)")
-        offline = {k: torch.from_numpy(np.ascontiguousarray(v, np.float32))
-                   for k, v in load(path).transitions().items() if k != "step_index"}
+        offline = {
+            k: torch.from_numpy(np.ascontiguousarray(v, np.float32))
+            for k, v in load(path).transitions().items()
+            if k != "step_index"
+        }
         if cfg.mode == "keep_offline_append" and state is None:
             o = {k: v.numpy() for k, v in offline.items()}
             buffer.add(o["observations"], o["actions"], o["rewards"], o["next_observations"], o["terminals"] > 0)
@@ -225,8 +228,15 @@ def train_wsrl(cfg: WSRLConfig) -> WSRLResult:
         runner = make_runner(env_id, cfg.num_envs, cfg.seed, cfg.backend, step=start)
         log.info("resumed %s at step %d", checkpoint_path(cfg), start)
     logger = open_logger(cfg, start if state is not None else None)
-    log.info("WSRL mode=%s env=%s warmup=%d first update at step %d, utd=%d, offline transitions=%s", cfg.mode,
-             env_id, warmup, update_start, cfg.utd, None if offline is None else len(offline["rewards"]))
+    log.info(
+        "WSRL mode=%s env=%s warmup=%d first update at step %d, utd=%d, offline transitions=%s",
+        cfg.mode,
+        env_id,
+        warmup,
+        update_start,
+        cfg.utd,
+        None if offline is None else len(offline["rewards"]),
+    )
 
     def draw_round() -> list[Batch]:
         """The utd minibatches of one update round."""
@@ -242,8 +252,14 @@ def train_wsrl(cfg: WSRLConfig) -> WSRLResult:
 
     metrics: dict[str, Any] = {}
     clock, clock_step = time.perf_counter(), start
-    for step in tqdm(range(start, cfg.total_steps), initial=start, total=cfg.total_steps, desc=f"wsrl {cfg.mode}",
-                     disable=not cfg.progress, dynamic_ncols=True):
+    for step in tqdm(
+        range(start, cfg.total_steps),
+        initial=start,
+        total=cfg.total_steps,
+        desc=f"wsrl {cfg.mode}",
+        disable=not cfg.progress,
+        dynamic_ncols=True,
+    ):
         # ---- act and step: the agent's own policy, unchanged until update_start (the pretrained one [wsrl])
         scratch_uniform = cfg.mode == "scratch" and cfg.scratch_warmup == "uniform" and step < warmup
         t = runner.step(explore if scratch_uniform else learner)
@@ -259,8 +275,9 @@ def train_wsrl(cfg: WSRLConfig) -> WSRLResult:
         if step + 1 == update_start:
             switch_metrics = q_values_at_switch(agent, buffer, returns)
             logger.log(step + 1, switch_metrics)
-            log.info("at the switch (step %d): %s", step + 1,
-                     ", ".join(f"{k}={v:.4g}" for k, v in switch_metrics.items()))
+            log.info(
+                "at the switch (step %d): %s", step + 1, ", ".join(f"{k}={v:.4g}" for k, v in switch_metrics.items())
+            )
 
         # ---- update: a UTD round per collected transition, none before update_start
         if step >= update_start:
@@ -284,11 +301,23 @@ def train_wsrl(cfg: WSRLConfig) -> WSRLResult:
         if due(done, cfg.checkpoint_every, cfg.total_steps):
             runner.env.close()  # checkpoints cut the running episodes and re-create the environments
             runner = make_runner(env_id, cfg.num_envs, cfg.seed, cfg.backend, step=done)
-            save_torch(online_state(done, agent, buffer, returns, offline_rng=offline_gen.get_state(),
-                                    explore_rng=explore.rng.bit_generator.state, switch_logged=switch_logged,
-                                    switch_metrics=switch_metrics, config=asdict(cfg), env_id=env_id,
-                                    algo="sac", method=f"wsrl-{cfg.mode}"),
-                       checkpoint_path(cfg))
+            save_torch(
+                online_state(
+                    done,
+                    agent,
+                    buffer,
+                    returns,
+                    offline_rng=offline_gen.get_state(),
+                    explore_rng=explore.rng.bit_generator.state,
+                    switch_logged=switch_logged,
+                    switch_metrics=switch_metrics,
+                    config=asdict(cfg),
+                    env_id=env_id,
+                    algo="sac",
+                    method=f"wsrl-{cfg.mode}",
+                ),
+                checkpoint_path(cfg),
+            )
     logger.close()
     runner.env.close()
     return WSRLResult(agent=agent, buffer=buffer, episode_returns=returns, switch_metrics=switch_metrics)

@@ -89,6 +89,8 @@ class TanhGaussianActor(nn.Module):
         self.log_std_min, self.log_std_max = log_std_min, log_std_max
         low = torch.as_tensor(action_low, dtype=torch.float32).expand(action_dim)
         high = torch.as_tensor(action_high, dtype=torch.float32).expand(action_dim)
+        self.action_scale: torch.Tensor
+        self.action_bias: torch.Tensor
         self.register_buffer("action_scale", (high - low) / 2.0)
         self.register_buffer("action_bias", (high + low) / 2.0)
         if init == "orthogonal":
@@ -186,11 +188,13 @@ class SACPolicy(Policy):
         state = load_torch(path)
         if isinstance(state, dict) and "actor" in state:  # an actor-only file
             config = {"hidden_dims": state["hidden_dims"], **state.get("actor_config", {})}
-            actor = make_actor(*state["dims"], config, *state["action_bounds"])
+            (obs_dim, act_dim), (low, high) = state["dims"], state["action_bounds"]
+            actor = make_actor(obs_dim, act_dim, config, low, high)
             actor.load_state_dict(state["actor"])
         else:  # a trainer checkpoint: the actor part of the agent
             agent = agent_state(state, path)
-            actor = make_actor(*agent["dims"], agent["config"], *agent["action_bounds"])
+            (obs_dim, act_dim), (low, high) = agent["dims"], agent["action_bounds"]
+            actor = make_actor(obs_dim, act_dim, agent["config"], low, high)
             actor.load_state_dict(
                 {k.removeprefix("actor."): v for k, v in agent["model"].items() if k.startswith("actor.")}
             )
