@@ -223,9 +223,13 @@ def train_wsrl(
     seed: int = 0,
     dataset: Path | None = None,
     eval_every: int = 0,
+    min_buffer: int | None = None,
     **agent: Any,
 ) -> dict[str, Any]:
-    """One WSRL run (or a baseline ``mode``); returns the online episode returns and the switch metrics."""
+    """One WSRL run (or a baseline ``mode``); returns the online episode returns and the switch metrics.
+
+    ``min_buffer``: online transitions before the first update (None: the official rule, a UTD round's worth).
+    """
     from pyseqrl.algos.wsrl import WSRLConfig
     from pyseqrl.algos.wsrl import train_wsrl as _train
 
@@ -244,6 +248,7 @@ def train_wsrl(
         log_every=max(1, total_steps // 20),
         tensorboard=False,
         dataset=offline,
+        min_buffer=min_buffer,
     )
     if mode == "scratch":  # the other modes take their agent from the checkpoint
         cfg = replace(cfg, agent=replace(cfg.agent, **agent))

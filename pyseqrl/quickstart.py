@@ -47,6 +47,8 @@ class Budget:
     """WSRL warmup environment steps (frozen policy, no updates)"""
     wsrl_steps: int
     """WSRL total online environment steps (warmup included)"""
+    wsrl_min_buffer: int | None = None
+    """online transitions before the first update (None: the official UTD round of 1,024)"""
 
 
 BUDGETS = {
@@ -75,6 +77,7 @@ BUDGETS = {
         calql_steps=30,
         wsrl_warmup=100,
         wsrl_steps=200,
+        wsrl_min_buffer=150,
     ),
 }
 
@@ -180,7 +183,17 @@ def run(cfg: QuickstartConfig) -> dict:
     # 2 critics instead of WSRL's 10 (the `pyseqrl train wsrl` default): with 10, Cal-QL runs ~1 step/s on 2 cores
     agent = dict(hidden_dims=(256, 256), num_critics=2)
     ckpt = ex.train_calql(data_path, out / "calql", b.calql_steps, seed=cfg.seed, **agent)
-    wsrl = ex.train_wsrl(ckpt, out / "wsrl", "wsrl", cfg.env_id, b.wsrl_steps, b.wsrl_warmup, seed=cfg.seed, **agent)
+    wsrl = ex.train_wsrl(
+        ckpt,
+        out / "wsrl",
+        "wsrl",
+        cfg.env_id,
+        b.wsrl_steps,
+        b.wsrl_warmup,
+        seed=cfg.seed,
+        min_buffer=b.wsrl_min_buffer,
+        **agent,
+    )
     stage("wsrl")
 
     # results ------------------------------------------------------------------------------------------------

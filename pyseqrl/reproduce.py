@@ -51,6 +51,7 @@ class Scale:
     calql_steps: int
     wsrl_warmup: int
     wsrl_steps: int
+    wsrl_min_buffer: int | None = None  # None: official first update after a UTD round of online data (1,024)
 
 
 SCALES = {
@@ -66,6 +67,7 @@ SCALES = {
         calql_steps=10,
         wsrl_warmup=50,
         wsrl_steps=120,
+        wsrl_min_buffer=60,  # so that the few online steps of the tiny scale do update
     ),
     # 10-30 minutes per suite and seed on 2 CPU cores: what docs/RESULTS.md reports from the development VM
     "small": Scale(
@@ -277,6 +279,7 @@ def suite_wsrl(cfg: ReproduceConfig, s: Scale, out: Path) -> tuple[str, dict]:
                     warmup,
                     seed=seed,
                     dataset=data,
+                    min_buffer=s.wsrl_min_buffer,
                     num_critics=cfg.num_critics,
                 )
                 score = evaluate(
