@@ -182,7 +182,8 @@ stage_env() {
   record env PASS "$t0" "see the top of summary.md"
 }
 
-verify_core() { # prints what pyseqrl._core is; fails unless it has the CUDA kernels
+verify_core() ( # prints what pyseqrl._core is; fails unless it has the CUDA kernels (a subshell: cd stays local)
+  cd / || exit 2 # outside the source tree: it would shadow an installed (non-editable) wheel
   "$PY" - <<'EOF'
 import sys
 import pyseqrl._core as c
@@ -191,7 +192,7 @@ dims = getattr(getattr(c, "cuda", None), "attention_head_dims", None)
 print(f"pyseqrl._core: {c.__file__}; with_cuda={cuda}; attention head dims {dims}")
 sys.exit(0 if cuda else 3)
 EOF
-}
+)
 
 stage_build() {
   local t0 log=$OUT/build.log b rc have_skb=0 have_pyb=0 gen=() note route
@@ -226,7 +227,8 @@ stage_build() {
     else
       echo "dry run: pybind11 or cmake missing: the CMake fallback could not run" >>"$log"
     fi
-    "$PY" -c 'import pyseqrl._core as c; print("installed pyseqrl._core:", c.__file__, "with_cuda =", c.with_cuda)' >>"$log" 2>&1
+    # from outside the source tree, which would otherwise shadow an installed (non-editable) wheel
+    (cd / && "$PY" -c 'import pyseqrl._core as c; print("installed pyseqrl._core:", c.__file__, "with_cuda =", c.with_cuda)') >>"$log" 2>&1
     local rc2=$?
     [ $rc = 0 ] && [ $rc2 = 0 ] && record build PASS "$t0" "dry run: tools detected, fallback configured, core imports" ||
       record build "FAIL(rc=$rc/$rc2)" "$t0" "dry run; see build.log"
