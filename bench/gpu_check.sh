@@ -300,7 +300,7 @@ stage_tests() {
     return
   fi
   # shellcheck disable=SC2086 # the file list is meant to split
-  run_limited "$b" "$log" "$PY" -m pytest -m gpu -x -q -p no:cacheprovider --durations=10 $files
+  run_limited "$b" "$log" "$PY" -P -m pytest -m gpu -x -q -p no:cacheprovider --durations=10 $files
   rc=$?
   status=$(status_of $rc)
   if [ $rc = 0 ] && [ "$DRY" = 0 ] && grep -qE '[0-9]+ skipped' "$log"; then status=WARN; fi
