@@ -178,20 +178,11 @@ def test_backbone_parity_with_transformers(lm_dirs, family):
         assert not torch.allclose(h0, h, atol=1e-7, rtol=0)  # and that is not what the backbone's own positions give
 
 
-def rollout(policy: DTPolicy, steps: int, n: int, resets: dict[int, list[int]], seed: int = 0) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    out = []
-    for step in range(steps):
-        if step in resets:
-            policy.reset(np.array(resets[step]))
-        out.append(policy.act(rng.normal(size=(n, S)).astype(np.float32)))
-        policy.observe(rng.normal(size=n).astype(np.float32))
-    return np.stack(out)
-
-
 @pytest.mark.parametrize("positions", ["none", "backbone"])
 @pytest.mark.parametrize("family", FAMILIES)
 def test_cached_actions_equal_recomputed(lm_dirs, family, positions):
+    from test_models_policy import rollout
+
     m = small(backbone=str(lm_dirs[family]), positions=positions, time_embedding="after_ln")
     kw = {"target_return": 50.0, "return_scale": 10.0, "refresh_every": 2}
     resets = {3: [1], 7: [0], 9: [1]}

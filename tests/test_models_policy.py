@@ -28,7 +28,7 @@ def rollout(policy: DTPolicy, steps: int, n: int, resets: dict[int, list[int]], 
     for step in range(steps):
         if step in resets:
             policy.reset(np.array(resets[step]))
-        out.append(policy.act(rng.normal(size=(n, S)).astype(np.float32)))
+        out.append(policy.act(rng.normal(size=(n, policy.S)).astype(np.float32)))
         policy.observe(rng.normal(size=n).astype(np.float32))
     return np.stack(out)
 
