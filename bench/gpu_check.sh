@@ -182,8 +182,7 @@ stage_env() {
   record env PASS "$t0" "see the top of summary.md"
 }
 
-verify_core() ( # prints what pyseqrl._core is; fails unless it has the CUDA kernels (a subshell: cd stays local)
-  cd / || exit 2 # outside the source tree: it would shadow an installed (non-editable) wheel
+verify_core() ( # prints what pyseqrl._core is; fails unless it has the CUDA kernels
   "$PY" - <<'EOF'
 import sys
 import pyseqrl._core as c
@@ -228,7 +227,7 @@ stage_build() {
       echo "dry run: pybind11 or cmake missing: the CMake fallback could not run" >>"$log"
     fi
     # from outside the source tree, which would otherwise shadow an installed (non-editable) wheel
-    (cd / && "$PY" -c 'import pyseqrl._core as c; print("installed pyseqrl._core:", c.__file__, "with_cuda =", c.with_cuda)') >>"$log" 2>&1
+    "$PY" -c 'import pyseqrl._core as c; print("installed pyseqrl._core:", c.__file__, "with_cuda =", c.with_cuda)' >>"$log" 2>&1
     local rc2=$?
     [ $rc = 0 ] && [ $rc2 = 0 ] && record build PASS "$t0" "dry run: tools detected, fallback configured, core imports" ||
       record build "FAIL(rc=$rc/$rc2)" "$t0" "dry run; see build.log"
@@ -300,7 +299,7 @@ stage_tests() {
     return
   fi
   # shellcheck disable=SC2086 # the file list is meant to split
-  run_limited "$b" "$log" "$PY" -P -m pytest -m gpu -x -q -p no:cacheprovider --durations=10 $files
+  run_limited "$b" "$log" "$PY" -m pytest -m gpu -x -q -p no:cacheprovider --durations=10 $files
   rc=$?
   status=$(status_of $rc)
   if [ $rc = 0 ] && [ "$DRY" = 0 ] && grep -qE '[0-9]+ skipped' "$log"; then status=WARN; fi

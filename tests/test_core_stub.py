@@ -57,8 +57,11 @@ def test_missing_compiled_core_says_how_to_rebuild(monkeypatch):
 
     monkeypatch.setitem(sys.modules, "pyseqrl._core", None)  # what a missing or stale build looks like
     monkeypatch.delattr(pyseqrl, "_core")
-    with pytest.raises(ImportError, match=r"could not be imported.*\n.*Rebuild.*\n.*pip install"):
+    with pytest.raises(ImportError, match=r"could not be imported.*\n.*Build and install it.*\n.*pip install \.") as e:
         importlib.reload(native)
+    # the editable install's package directory is the source tree: the message says so
+    source_tree = (Path(native.__file__).resolve().parents[2] / "pyproject.toml").is_file()
+    assert ("this is the source tree" in str(e.value)) == source_tree
     monkeypatch.undo()
     importlib.reload(native)
 
