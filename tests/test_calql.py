@@ -13,8 +13,8 @@ import torch
 pytest.importorskip("pyseqrl._core")
 from pyseqrl.algos.calql import CalQLConfig, CQLConfig, cql_regularizer, offline_data
 from pyseqrl.algos.rl_agent import AgentConfig, SACAgent
-from pyseqrl.algos.runs import RunOptions
 from pyseqrl.data import EpisodeDataset
+from pyseqrl.utils.runs import RunOptions
 
 TINY = ["--agent.hidden-dims", "16", "16", "--agent.num-critics", "3", "--batch-size", "16"]
 
@@ -136,7 +136,7 @@ class _Outer(RunOptions):
 def test_yaml_preset_with_a_partial_nested_block_keeps_the_other_defaults(tmp_path) -> None:
     """A preset's ``agent:`` block changes only the fields it names: Cal-QL's max-target backup (a default of
     CalQLConfig.agent, not of AgentConfig) survives, and explicit flags still win over the preset."""
-    from pyseqrl.algos.runs import parse_config
+    from pyseqrl.utils.runs import parse_config
 
     preset = tmp_path / "preset.yaml"
     preset.write_text("steps: 7\nagent:\n  num_critics: 2\n  hidden_dims: [8, 8]\ncql:\n  alpha: 1.0\n")
@@ -189,5 +189,5 @@ def test_calql_cli_and_exact_resume(tmp_path) -> None:
     assert [line.split(",")[0] for line in metrics.splitlines()[1:]] == ["3", "6"]
     assert main([*common, "--steps", "6", "--run-dir", str(tmp_path / "part")]) == 0
     assert (tmp_path / "part" / "metrics.csv").read_text() == metrics
-    assert main([*common, "--steps", "3", "--no-resume", "--run-dir", str(tmp_path / "part")]) == 0
+    assert main([*common, "--steps", "3", "--no-resume", "--overwrite", "--run-dir", str(tmp_path / "part")]) == 0
     assert [line.split(",")[0] for line in (tmp_path / "part" / "metrics.csv").read_text().splitlines()[1:]] == ["3"]

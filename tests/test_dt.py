@@ -188,8 +188,25 @@ def test_recipe_defaults_yaml_and_errors(assets, tmp_path, capsys):
     assert cfg.steps == 7 and cfg.lm_weight == 0.5 and cfg.lm_lr == 1e-5  # flags > YAML > recipe
     assert resolve(cfg) == cfg  # idempotent: train() resolves again without changing anything
     preset.write_text("stepz: 7\n")
-    with pytest.raises(ValueError, match="unknown keys"):
+    with pytest.raises(ValueError, match=r"unknown TrainConfig key\(s\) \['stepz'\]"):
         parse_args(["--recipe", "dt", "--dataset", "x.h5", "--config", str(preset)])
+    preset.write_text("lr: 1e-4\nsteps: 5.0\n")  # YAML reads 1e-4 as a string and 5.0 as a float
+    cfg = parse_args(["--recipe", "dt", "--dataset", "x.h5", "--config", str(preset)])
+    assert cfg.lr == 1e-4 and isinstance(cfg.lr, float) and cfg.steps == 5 and isinstance(cfg.steps, int)
+    for bad, match in [
+        ("steps: many", "steps: expected int"),
+        ("steps: 2.5", "steps: expected int"),
+        ("lora: 3", "lora: expected"),
+        ("target_returns: 3600", "target_returns: expected"),
+    ]:
+        preset.write_text(bad + "\n")
+        with pytest.raises(ValueError, match=match):
+            parse_args(["--recipe", "dt", "--dataset", "x.h5", "--config", str(preset)])
+    preset.write_text("recipe: lamo\n")  # a lamo run's config.yaml given to `train wiki`
+    with pytest.raises(ValueError, match="preset is for `pyseqrl train lamo`"):
+        parse_args(["--recipe", "wiki", "--dataset", "x.h5", "--config", str(preset)])
+    with pytest.raises(FileNotFoundError, match="no such file"):
+        parse_args(["--recipe", "dt", "--dataset", "x.h5", "--config", str(tmp_path / "missing.yaml")])
     with pytest.raises(ValueError, match="needs a pretrained --backbone"):
         resolve(TrainConfig(recipe="dt", dataset="x.h5", lm_weight=0.1))
     with pytest.raises(ValueError, match="--dataset is required"):
@@ -232,6 +249,14 @@ def test_train_without_resolve_and_resume_refuses_another_dataset(assets, tmp_pa
         train(TrainConfig(**{**cfg.__dict__, "dataset": str(other), "steps": 3}))
     with pytest.raises(ValueError, match="cannot resume.*hidden_size"):
         train(TrainConfig(**{**cfg.__dict__, "hidden_size": 32, "steps": 3}))
+    # a refused resume changes nothing: config.yaml still describes the checkpoint's run, and is a valid preset
+    saved = parse_args(["--recipe", "dt", "--config", str(run / "config.yaml")])
+    assert saved == resolve(cfg)
+    # a run directory is never started over silently
+    with pytest.raises(ValueError, match="already holds a run.*--overwrite"):
+        train(TrainConfig(**{**cfg.__dict__, "resume": False}))
+    train(TrainConfig(**{**cfg.__dict__, "resume": False, "overwrite": True, "steps": 1}))
+    assert torch.load(run / "checkpoint.pt", weights_only=False)["step"] == 1
 
 
 def test_lamo_data_ratio_counts_trajectories(assets, tmp_path):
@@ -300,7 +325,7 @@ def test_cli_recipe_is_the_subcommand_and_yaml_numbers_are_coerced(tmp_path, cap
     cfg = parse_args(["--recipe", "wiki", "--dataset", "x.h5", "--config", str(preset)])
     assert cfg.lr == 1e-4 and cfg.steps == 7 and cfg.recipe == "wiki"
     preset.write_text("lr: fast\n")
-    with pytest.raises(ValueError, match="lr must be a number, got 'fast'"):
+    with pytest.raises(ValueError, match="lr: expected float, found 'fast'"):
         parse_args(["--recipe", "dt", "--dataset", "x.h5", "--config", str(preset)])
     with pytest.raises(FileNotFoundError, match="no such file"):
         parse_args(["--recipe", "dt", "--dataset", "x.h5", "--config", str(tmp_path / "none.yaml")])

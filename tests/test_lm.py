@@ -119,7 +119,7 @@ def tiny_config(text_file: Path, out: Path, **kw):
 
     base = dict(
         text=[str(text_file)],
-        out=str(out),
+        run_dir=str(out),
         preset="tiny",
         vocab_size=300,
         seq_len=32,
@@ -144,7 +144,7 @@ def test_pretrain_lm_cli_end_to_end(tmp_path, text_file):
             "pretrain-lm",
             "--text",
             str(text_file),
-            "--out",
+            "--run-dir",
             str(out),
             "--max-steps",
             "20",
@@ -160,10 +160,12 @@ def test_pretrain_lm_cli_end_to_end(tmp_path, text_file):
     assert summary["heldout_perplexity"] < 0.5 * summary["initial_heldout_perplexity"]
     assert summary["steps"] == 20 and summary["stopped"] == "max_steps"
     assert 0 < summary["eval_text"][str(text_file)]["bits_per_char"] < 8
-    with open(out / "pretrain_curve.csv") as f:
-        rows = list(csv.DictReader(f))
-    assert [int(r["step"]) for r in rows] == [0, 5, 10, 15, 20]
-    assert {"train_loss", "valid_ppl", "lr", "seconds"} <= set(rows[0])
+    with open(out / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))  # the run contract's metrics: a row per logging or evaluation step
+    assert [int(r["step"]) for r in rows if r["valid/ppl"]] == [0, 5, 10, 15, 20]
+    assert [int(r["step"]) for r in rows if r["train/loss"]] == [10, 20]
+    assert {"train/loss", "valid/ppl", "valid/best_ppl", "lr", "seconds"} <= set(rows[0])
+    assert (out / "config.yaml").is_file() and (out / "checkpoint.pt").is_file()
     if importlib.util.find_spec("matplotlib") is not None:
         assert (out / "pretrain_curve.png").stat().st_size > 1000
     # the result is a backbone for the Decision Transformer and loads with transformers' Auto classes
@@ -178,7 +180,7 @@ def test_pretrain_lm_cli_end_to_end(tmp_path, text_file):
 
 
 def _valid_ppl_of_saved(cfg) -> float:
-    """Validation perplexity of the model saved in cfg.out, measured from scratch."""
+    """Validation perplexity of the model saved in cfg.run_dir, measured from scratch."""
     import math
 
     import torch
@@ -188,8 +190,8 @@ def _valid_ppl_of_saved(cfg) -> float:
     from pyseqrl.lm.pretrain import negative_log_likelihood
 
     _, valid_docs, _ = split_documents(read_texts(cfg.text), cfg.valid_fraction, cfg.test_fraction)
-    tok = load_tokenizer(cfg.out)
-    model = AutoModelForCausalLM.from_pretrained(cfg.out)
+    tok = load_tokenizer(cfg.run_dir)
+    model = AutoModelForCausalLM.from_pretrained(cfg.run_dir)
     nll, n = negative_log_likelihood(
         model,
         encode_texts(valid_docs, tok, eos_id(tok)),
@@ -212,8 +214,8 @@ def test_early_stopping_keeps_the_best_weights(tmp_path):
     cfg = tiny_config(text, tmp_path / "es", max_steps=5000, eval_every=5, patience=2, lr=1e-2)
     summary = pretrain(cfg)
     assert summary["stopped"] == "patience" and summary["steps"] < 5000
-    with open(tmp_path / "es" / "pretrain_curve.csv") as f:
-        curve = [(int(r["step"]), float(r["valid_ppl"])) for r in csv.DictReader(f)]
+    with open(tmp_path / "es" / "metrics.csv") as f:
+        curve = [(int(r["step"]), float(r["valid/ppl"])) for r in csv.DictReader(f) if r["valid/ppl"]]
     # it stopped at the first evaluation that made `patience` in a row without a relative gain of min_delta
     best, bad, stops = curve[0][1], 0, []
     for _step, ppl in curve[1:]:
@@ -253,6 +255,10 @@ def test_resume_continues_where_it_stopped(tmp_path, text_file, monkeypatch):
     monkeypatch.setattr(corpus.TokenBlocks, "sample", sample)
     summary = pretrain(cfg)  # continues from the checkpoint of step 20
     assert summary["steps"] == 30
+    with open(tmp_path / "whole" / "metrics.csv") as f, open(tmp_path / "resumed" / "metrics.csv") as g:
+        whole, resumed = list(csv.DictReader(f)), list(csv.DictReader(g))
+    assert [r["step"] for r in resumed] == [r["step"] for r in whole]  # no row lost or repeated
+    assert [r["train/loss"] for r in resumed] == [r["train/loss"] for r in whole]
     a, b = load_file(tmp_path / "whole" / "model.safetensors"), load_file(tmp_path / "resumed" / "model.safetensors")
     assert a.keys() == b.keys() and all(np.array_equal(a[k].numpy(), b[k].numpy()) for k in a)
     with pytest.raises(ValueError, match="options differ.*lr"):
@@ -277,7 +283,7 @@ def test_pretrain_bad_input(tmp_path, text_file, monkeypatch):
     h5.write_bytes(b"\x89HDF\r\n\x1a\n" + bytes(range(256)) * 4)
     with pytest.raises(ValueError, match="HDF5 file, not text"):
         pretrain(tiny_config(h5, tmp_path))
-    assert main(["pretrain-lm", "--text", str(h5), "--out", str(tmp_path / "x"), *TINY]) == 1
+    assert main(["pretrain-lm", "--text", str(h5), "--run-dir", str(tmp_path / "x"), *TINY]) == 1
     latin1 = tmp_path / "latin1.txt"
     latin1.write_bytes("caf\xe9 cr\xe8me".encode("latin-1"))
     with pytest.raises(ValueError, match="not UTF-8"):

@@ -67,7 +67,7 @@ def test_cli_end_to_end_and_policy(tmp_path) -> None:
     ckpt = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)
     assert ckpt["config"]["total_steps"] == 12 and ckpt["config"]["agent"]["num_critics"] == 3
     # the saved config.yaml is a preset that gives back the same configuration
-    from pyseqrl.algos.runs import parse_config
+    from pyseqrl.utils.runs import parse_config
 
     again = parse_config(SACConfig, ["--config", str(tmp_path / "run" / "config.yaml")], "")
     assert again == SACConfig(
@@ -149,7 +149,7 @@ def test_exact_resume_keeps_the_metrics_at_the_checkpoint_step(tmp_path) -> None
     assert again.agent.num_updates == part.agent.num_updates
     assert tensorboard_steps(tmp_path / "part", "critic/td_loss") == [6, 9, 12]
     # --no-resume starts over
-    fresh = train_sac(SACConfig(**{**cfg("part", 6).__dict__, "resume": False}))
+    fresh = train_sac(SACConfig(**{**cfg("part", 6).__dict__, "resume": False, "overwrite": True}))
     assert [int(r["step"]) for r in metric_rows(tmp_path / "part")] == [3, 6]
     assert fresh.agent.num_updates < part.agent.num_updates
 

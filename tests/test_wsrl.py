@@ -206,7 +206,16 @@ def test_loaded_agent_takes_the_online_loss_settings(tmp_path) -> None:
     res = train_wsrl(_cfg(tmp_path, path, total_steps=2, warmup_steps=2))
     assert res.agent.config.backup_entropy is False and res.agent.config.max_target_backup is False
     res = train_wsrl(
-        _cfg(tmp_path, path, total_steps=2, warmup_steps=2, backup_entropy=True, max_target_backup=True, resume=False)
+        _cfg(
+            tmp_path,
+            path,
+            total_steps=2,
+            warmup_steps=2,
+            backup_entropy=True,
+            max_target_backup=True,
+            resume=False,
+            overwrite=True,
+        )
     )
     assert res.agent.config.backup_entropy is True and res.agent.config.max_target_backup is True
 
@@ -255,7 +264,7 @@ def test_no_warmup_waits_for_one_round_of_data(tmp_path, pretrained) -> None:
     first = math.ceil(3 * 6 / 2)  # 18 transitions at 2 per step
     assert res.agent.num_updates == (10 - first) * 2 * 3
     assert res.switch_metrics["switch/buffer_size"] == 2 * first
-    res = train_wsrl(_cfg(tmp_path, ckpt, mode="no_warmup", total_steps=10, min_buffer=0, resume=False))
+    res = train_wsrl(_cfg(tmp_path, ckpt, mode="no_warmup", total_steps=10, min_buffer=0, resume=False, overwrite=True))
     assert res.agent.num_updates == 10 * 2 * 2  # min_buffer 0: updates from the first step
 
 

@@ -165,6 +165,7 @@ def run(cfg: QuickstartConfig) -> dict:
             lm_batch_size=max(1, b.dt_batch_size // 4),
             lm_seq_len=64,
             resume=False,
+            overwrite=True,
         )
         steps, values = ex.curve(run_dir, "eval/score_")
         dt_results[name] = {

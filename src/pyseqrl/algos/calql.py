@@ -30,10 +30,10 @@ from tqdm.auto import tqdm
 
 from pyseqrl.algos.rl_agent import AgentConfig, Batch, SACAgent
 from pyseqrl.algos.rl_online import evaluate_actor
-from pyseqrl.algos.runs import RunOptions, checkpoint_path, due, open_logger, open_run, parse_config
 from pyseqrl.data import EpisodeDataset, load
 from pyseqrl.envs import make
 from pyseqrl.utils.checkpoint import rng_state, save_torch, set_rng_state
+from pyseqrl.utils.runs import RunOptions, checkpoint_path, due, open_logger, open_run, parse_config
 
 log = logging.getLogger(__name__)
 
@@ -232,7 +232,12 @@ def action_bounds(env_id: str | None, actions: torch.Tensor) -> tuple[np.ndarray
 
 def main(argv: list[str] | None = None) -> int:
     """``pyseqrl train calql [options]``."""
-    cfg = parse_config(CalQLConfig, argv, __doc__.split("\n\n")[0] + " (YAML presets: --config configs/wsrl/*.yaml)")
+    cfg = parse_config(
+        CalQLConfig,
+        argv,
+        __doc__.split("\n\n")[0] + " (YAML presets: --config configs/wsrl/*.yaml)",
+        prog="pyseqrl train calql",
+    )
     train_calql(cfg)
     print(f"checkpoint: {Path(cfg.run_dir) / 'checkpoint.pt'}")
     return 0

@@ -23,7 +23,6 @@ import hashlib
 import logging
 import os
 import time
-import typing
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
@@ -31,7 +30,6 @@ from typing import Annotated, Any
 import numpy as np
 import torch
 import tyro
-import yaml
 from torch import nn
 from tqdm import tqdm
 
@@ -46,13 +44,13 @@ from pyseqrl.models.export import export_dt
 from pyseqrl.models.lora import LoRAConfig, apply_lora, merge_lora
 from pyseqrl.models.policy import DTPolicy
 from pyseqrl.utils.checkpoint import load_torch, rng_state, save_torch, set_rng_state
-from pyseqrl.utils.logger import RunLogger
+from pyseqrl.utils.runs import RunOptions, checkpoint_path, due, open_logger, open_run, parse_config
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(RunOptions):
     """Options of ``pyseqrl train dt|wiki|lamo``; options left at None take the recipe's default (docs/RECIPES.md)."""
 
     recipe: Annotated[str, tyro.conf.Suppress] = "dt"
@@ -61,8 +59,6 @@ class TrainConfig:
     """Offline dataset (any format pyseqrl.data.load reads)."""
     run_dir: str = "runs/dt"
     """Output directory: config.yaml, metrics.csv, tb/, checkpoint.pt, export/."""
-    config: str | None = None
-    """YAML preset (configs/dt/*.yaml); explicit flags override it."""
     data_ratio: float = 1.0
     """Train on this fraction of the dataset's trajectories, chosen at random by count (LaMo's data ratios)."""
     # ---- model
@@ -171,14 +167,8 @@ class TrainConfig:
     """Metric logging period in steps."""
     checkpoint_every: int = 5000
     """Checkpoint period in steps (and at the end)."""
-    resume: bool = True
-    """Resume from run_dir/checkpoint.pt when it exists."""
     export: bool = True
     """Write run_dir/export (merged weights + metadata, loadable by pyseqrl.models.load_dt) at the end."""
-    tensorboard: bool = True
-    """Also write TensorBoard event files."""
-    progress: bool = True
-    """Show a progress bar."""
     seed: int = 0
     """Seed (process r samples with seed + r)."""
     device: str = "auto"
@@ -258,7 +248,7 @@ def resolve(cfg: TrainConfig) -> TrainConfig:
         raise ValueError(f"data_ratio must be in (0, 1], got {cfg.data_ratio}")
     if cfg.precision not in ("fp32", "bf16", "auto"):
         raise ValueError(f"precision must be 'fp32', 'bf16' or 'auto', got {cfg.precision!r}")
-    for name in ("steps", "batch_size", "context_len", "log_every", "checkpoint_every", "max_ep_len"):
+    for name in ("steps", "batch_size", "context_len", "max_ep_len"):
         if getattr(cfg, name) < 1:
             raise ValueError(f"{name} must be >= 1, got {getattr(cfg, name)}")
     return cfg
@@ -266,48 +256,23 @@ def resolve(cfg: TrainConfig) -> TrainConfig:
 
 def parse_args(argv: list[str]) -> TrainConfig:
     """The options of ``pyseqrl train <recipe>``: ``argv`` starts with ``--recipe <name>`` (set by the subcommand),
-    then tyro over TrainConfig with recipe and YAML defaults (``--config`` is read first; flags override it)."""
-    import argparse
-
-    import tyro
-
+    then the run contract's parser (:func:`pyseqrl.utils.runs.parse_config`) over TrainConfig with the recipe's
+    defaults, an optional YAML preset (``--config``) and explicit flags, in that order of precedence."""
     recipe, rest = (argv[1], argv[2:]) if argv[:1] == ["--recipe"] and len(argv) > 1 else ("dt", argv)
     if "--recipe" in rest:
         raise ValueError("--recipe is chosen by the command: use `pyseqrl train dt`, `train wiki` or `train lamo`")
-    pre = argparse.ArgumentParser(add_help=False)
-    pre.add_argument("--config", default=None)
-    known, _ = pre.parse_known_args(rest)
-    default = TrainConfig(recipe=recipe)
-    if known.config:
-        default = dataclasses.replace(default, **read_preset(known.config))
-    cli_cfg = tyro.cli(
-        Annotated[TrainConfig, tyro.conf.OmitArgPrefixes], default=default, args=rest, prog=f"pyseqrl train {recipe}"
+    if recipe not in RECIPES:
+        raise ValueError(f"recipe must be one of {sorted(RECIPES)}, got {recipe!r}")
+    description = (
+        f"Train a Decision Transformer with the {recipe!r} recipe (defaults: docs/RECIPES.md). "
+        "YAML presets: --config configs/dt/*.yaml (a run's config.yaml is one too); explicit flags override it."
     )
-    return resolve(dataclasses.replace(cli_cfg, recipe=recipe))
-
-
-def read_preset(path: str) -> dict[str, Any]:
-    """A YAML preset's fields, with YAML's strings coerced to the field types (``lr: 1e-4`` is a string to YAML)."""
-    p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"--config {path!r}: no such file")
-    data = yaml.safe_load(p.read_text()) or {}
-    if not isinstance(data, dict):
-        raise ValueError(f"{path}: expected a mapping of option: value, found {type(data).__name__}")
-    hints = typing.get_type_hints(TrainConfig)
-    unknown = set(data) - set(hints) | ({"recipe"} & set(data))
-    if unknown:
-        raise ValueError(f"{path}: unknown keys {sorted(unknown)}")
-    out = {}
-    for k, v in data.items():
-        kinds = set(typing.get_args(hints[k])) or {hints[k]}
-        if isinstance(v, str) and (float in kinds or int in kinds) and str not in kinds:
-            try:
-                v = int(v) if int in kinds and float not in kinds else float(v)
-            except ValueError:
-                raise ValueError(f"{path}: {k} must be a number, got {v!r}") from None
-        out[k] = v
-    return out
+    cfg = parse_config(
+        TrainConfig, rest, description, default=TrainConfig(recipe=recipe), prog=f"pyseqrl train {recipe}"
+    )
+    if cfg.recipe != recipe:
+        raise ValueError(f"the preset is for `pyseqrl train {cfg.recipe}`, not `pyseqrl train {recipe}`")
+    return resolve(cfg)
 
 
 class DTObjective(nn.Module):
@@ -492,13 +457,8 @@ def train(cfg: TrainConfig) -> dict[str, float]:
     torch.manual_seed(cfg.seed)  # same init on every rank (DDP also broadcasts rank 0's weights)
     np.random.seed(cfg.seed + rank)
     run_dir = Path(cfg.run_dir)
-    ckpt_path = run_dir / "checkpoint.pt"
-    ck = load_torch(ckpt_path, map_location=device) if cfg.resume and ckpt_path.exists() else None
-    if ck is not None:
-        check_resume(ck.get("config", {}), cfg, ckpt_path)
-    if rank == 0:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.yaml").write_text(yaml.safe_dump(asdict(cfg), sort_keys=False))
+    ckpt_path = checkpoint_path(cfg)
+    ck = open_run(cfg, check=lambda saved: check_resume(saved.get("config", {}), cfg, ckpt_path), primary=rank == 0)
 
     # ---- data ([lamo] a random fraction of the trajectories)
     ds = load(cfg.dataset)
@@ -583,8 +543,7 @@ def train(cfg: TrainConfig) -> dict[str, float]:
                 ckpt_path,
             )
 
-    # rows up to the checkpoint step are kept on resume
-    logger = RunLogger(run_dir, cfg.tensorboard, resume_step=step + 1 if step else None) if rank == 0 else None
+    logger = open_logger(cfg, step if ck is not None else None) if rank == 0 else None
     metrics: dict[str, float] = {}
 
     def run_eval() -> dict[str, float]:
@@ -633,7 +592,7 @@ def train(cfg: TrainConfig) -> dict[str, float]:
         step += 1
         bar.update(1)
 
-        if step % cfg.log_every == 0 or step == cfg.steps:
+        if due(step, cfg.log_every, cfg.steps):
             now = time.perf_counter()
             metrics = {f"train/{k}": float(v.detach()) for k, v in losses.items()}
             metrics.update(
@@ -649,12 +608,12 @@ def train(cfg: TrainConfig) -> dict[str, float]:
             if logger is not None:
                 logger.log(step, metrics)
             bar.set_postfix(loss=f"{metrics['train/loss']:.4f}")
-        if rank == 0 and cfg.eval_every and (step % cfg.eval_every == 0 or step == cfg.steps):
+        if rank == 0 and cfg.eval_every and due(step, cfg.eval_every, cfg.steps):
             ev = run_eval()
             metrics.update(ev)
             if logger is not None and ev:
                 logger.log(step, ev)
-        if step % cfg.checkpoint_every == 0 or step == cfg.steps:
+        if due(step, cfg.checkpoint_every, cfg.steps):
             save_checkpoint()
     bar.close()
 
@@ -696,7 +655,7 @@ def check_resume(saved: dict[str, Any], cfg: TrainConfig, path: Path) -> None:
         raise ValueError(
             f"cannot resume {str(path)!r}: "
             + "; ".join(diff)
-            + " (use another --run-dir, or --no-resume to start over in this one)"
+            + " (use another --run-dir, or --no-resume --overwrite to start over in this one)"
         )
 
 

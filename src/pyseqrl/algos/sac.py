@@ -32,11 +32,11 @@ from pyseqrl.algos.rl_online import (
     restore_online,
     sample_batches,
 )
-from pyseqrl.algos.runs import RunOptions, checkpoint_path, due, open_logger, open_run, parse_config
 from pyseqrl.data import EpisodeDataset
 from pyseqrl.policies import RandomPolicy
 from pyseqrl.rollout import episodes_from_transitions
 from pyseqrl.utils.checkpoint import save_torch
+from pyseqrl.utils.runs import RunOptions, checkpoint_path, due, open_logger, open_run, parse_config
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +70,8 @@ class SACConfig(RunOptions):
     """environment backend: auto, envpool, gymnasium"""
     run_dir: str = "runs/sac"
     """where config.yaml, metrics.csv, tb/ and checkpoint.pt go"""
+    eval_episodes: int = 10
+    """episodes per evaluation"""
     stop_return: float | None = None
     """stop once the mean return of the last 10 training episodes reaches this"""
     save_replay: str | None = None
@@ -223,6 +225,7 @@ def sac_replay_dataset(
     overrides.setdefault("eval_every", 0)
     overrides.setdefault("tensorboard", False)
     overrides.setdefault("resume", False)
+    overrides.setdefault("overwrite", True)
     overrides.setdefault("agent", AgentConfig(num_critics=2))
     with tempfile.TemporaryDirectory(prefix="pyseqrl_sac_") as tmp:
         overrides.setdefault("run_dir", tmp)
@@ -234,7 +237,12 @@ def sac_replay_dataset(
 
 def main(argv: list[str] | None = None) -> int:
     """``pyseqrl train sac [options]``."""
-    cfg = parse_config(SACConfig, argv, __doc__.split("\n\n")[0] + " (YAML presets: --config configs/wsrl/*.yaml)")
+    cfg = parse_config(
+        SACConfig,
+        argv,
+        __doc__.split("\n\n")[0] + " (YAML presets: --config configs/wsrl/*.yaml)",
+        prog="pyseqrl train sac",
+    )
     result = train_sac(cfg)
     if result.episode_returns:
         print(

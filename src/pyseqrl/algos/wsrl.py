@@ -46,10 +46,10 @@ from pyseqrl.algos.rl_online import (
     split,
     to_batch,
 )
-from pyseqrl.algos.runs import RunOptions, checkpoint_path, due, open_logger, open_run, parse_config
 from pyseqrl.data import load
 from pyseqrl.policies import RandomPolicy
 from pyseqrl.utils.checkpoint import load_torch, save_torch
+from pyseqrl.utils.runs import RunOptions, checkpoint_path, due, open_logger, open_run, parse_config
 
 log = logging.getLogger(__name__)
 
@@ -344,7 +344,12 @@ def q_values_at_switch(agent: SACAgent, buffer: Any, returns: list[float]) -> di
 
 def main(argv: list[str] | None = None) -> int:
     """``pyseqrl train wsrl [options]``."""
-    cfg = parse_config(WSRLConfig, argv, __doc__.split("\n\n")[0] + " (YAML presets: --config configs/wsrl/*.yaml)")
+    cfg = parse_config(
+        WSRLConfig,
+        argv,
+        __doc__.split("\n\n")[0] + " (YAML presets: --config configs/wsrl/*.yaml)",
+        prog="pyseqrl train wsrl",
+    )
     result = train_wsrl(cfg)
     if result.episode_returns:
         print(

