@@ -25,7 +25,7 @@ import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import numpy as np
 import torch
@@ -42,7 +42,10 @@ from pyseqrl.models.backbone import load_tokenizer, max_positions
 from pyseqrl.models.decision_transformer import DecisionTransformer, DTConfig
 from pyseqrl.models.export import export_dt
 from pyseqrl.models.lora import LoRAConfig, apply_lora, merge_lora
+from pyseqrl.models.losses import action_loss
 from pyseqrl.models.policy import DTPolicy
+from pyseqrl.ops.gpu_sampler import GPUSegmentSampler
+from pyseqrl.ops.graphed_step import TrainStep, set_warmup_lr
 from pyseqrl.utils.checkpoint import load_torch, rng_state, save_torch, set_rng_state
 from pyseqrl.utils.runs import RunOptions, checkpoint_path, due, open_logger, open_run, parse_config
 
@@ -78,21 +81,22 @@ class TrainConfig(RunOptions):
     dropout: float | None = None
     """Backbone dropout (see DTConfig.dropout). Recipe default: dt 0.1, wiki 0.2 (official run.sh), lamo the
     checkpoint's own."""
-    embedding: str | None = None
+    embedding: Literal["linear", "mlp"] | None = None
     """'linear' or 'mlp'. Recipe default: mlp for lamo, linear otherwise."""
-    action_head: str | None = None
+    action_head: Literal["linear", "tied", "mlp"] | None = None
     """'linear', 'tied' or 'mlp'. Recipe default: dt linear, wiki tied (--share_input_output_proj), lamo mlp."""
     tanh_action: bool | None = None
     """tanh on the action head. Recipe default: True, except lamo (its MLP head has none)."""
-    positions: str | None = None
+    positions: Literal["none", "backbone"] | None = None
     """Token positions in the backbone: 'none' (all official code) or 'backbone'. Recipe default: none."""
-    time_embedding: str | None = None
+    time_embedding: Literal["before_ln", "after_ln"] | None = None
     """'before_ln' (DT) or 'after_ln' (Wiki-RL, LaMo). Recipe default accordingly."""
     timestep_from_lm: bool | None = None
     """Initialise the timestep embedding from the LM's learned position table (Wiki-RL's --extend_positions).
     Recipe default: wiki when the backbone has a learned table, else no."""
-    attn_implementation: str = "sdpa"
-    """'sdpa', 'eager' or 'pyseqrl'."""
+    attn_implementation: Literal["sdpa", "eager", "pyseqrl"] = "sdpa"
+    """Attention of the backbone: torch SDPA, eager, or pyseqrl's fused CUDA kernel ('pyseqrl'; on a CPU it runs
+    its torch reference)."""
     # ---- optimisation
     steps: int = 100_000
     """Gradient steps."""
@@ -111,25 +115,25 @@ class TrainConfig(RunOptions):
     """Linear learning-rate warmup. Recipe default: 10,000, lamo 2,500."""
     grad_clip: float = 0.25
     """Gradient-norm clip."""
-    precision: str = "fp32"
+    precision: Literal["fp32", "bf16", "auto"] = "fp32"
     """'fp32', 'bf16' (autocast; weights, optimizer state and losses stay fp32) or 'auto' (bf16 where the CPU or GPU
     supports it)."""
     return_scale: float = 1000.0
     """Returns-to-go are divided by this."""
-    sample_by: str = "length"
+    sample_by: Literal["length", "uniform"] = "length"
     """SegmentSampler episode weighting: 'length' (as DT) or 'uniform'."""
     # ---- [wiki] alignment, [wiki]/[lamo] LM co-training, [lamo] LoRA
     align_weight: float | None = None
     """Weight of the alignment loss. Recipe default: 0.1 for wiki, 0 otherwise."""
-    align_loss: str = "official"
+    align_loss: Literal["official", "paper"] = "official"
     """'official' (per-coordinate max over clusters, Wiki-RL's code) or 'paper' (max cosine similarity)."""
-    align_anneal: str = "sigmoid"
+    align_anneal: Literal["sigmoid", "linear", "none"] = "sigmoid"
     """Anneal of the alignment weight: 'sigmoid' (official), 'linear' or 'none'."""
     align_anneal_steps: int = 5000
     """Length of the anneal (the official sigmoid is 0.5 at half of it)."""
     kmeans_clusters: int = 1000
     """k-means centroids of the LM token table (capped at the vocabulary size)."""
-    kmeans_metric: str = "cosine"
+    kmeans_metric: Literal["cosine", "euclidean"] = "cosine"
     """k-means assignment: 'cosine' (official) or 'euclidean'."""
     lm_weight: float | None = None
     """Weight of the LM co-training loss. Recipe default: dt 0, wiki 0 (its main runs; its lm_cotraining variant
@@ -171,8 +175,15 @@ class TrainConfig(RunOptions):
     """Write run_dir/export (merged weights + metadata, loadable by pyseqrl.models.load_dt) at the end."""
     seed: int = 0
     """Seed (process r samples with seed + r)."""
-    device: str = "auto"
-    """'auto', 'cpu' or 'cuda'."""
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    """Training device ('auto': CUDA when available)."""
+    # ---- [gpu] the GPU training path (each needs a CUDA device)
+    sampler: Literal["cpu", "gpu"] = "cpu"
+    """Where batches are gathered: 'cpu' (SegmentSampler, batches copied to the device) or 'gpu' (the dataset
+    lives on the GPU and one kernel gathers each batch; the same batches, bit for bit)."""
+    cuda_graph: bool = False
+    """Replay the whole training step (sample, forward, backward, clip, warmup, AdamW) as one CUDA graph. Needs
+    --sampler gpu, a single process, and no LM co-training or alignment loss (their inputs come from the host)."""
 
 
 # Defaults of each recipe, from the official code (docs/RECIPES.md gives the file behind each value).
@@ -248,6 +259,13 @@ def resolve(cfg: TrainConfig) -> TrainConfig:
         raise ValueError(f"data_ratio must be in (0, 1], got {cfg.data_ratio}")
     if cfg.precision not in ("fp32", "bf16", "auto"):
         raise ValueError(f"precision must be 'fp32', 'bf16' or 'auto', got {cfg.precision!r}")
+    if cfg.cuda_graph and cfg.sampler != "gpu":
+        raise ValueError("cuda_graph needs --sampler gpu (the graph replays the GPU sampler's gather)")
+    if cfg.cuda_graph and (cfg.lm_weight or cfg.align_weight):
+        raise ValueError(
+            f"cuda_graph trains the action loss only; got lm_weight={cfg.lm_weight}, align_weight={cfg.align_weight} "
+            "(set both to 0, or drop --cuda-graph)"
+        )
     for name in ("steps", "batch_size", "context_len", "max_ep_len"):
         if getattr(cfg, name) < 1:
             raise ValueError(f"{name} must be >= 1, got {getattr(cfg, name)}")
@@ -297,8 +315,7 @@ class DTObjective(nn.Module):
         preds, emb = self.model(
             batch["states"], batch["actions"], batch["returns_to_go"], batch["timesteps"], mask, return_embeddings=True
         )  # (B, K, A), (B, 3K, H)
-        err = ((preds.float() - batch["actions"]) ** 2).mean(-1)  # (B, K)
-        out = {"action_loss": (err * mask).sum() / mask.sum().clamp(min=1.0)}
+        out = {"action_loss": action_loss(preds, batch["actions"], mask)}
         loss = out["action_loss"]
         if align_weight > 0:  # [wiki] pull input embeddings toward LM token clusters
             out["align_loss"] = alignment_loss(
@@ -453,6 +470,13 @@ def train(cfg: TrainConfig) -> dict[str, float]:
     device = torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}" if cuda else "cpu")
     if cuda:
         torch.cuda.set_device(device)
+    elif cfg.sampler == "gpu" or cfg.cuda_graph:
+        raise ValueError(
+            f"--sampler gpu and --cuda-graph need a CUDA device; training runs on the CPU here "
+            f"(device={cfg.device!r}, torch.cuda.is_available()={torch.cuda.is_available()})"
+        )
+    if cfg.cuda_graph and world > 1:
+        raise ValueError(f"cuda_graph runs in a single process; this run has {world} (WORLD_SIZE)")
     bf16 = autocast_bf16(cfg.precision, device)
     torch.manual_seed(cfg.seed)  # same init on every rank (DDP also broadcasts rank 0's weights)
     np.random.seed(cfg.seed + rank)
@@ -465,8 +489,7 @@ def train(cfg: TrainConfig) -> dict[str, float]:
     if cfg.data_ratio < 1.0:
         ds = ds.subset_episodes(cfg.data_ratio, seed=cfg.seed)
     mean, std = ds.state_stats()
-    sampler = pyseqrl.SegmentSampler(
-        ds,
+    sampling = dict(
         context_len=cfg.context_len,
         batch_size=cfg.batch_size,
         seed=cfg.seed + rank,
@@ -475,6 +498,12 @@ def train(cfg: TrainConfig) -> dict[str, float]:
         state_mean=mean,
         state_std=std,
         sample_by=cfg.sample_by,
+    )
+    # [gpu] the GPU sampler gathers on the device and yields the same batches as the CPU one
+    sampler = (
+        GPUSegmentSampler(ds, device=device, **sampling)
+        if cfg.sampler == "gpu"
+        else pyseqrl.SegmentSampler(ds, **sampling)
     )
     env_id = cfg.env_id or (ds.metadata or {}).get("env_id")
     targets = list(cfg.target_returns) or [float(ds.episode_returns().max())]
@@ -496,21 +525,18 @@ def train(cfg: TrainConfig) -> dict[str, float]:
         objective = nn.parallel.DistributedDataParallel(
             objective, device_ids=[device.index] if cuda else None, find_unused_parameters=True
         )
+    groups = param_groups(model, cfg.lr, cfg.lm_lr, float(cfg.weight_decay))
+    base_lrs = [g["lr"] for g in groups]
     optimizer = torch.optim.AdamW(
-        param_groups(model, cfg.lr, cfg.lm_lr, float(cfg.weight_decay)),
-        betas=(0.9, 0.999),
-        eps=float(cfg.adam_eps),
-        foreach=True,
+        groups, betas=(0.9, 0.999), eps=float(cfg.adam_eps), foreach=True, capturable=cfg.cuda_graph
     )
-    warmup = max(1, int(cfg.warmup_steps or 1))
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / warmup))
+    warmup = int(cfg.warmup_steps or 0)
 
     # ---- resume
     step = 0
     if ck is not None:
         model.load_state_dict(ck["model"])
         optimizer.load_state_dict(ck["optimizer"])
-        scheduler.load_state_dict(ck["scheduler"])
         mine = ck["ranks"][rank]
         sampler.load_state_dict(mine["sampler"])
         if lm_blocks is not None:
@@ -534,7 +560,6 @@ def train(cfg: TrainConfig) -> dict[str, float]:
                 {
                     "model": model.state_dict(),
                     "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(),
                     "ranks": ranks,
                     "step": step,
                     "config": asdict(cfg),
@@ -566,8 +591,23 @@ def train(cfg: TrainConfig) -> dict[str, float]:
                 out[f"eval/score_{t:g}"] = r.normalized_score
         return out
 
+    # ---- [gpu] the whole step as one CUDA graph: tensor learning rates, so the warmup runs on the device
+    graphed = None
+    if cfg.cuda_graph:
+        for g in optimizer.param_groups:
+            g["lr"] = torch.tensor(float(g["lr"]), device=device)
+
+        def action_only(batch: dict[str, torch.Tensor]) -> torch.Tensor:
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16, cache_enabled=False):
+                return objective(batch, 0.0, None)["loss"]
+
+        graphed = TrainStep(action_only, list(model.parameters()), optimizer, sampler, cfg.grad_clip, warmup)
+        graphed.base_lrs = base_lrs
+        graphed.step_count.fill_(step)
+    first_step = step
+
     # ---- train
-    batches = torch_batches(sampler, device=device)
+    batches = iter(sampler) if cfg.sampler == "gpu" else torch_batches(sampler, device=device)
     model.train()
     bar = tqdm(
         total=cfg.steps,
@@ -579,16 +619,22 @@ def train(cfg: TrainConfig) -> dict[str, float]:
     )
     t_log, s_log = time.perf_counter(), step
     while step < cfg.steps:
-        batch = next(batches)
-        lm_ids = torch.as_tensor(lm_blocks.sample(), device=device) if lm_blocks is not None else None
         align_w = float(cfg.align_weight or 0.0) * anneal_weight(step, cfg.align_anneal_steps, cfg.align_anneal)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-            losses = objective(batch, align_w, lm_ids)
-        optimizer.zero_grad(set_to_none=True)
-        losses["loss"].backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        optimizer.step()
-        scheduler.step()
+        if graphed is not None:  # [gpu] three eager steps, then one graph replay per step
+            if graphed.graph is None and step - first_step == 3:
+                graphed.capture(warmup_iters=0)
+            loss = graphed()
+            losses, grad_norm = {"loss": loss, "action_loss": loss}, graphed.grad_norm
+        else:
+            batch = next(batches)
+            lm_ids = torch.as_tensor(lm_blocks.sample(), device=device) if lm_blocks is not None else None
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+                losses = objective(batch, align_w, lm_ids)
+            optimizer.zero_grad(set_to_none=True)
+            losses["loss"].backward()
+            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            set_warmup_lr(optimizer, base_lrs, step, warmup)
+            optimizer.step()
         step += 1
         bar.update(1)
 
@@ -603,7 +649,7 @@ def train(cfg: TrainConfig) -> dict[str, float]:
                 }
             )
             for g in optimizer.param_groups:
-                metrics[f"lr/{g['name']}"] = g["lr"]
+                metrics[f"lr/{g['name']}"] = float(g["lr"])
             t_log, s_log = now, step
             if logger is not None:
                 logger.log(step, metrics)

@@ -5,6 +5,7 @@ from pyseqrl.models.backbone import load_causal_lm, load_tokenizer, position_sch
 from pyseqrl.models.decision_transformer import DecisionTransformer, DTConfig, ResidualMLPEmbedding
 from pyseqrl.models.export import export_dt, load_dt, load_dt_policy
 from pyseqrl.models.lora import LoRAConfig, LoRALinear, apply_lora, has_lora, merge_lora
+from pyseqrl.models.losses import action_loss
 from pyseqrl.models.policy import DTPolicy
 
 __all__ = [
@@ -14,6 +15,7 @@ __all__ = [
     "LoRAConfig",
     "LoRALinear",
     "ResidualMLPEmbedding",
+    "action_loss",
     "alignment_loss",
     "anneal_weight",
     "apply_lora",

@@ -22,13 +22,15 @@ from typing import Any
 
 import torch
 
+from pyseqrl.models.losses import action_loss
+
 logger = logging.getLogger(__name__)
 
-__all__ = ["TrainStep", "dt_action_loss", "make_capturable_adamw", "use_pyseqrl_attention"]
+__all__ = ["TrainStep", "dt_action_loss", "make_capturable_adamw", "set_warmup_lr", "use_pyseqrl_attention"]
 
 
 def dt_action_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    """Mean squared action error over real (unpadded) steps, as pyseqrl.algos.dt; no host synchronisation.
+    """:func:`pyseqrl.models.losses.action_loss` of ``model`` on ``batch``; no host synchronisation.
 
     Args:
         model: a DecisionTransformer: ``model(states, actions, returns_to_go, timesteps, attention_mask)`` ->
@@ -40,8 +42,28 @@ def dt_action_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> to
     """
     mask = batch["attention_mask"]  # (B, K)
     preds = model(batch["states"], batch["actions"], batch["returns_to_go"], batch["timesteps"], mask)  # (B, K, A)
-    err = ((preds.float() - batch["actions"]) ** 2).mean(-1)  # (B, K)
-    return (err * mask).sum() / mask.sum().clamp(min=1.0)
+    return action_loss(preds, batch["actions"], mask)
+
+
+def set_warmup_lr(
+    optimizer: torch.optim.Optimizer, base_lrs: list[float], step: int | torch.Tensor, warmup_steps: int
+) -> None:
+    """Linear learning-rate warmup: optimizer step ``step`` (0-based) runs at ``lr * min(1, (step + 1) / warmup)``.
+
+    ``step`` may be a device tensor: tensor learning rates (a capturable optimizer) are then updated in place on
+    the device, so the schedule can live in a CUDA graph. ``warmup_steps`` <= 1 means the full rate at once.
+    """
+    if warmup_steps <= 1:
+        factor: float | torch.Tensor = 1.0
+    elif torch.is_tensor(step):
+        factor = torch.clamp((step + 1.0) / warmup_steps, max=1.0)
+    else:
+        factor = min(1.0, (step + 1) / warmup_steps)
+    for group, base in zip(optimizer.param_groups, base_lrs):
+        if torch.is_tensor(group["lr"]):
+            group["lr"].copy_(base * factor)
+        else:
+            group["lr"] = base * float(factor)
 
 
 def make_capturable_adamw(
@@ -106,7 +128,8 @@ class TrainStep:
         self.grad_clip, self.warmup_steps = float(grad_clip), int(warmup_steps)
         device = self.params[0].device
         self.batch = sampler.empty_batch()  # static input buffers
-        self.loss = torch.zeros((), device=device)  # static output
+        self.loss = torch.zeros((), device=device)  # static outputs
+        self.grad_norm = torch.zeros((), device=device)
         self.step_count = torch.zeros((), device=device)  # steps taken, on the device (float for the schedule)
         self.base_lrs = [float(g["lr"]) for g in optimizer.param_groups]
         tensor_lrs = all(torch.is_tensor(g["lr"]) for g in optimizer.param_groups)
@@ -119,14 +142,11 @@ class TrainStep:
         loss = self.loss_fn(self.batch)
         loss.backward()
         if self.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(self.params, self.grad_clip)
+            self.grad_norm.copy_(torch.nn.utils.clip_grad_norm_(self.params, self.grad_clip))
         if self.warmup_steps > 0:
-            factor = torch.clamp((self.step_count + 1.0) / self.warmup_steps, max=1.0)
-            for group, base in zip(self.optimizer.param_groups, self.base_lrs):
-                if torch.is_tensor(group["lr"]):
-                    group["lr"].copy_(base * factor)
-                else:  # CPU reference path: a host float is fine here
-                    group["lr"] = base * float(factor)
+            # a host float on the CPU reference path, in place on the device under a graph
+            step = self.step_count if self.step_count.is_cuda else int(self.step_count)
+            set_warmup_lr(self.optimizer, self.base_lrs, step, self.warmup_steps)
         self.optimizer.step()
         self.step_count.add_(1.0)
         self.loss.copy_(loss.detach())
