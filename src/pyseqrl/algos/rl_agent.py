@@ -73,7 +73,7 @@ class AgentConfig:
     """lower clip of the actor's standard deviation (official actor_critic_nets.py Policy.std_min)"""
     actor_std_max: float = 10.0
     """upper clip of the actor's standard deviation (official Policy.std_max)"""
-    actor_q_agg: str = "min"
+    actor_q_agg: Literal["min", "mean"] = "min"
     """how the actor aggregates the ensemble: 'min' (official sac.py) or 'mean'"""
     gamma: float = 0.99
     """discount factor"""

@@ -66,7 +66,7 @@ class SACConfig(RunOptions):
     """replay buffer capacity (transitions)"""
     agent: AgentConfig = field(default_factory=AgentConfig)
     """networks and losses"""
-    backend: str = "auto"
+    backend: Literal["auto", "envpool", "gymnasium"] = "auto"
     """environment backend: auto, envpool, gymnasium"""
     run_dir: str = "runs/sac"
     """where config.yaml, metrics.csv, tb/ and checkpoint.pt go"""

@@ -63,7 +63,12 @@ class WSRLConfig(RunOptions):
     checkpoint: str = ""
     """offline checkpoint written by `pyseqrl train calql` (every mode but scratch)"""
     mode: Literal["wsrl", "no_warmup", "keep_offline_append", "keep_offline_mixed", "scratch"] = "wsrl"
-    """the method or a baseline (see the module docstring)"""
+    """the method or a baseline, everything else unchanged:
+    wsrl: warmup with the frozen pretrained policy, then online data only (the method);
+    no_warmup: online data only, updates once the buffer holds one round's worth of data;
+    keep_offline_append: the offline transitions are put in the online replay buffer first;
+    keep_offline_mixed: every UTD round draws offline_ratio of its batch from the offline data (RLPD-style);
+    scratch: a fresh agent (--agent.*), warmup with its untrained policy, then SAC (no pretraining)"""
     env_id: str | None = None
     """environment; default: the one of the checkpoint"""
     dataset: str | None = None
@@ -110,7 +115,7 @@ class WSRLConfig(RunOptions):
     """how many episodes after the switch are logged one by one (switch/episode_return)"""
     seed: int = 0
     """seed of environments, sampling and (scratch) initialisation"""
-    backend: str = "auto"
+    backend: Literal["auto", "envpool", "gymnasium"] = "auto"
     """environment backend: auto, envpool, gymnasium"""
     run_dir: str = "runs/wsrl"
     """where config.yaml, metrics.csv, tb/ and checkpoint.pt go"""

@@ -33,7 +33,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -66,7 +66,7 @@ class PretrainConfig(RunOptions):
     tokenizer.json."""
     vocab_size: int = 8192
     """Vocabulary of a trained BPE."""
-    preset: str = "chibit"
+    preset: Literal["chibit", "tiny", "gpt2"] = "chibit"
     """Model size: chibit (128 x 3 layers x 1 head), tiny, gpt2."""
     n_positions: int = 1024
     """Position table size (>= 3K for DT use; >= max_ep_len to initialise DT timesteps from it)."""
@@ -111,7 +111,7 @@ class PretrainConfig(RunOptions):
     """Read at most this many characters of text (None = all)."""
     seed: int = 0
     """Seed of model init, block sampling and dropout (the held-out documents do not depend on it)."""
-    device: str = "auto"
+    device: Literal["auto", "cpu", "cuda"] = "auto"
     """'auto', 'cpu' or 'cuda'."""
 
 
