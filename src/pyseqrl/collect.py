@@ -2,7 +2,7 @@
 
 Building a dataset::
 
-    ds = collect("sb3:../shared/data/policies/tqc_Hopper-v3.zip", "Hopper-v4", num_envs=16, steps=100_000, seed=0)
+    ds = collect("sb3:rl-trained-agents/tqc_Hopper-v3.zip", "Hopper-v4", num_envs=16, steps=100_000, seed=0)
     ds.save("hopper-expert.h5")
 
 or ``pyseqrl collect --env-id Hopper-v4 --recipe expert --policy sb3:... --steps 100000 --out hopper-expert.h5``.

@@ -9,7 +9,7 @@ Return-conditioned policies (Decision Transformers) implement ``with_target(targ
 
 Example:
     >>> from pyseqrl.evaluation import evaluate
-    >>> result = evaluate("sb3:../shared/data/policies/tqc_Hopper-v3.zip", "Hopper-v4", episodes=10, seed=0)
+    >>> result = evaluate("sb3:rl-trained-agents/tqc_Hopper-v3.zip", "Hopper-v4", episodes=10, seed=0)
     >>> print(result)        # mean/std return, length, D4RL score
 """
 

@@ -23,7 +23,7 @@ def load_tokenizer(path: str | os.PathLike) -> Tokenizer:
     """Load a byte-level BPE tokenizer from a directory or file.
 
     Accepts a ``tokenizer.json`` file, a directory holding one, or a directory with GPT-2's ``vocab.json`` and
-    ``merges.txt`` (e.g. ``../shared/data/tokenizers/gpt2``, or any ``save_pretrained`` GPT-2 folder).
+    ``merges.txt`` (e.g. a local copy of the ``gpt2`` tokenizer files, or any ``save_pretrained`` GPT-2 folder).
 
     Raises:
         FileNotFoundError: nothing loadable at ``path`` (the message lists what was looked for).

@@ -1,11 +1,11 @@
 """The CS285 (Berkeley deep RL course, hw1) expert policies: numpy Gaussian MLPs, used with their mean action.
 
 The pickle holds an observation standardiser (mean and mean of squares), tanh or leaky-ReLU hidden layers and a
-linear output layer. Actions are clipped to the action bounds by default, as in ``../shared`` measurements.
+linear output layer. Actions are clipped to the action bounds by default.
 
 Example:
     >>> from pyseqrl.policies.cs285 import load_cs285
-    >>> policy = load_cs285("../shared/data/policies/cs285/policy_Hopper.pkl")
+    >>> policy = load_cs285("policies/cs285/policy_Hopper.pkl")
     >>> policy.act(np.zeros((2, 11), np.float32)).shape
     (2, 3)
 """

@@ -8,7 +8,7 @@ Supported (deterministic action, as ``model.predict(obs, deterministic=True)``):
 * ARS (``action_net`` only, linear or MLP): the output, clipped to the bounds.
 
 On-policy zoo agents were trained behind ``VecNormalize``: its observation statistics are read from
-``<stem>_vecnormalize.pkl`` beside the zip (the ../shared layout) or ``<dir>/<stem>/vecnormalize.pkl`` (the zoo
+``<stem>_vecnormalize.pkl`` beside the zip (a flat layout) or ``<dir>/<stem>/vecnormalize.pkl`` (the zoo
 layout), and applied like ``VecNormalize(training=False).normalize_obs``. If the zoo ``config.yml`` names
 sb3_contrib's ``TimeFeatureWrapper`` (ppo_Walker2d), the feature ``1 - t / max_steps`` is appended to the
 observation, with ``t`` counted per environment since its last :meth:`reset`.
@@ -17,7 +17,7 @@ Example:
     >>> from pyseqrl.envs import make
     >>> from pyseqrl.policies.sb3 import load_sb3
     >>> env = make("Hopper-v4", num_envs=2)
-    >>> policy = load_sb3("../shared/data/policies/tqc_Hopper-v3.zip", env)
+    >>> policy = load_sb3("rl-trained-agents/tqc_Hopper-v3.zip", env)
     >>> policy.act(env.reset()).shape
     (2, 3)
 """
