@@ -70,6 +70,51 @@ def test_matches_dt_reference(lengths, K, B, gamma, normalise, max_ep_len, seed)
         assert_batches_equal(got, vec, rtol=1e-5, atol=1e-5)
 
 
+@given(
+    lengths=st.lists(st.integers(1, 30), min_size=1, max_size=12),
+    K=st.integers(1, 40),
+    B=st.integers(1, 17),
+    normalise=st.booleans(),
+    sample_by=st.sampled_from(["length", "uniform"]),
+    max_ep_len=st.integers(1, 40),
+    seed=st.integers(0, 2**31),
+)
+@settings(max_examples=60, deadline=None)
+def test_right_padding_matches_numpy_reference(lengths, K, B, normalise, sample_by, max_ep_len, seed):
+    """padding="right": the numpy reference's right-padded batch, and the left-padded batch with its rows shifted."""
+    ds = random_dataset(lengths, obs_dim=3, act_dim=2, seed=seed % 1000)
+    mean, std = ds.state_stats() if normalise else (np.zeros(3, np.float32), np.ones(3, np.float32))
+    kw = dict(state_mean=mean, state_std=std) if normalise else {}
+    common = dict(context_len=K, batch_size=B, seed=seed, max_ep_len=max_ep_len, sample_by=sample_by, **kw)
+    right = pyseqrl.SegmentSampler(ds, padding="right", prefetch=0, **common)
+    left = pyseqrl.SegmentSampler(ds, prefetch=0, **common)
+    rtg = ds.returns_to_go()
+    for index in (0, 3):
+        eps, starts = right.draws(index)
+        got = right.batch_at(index)
+        want = segment_batch_numpy(
+            ds.observations,
+            ds.actions,
+            ds.rewards,
+            rtg,
+            ds.episode_ends,
+            eps,
+            starts,
+            K,
+            mean,
+            std,
+            1000.0,
+            max_ep_len,
+            padding="right",
+        )
+        assert_batches_equal(got, want, rtol=1e-5, atol=1e-5)
+        lb = left.batch_at(index)  # same draws; each row's real steps move to the front, the padding to the back
+        shift = (K - lb["attention_mask"].sum(1)).astype(np.int64)  # [B] padded steps of each row
+        for r in range(B):
+            for key in KEYS:
+                np.testing.assert_array_equal(np.roll(lb[key][r], -shift[r], axis=0), got[key][r], err_msg=key)
+
+
 def test_same_seed_same_batches_whatever_threads_and_prefetch():
     ds = random_dataset(np.random.default_rng(1).integers(1, 200, 50), obs_dim=17, act_dim=6)
     mean, std = ds.state_stats()
@@ -160,6 +205,14 @@ def test_padding_matches_reference_conventions():
     assert (b["actions"][row, :2] == -10).all() and (b["rewards"][row, :2] == 0).all()
     assert b["timesteps"][row].tolist() == [0, 0, 0, 1, 2]
     np.testing.assert_allclose(b["returns_to_go"][row, 2:, 0], np.cumsum(ds.rewards[::-1])[::-1] / 1000.0, rtol=1e-6)
+    r = pyseqrl.SegmentSampler(
+        ds, context_len=5, batch_size=64, seed=0, state_mean=mean, state_std=std, padding="right", prefetch=0
+    ).sample()
+    assert r["attention_mask"][row].tolist() == [1, 1, 1, 0, 0]
+    np.testing.assert_allclose(r["states"][row, 4], (0 - mean) / std)
+    assert (r["actions"][row, 3:] == -10).all() and (r["rewards"][row, 3:] == 0).all()
+    assert r["timesteps"][row].tolist() == [0, 1, 2, 0, 0]
+    np.testing.assert_array_equal(r["returns_to_go"][row, :3], b["returns_to_go"][row, 2:])
 
 
 def test_batch_outlives_sampler():
@@ -184,6 +237,7 @@ def test_batch_outlives_sampler():
         (dict(return_scale=float("nan")), ValueError, "return_scale"),
         (dict(gamma=2.0), ValueError, "gamma"),
         (dict(sample_by="best"), ValueError, "sample_by: expected 'length' or 'uniform', got 'best'"),
+        (dict(padding="center"), ValueError, "padding: expected 'left' or 'right', got 'center'"),
         (dict(seed=-1), ValueError, "seed"),
         (dict(prefetch=-1), ValueError, "prefetch"),
         (dict(state_mean=np.zeros(3, np.float32)), ValueError, "give both or neither"),

@@ -300,7 +300,8 @@ def test_emulated_launch_above_the_limit_fails_like_a_gpu(emu):
 @pytest.mark.parametrize("normalise", [False, True])
 @pytest.mark.parametrize("sample_by", ["length", "uniform"])
 @pytest.mark.parametrize("context_len", [1, 8, 70])
-def test_emulated_gather_is_bit_exact(emu, normalise, sample_by, context_len):
+@pytest.mark.parametrize("padding", ["left", "right"])
+def test_emulated_gather_is_bit_exact(emu, normalise, sample_by, context_len, padding):
     ds = random_dataset([3, 25, 1, 40, 7, 60, 2] * 3, obs_dim=5, act_dim=3, seed=4)
     mean, std = ds.state_stats() if normalise else (None, None)
     gamma, scale, max_ep_len, B = 0.99, 100.0, 30, 9
@@ -315,6 +316,7 @@ def test_emulated_gather_is_bit_exact(emu, normalise, sample_by, context_len):
         gamma=gamma,
         return_scale=scale,
         max_ep_len=max_ep_len,
+        padding=padding,
         prefetch=0,
     )
     obs, act = np.ascontiguousarray(ds.observations), np.ascontiguousarray(ds.actions)
@@ -345,6 +347,7 @@ def test_emulated_gather_is_bit_exact(emu, normalise, sample_by, context_len):
             int(sample_by == "length"),
             ctypes.c_float(np.float32(1.0 / scale)),
             ctypes.c_float(-10.0),
+            int(padding == "right"),
             ptr(idx),
             ptr(out["states"]),
             ptr(out["actions"]),

@@ -24,10 +24,11 @@ def assert_same_batch(gpu_batch: dict[str, torch.Tensor], cpu_batch: dict[str, n
         np.testing.assert_array_equal(got, ref, err_msg=name)
 
 
-def test_cpu_fallback_is_the_cpu_sampler_stream():
+@pytest.mark.parametrize("padding", ["left", "right"])
+def test_cpu_fallback_is_the_cpu_sampler_stream(padding):
     ds = random_dataset(LENGTHS, obs_dim=4, act_dim=2, seed=0)
     mean, std = ds.state_stats()
-    kw = {"context_len": 6, "batch_size": 5, "seed": 7, "state_mean": mean, "state_std": std}
+    kw = {"context_len": 6, "batch_size": 5, "seed": 7, "state_mean": mean, "state_std": std, "padding": padding}
     ours = GPUSegmentSampler(ds, device="cpu", **kw)
     ref = pyseqrl.SegmentSampler(ds, prefetch=0, **kw)
     assert not ours.on_gpu
@@ -58,6 +59,8 @@ def test_invalid_arguments_are_reported_by_the_cpu_checks():
         GPUSegmentSampler(ds, context_len=0, device="cpu")
     with pytest.raises(ValueError, match="sample_by"):
         GPUSegmentSampler(ds, sample_by="reward", device="cpu")
+    with pytest.raises(ValueError, match="padding: expected 'left' or 'right', got 'both'"):
+        GPUSegmentSampler(ds, padding="both", device="cpu")
 
 
 @pytest.mark.gpu
@@ -65,7 +68,8 @@ def test_invalid_arguments_are_reported_by_the_cpu_checks():
 @pytest.mark.parametrize("normalise", [False, True])
 @pytest.mark.parametrize("sample_by", ["length", "uniform"])
 @pytest.mark.parametrize("context_len", [1, 20, 80])
-def test_gpu_gather_is_bit_exact(normalise, sample_by, context_len):
+@pytest.mark.parametrize("padding", ["left", "right"])
+def test_gpu_gather_is_bit_exact(normalise, sample_by, context_len, padding):
     ds = random_dataset(LENGTHS * 5, obs_dim=5, act_dim=3, seed=3)
     mean, std = ds.state_stats() if normalise else (None, None)
     kw = {
@@ -78,6 +82,7 @@ def test_gpu_gather_is_bit_exact(normalise, sample_by, context_len):
         "gamma": 0.99,
         "return_scale": 100.0,
         "max_ep_len": 30,
+        "padding": padding,
     }
     ours = GPUSegmentSampler(ds, device="cuda", **kw)
     ref = pyseqrl.SegmentSampler(ds, prefetch=0, **kw)

@@ -154,7 +154,7 @@ void register_cuda_ops(py::module_& m) {
       [](uintptr_t observations, uintptr_t actions, uintptr_t rewards, uintptr_t rtg, uintptr_t episode_ends,
          uintptr_t state_mean, uintptr_t state_inv_std, int64_t N, int64_t S, int64_t A, int64_t E,
          int64_t batch_size, int64_t context_len, int64_t max_ep_len, uint64_t seed, bool sample_by_length,
-         float inv_return_scale, float pad_action, uintptr_t batch_index, uintptr_t out_states,
+         float inv_return_scale, float pad_action, bool pad_right, uintptr_t batch_index, uintptr_t out_states,
          uintptr_t out_actions, uintptr_t out_rewards, uintptr_t out_rtg, uintptr_t out_timesteps,
          uintptr_t out_mask, uintptr_t stream, int device) {
         set_device(device);
@@ -172,6 +172,7 @@ void register_cuda_ops(py::module_& m) {
         p.sample_by_length = sample_by_length;
         p.inv_return_scale = inv_return_scale;
         p.pad_action = pad_action;
+        p.pad_right = pad_right;
         p.batch_index = reinterpret_cast<const int64_t*>(batch_index);
         p.states = reinterpret_cast<float*>(out_states);
         p.out_actions = reinterpret_cast<float*>(out_actions);
@@ -184,7 +185,8 @@ void register_cuda_ops(py::module_& m) {
       py::arg("observations"), py::arg("actions"), py::arg("rewards"), py::arg("rtg"), py::arg("episode_ends"),
       py::arg("state_mean"), py::arg("state_inv_std"), py::arg("N"), py::arg("S"), py::arg("A"), py::arg("E"),
       py::arg("batch_size"), py::arg("context_len"), py::arg("max_ep_len"), py::arg("seed"),
-      py::arg("sample_by_length"), py::arg("inv_return_scale"), py::arg("pad_action"), py::arg("batch_index"),
+      py::arg("sample_by_length"), py::arg("inv_return_scale"), py::arg("pad_action"), py::arg("pad_right"),
+      py::arg("batch_index"),
       py::arg("out_states"), py::arg("out_actions"), py::arg("out_rewards"), py::arg("out_rtg"),
       py::arg("out_timesteps"), py::arg("out_mask"), py::arg("stream"), py::arg("device"), py::call_guard<py::gil_scoped_release>(),
       "One SegmentSampler batch gathered on the GPU (all arguments are device pointers / sizes; see "

@@ -96,7 +96,8 @@ void register_segment_sampler(py::module_& m) {
       .def(py::init([](const py::object& obs_o, const py::object& act_o, const py::object& rew_o,
                        const py::object& ends_o, const py::object& mean_o, const py::object& std_o,
                        int64_t context_len, int64_t batch_size, uint64_t seed, double return_scale, double gamma,
-                       int64_t max_ep_len, bool sample_by_length, float pad_action, int prefetch, int num_threads) {
+                       int64_t max_ep_len, bool sample_by_length, float pad_action, bool pad_right, int prefetch,
+                       int num_threads) {
              auto self = std::make_unique<PySegmentSampler>();
              self->observations = require<float>(obs_o, "observations", 2);
              const int64_t N = self->observations.shape(0), S = self->observations.shape(1);
@@ -121,6 +122,7 @@ void register_segment_sampler(py::module_& m) {
              c.max_ep_len = max_ep_len;
              c.sample_by_length = sample_by_length;
              c.pad_action = pad_action;
+             c.pad_right = pad_right;
              c.prefetch = prefetch;
              c.num_threads = num_threads;
              const float* mean = self->state_mean ? self->state_mean->data() : nullptr;
@@ -135,7 +137,7 @@ void register_segment_sampler(py::module_& m) {
            py::arg("state_mean") = py::none(), py::arg("state_std") = py::none(), py::arg("context_len") = 20,
            py::arg("batch_size") = 64, py::arg("seed") = 0, py::arg("return_scale") = 1000.0,
            py::arg("gamma") = 1.0, py::arg("max_ep_len") = 1000, py::arg("sample_by_length") = true,
-           py::arg("pad_action") = -10.0f, py::arg("prefetch") = 2, py::arg("num_threads") = 1)
+           py::arg("pad_action") = -10.0f, py::arg("pad_right") = false, py::arg("prefetch") = 2, py::arg("num_threads") = 1)
       .def(
           "sample",
           [](PySegmentSampler& self) {
@@ -221,7 +223,9 @@ void register_segment_sampler(py::module_& m) {
       .def_property_readonly("batch_size",
                              [](const PySegmentSampler& self) { return self.sampler->config().batch_size; })
       .def_property_readonly("seed", [](const PySegmentSampler& self) { return self.sampler->config().seed; })
-      .def_property_readonly("prefetch", [](const PySegmentSampler& self) { return self.sampler->config().prefetch; });
+      .def_property_readonly("prefetch", [](const PySegmentSampler& self) { return self.sampler->config().prefetch; })
+      .def_property_readonly("pad_right",
+                             [](const PySegmentSampler& self) { return self.sampler->config().pad_right; });
 }
 
 // ------------------------------------------------------------------------------------------------------------

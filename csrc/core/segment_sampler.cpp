@@ -172,14 +172,16 @@ void SegmentSampler::fill(int64_t index, float* states, float* actions, float* r
       const int64_t base = starts_[e] + si;
       const int64_t tlen = std::min(K, ends_[e] - base);
       const int64_t pad = K - tlen;
+      const int64_t real0 = cfg_.pad_right ? 0 : pad;  // position of the first real step
+      const int64_t pad0 = cfg_.pad_right ? tlen : 0;  // position of the first padded step
       float* __restrict st = states + r * K * S;
       float* __restrict ac = actions + r * K * A;
       float* __restrict rw = rewards + r * K;
       float* __restrict rt = rtg + r * K;
       int64_t* __restrict ts = timesteps + r * K;
       float* __restrict mk = mask + r * K;
-      // (pad,) positions on the left, as the reference pipeline pads
-      for (int64_t k = 0; k < pad; ++k) {
+      // (pad,) padded positions, as the reference pipeline pads
+      for (int64_t k = pad0; k < pad0 + pad; ++k) {
         std::memcpy(st + k * S, pad_state, S * sizeof(float));
         std::fill(ac + k * A, ac + (k + 1) * A, pad_action);
         rw[k] = 0.0f;
@@ -187,21 +189,21 @@ void SegmentSampler::fill(int64_t index, float* states, float* actions, float* r
         ts[k] = 0;
         mk[k] = 0.0f;
       }
-      // (tlen,) real steps on the right
+      // (tlen,) real steps
       if (mean != nullptr) {
         // one contiguous, vectorisable loop over tlen*S values against the K-times tiled statistics
         const float* src = obs + base * S;
-        float* dst = st + pad * S;
+        float* dst = st + real0 * S;
         for (int64_t i = 0; i < tlen * S; ++i) dst[i] = (src[i] - mean[i]) * inv_std[i];
       } else {
-        std::memcpy(st + pad * S, obs + base * S, tlen * S * sizeof(float));
+        std::memcpy(st + real0 * S, obs + base * S, tlen * S * sizeof(float));
       }
-      std::memcpy(ac + pad * A, act + base * A, tlen * A * sizeof(float));
+      std::memcpy(ac + real0 * A, act + base * A, tlen * A * sizeof(float));
       for (int64_t k = 0; k < tlen; ++k) {
-        rw[pad + k] = rew[base + k];
-        rt[pad + k] = rtg_all[base + k] * inv_scale;
-        ts[pad + k] = std::min(si + k, max_t);
-        mk[pad + k] = 1.0f;
+        rw[real0 + k] = rew[base + k];
+        rt[real0 + k] = rtg_all[base + k] * inv_scale;
+        ts[real0 + k] = std::min(si + k, max_t);
+        mk[real0 + k] = 1.0f;
       }
     }
   };

@@ -2,9 +2,10 @@
 //
 // A batch is B windows of K consecutive steps. Row r of batch b is drawn from the counter-based stream
 // (seed, b, r): an episode (with probability proportional to its length, or uniformly), then a start step uniform
-// over the episode. Windows that run past the episode end are left-padded to K exactly as the original Decision
-// Transformer pipeline (gym/experiment.py, get_batch) pads them. Batch b is therefore the same whatever the number
-// of threads, and resuming at batch b reproduces the rest of the stream.
+// over the episode. Windows that run past the episode end are padded to K: on the left by default, exactly as the
+// original Decision Transformer pipeline (gym/experiment.py, get_batch) pads them, or on the right (real steps first,
+// so a causal mask alone hides the padding). Batch b is therefore the same whatever the number of threads, and
+// resuming at batch b reproduces the rest of the stream.
 //
 // Thread safety: every public method may be called from any number of threads at once. next(), next_into(),
 // position() and set_position() act on the stream under one mutex: each call of next()/next_into() hands out a
@@ -34,6 +35,7 @@ struct SegmentSamplerConfig {
   int64_t max_ep_len = 1000;
   bool sample_by_length = true;  // false: episodes uniformly
   float pad_action = -10.0f;     // the reference pipeline pads actions with -10
+  bool pad_right = false;        // false: padding before the real steps (DT); true: after them
   int prefetch = 2;              // batches prepared ahead by a background thread (0: none)
   int num_threads = 1;           // threads filling one batch (counting the filler itself)
 };

@@ -2,7 +2,7 @@
 //
 // Same stream as the CPU pyseqrl::SegmentSampler (csrc/core/segment_sampler.cpp): row r of batch b draws its
 // episode and start from counter_hash(seed, b, r, 0/1) (csrc/core/rng.hpp, shared with the host code), and windows
-// are left-padded exactly as there. The batch index is read from device memory so a CUDA graph can replay the
+// are padded (on the left, or on the right with pad_right) exactly as there. The batch index is read from device memory so a CUDA graph can replay the
 // gather while a captured increment advances the stream.
 #pragma once
 
@@ -29,6 +29,7 @@ struct SegmentGatherParams {
   bool sample_by_length = true;
   float inv_return_scale = 1.0f;  // float(1.0 / return_scale), as the CPU sampler computes it
   float pad_action = -10.0f;
+  bool pad_right = false;  // padding after the real steps instead of before them
   const int64_t* batch_index = nullptr;  // device scalar: which batch of the stream to produce
   // outputs, C-contiguous
   float* states = nullptr;         // [B, K, S]

@@ -49,7 +49,7 @@ __global__ void __launch_bounds__(kGatherThreads) segment_gather_kernel(const Se
   }
   __syncthreads();
   const int64_t base = draw[0], tlen = draw[1], si = draw[2];
-  const int64_t pad = K - tlen;
+  const int64_t real0 = p.pad_right ? 0 : K - tlen;  // position of the first real step
   const bool normalise = p.state_mean != nullptr;
 
   // states [K, S]: padding rows hold (0 - mean) / std (0 without normalisation)
@@ -57,10 +57,10 @@ __global__ void __launch_bounds__(kGatherThreads) segment_gather_kernel(const Se
   for (int64_t idx = threadIdx.x; idx < K * S; idx += kGatherThreads) {
     const int64_t k = idx / S, j = idx % S;
     float x;
-    if (k < pad) {
+    if (k < real0 || k >= real0 + tlen) {
       x = normalise ? (0.0f - p.state_mean[j]) * p.state_inv_std[j] : 0.0f;
     } else {
-      x = p.observations[(base + k - pad) * S + j];
+      x = p.observations[(base + k - real0) * S + j];
       if (normalise) x = (x - p.state_mean[j]) * p.state_inv_std[j];
     }
     st[idx] = x;
@@ -68,20 +68,20 @@ __global__ void __launch_bounds__(kGatherThreads) segment_gather_kernel(const Se
   float* ac = p.out_actions + r * K * A;
   for (int64_t idx = threadIdx.x; idx < K * A; idx += kGatherThreads) {
     const int64_t k = idx / A, j = idx % A;
-    ac[idx] = k < pad ? p.pad_action : p.actions[(base + k - pad) * A + j];
+    ac[idx] = k < real0 || k >= real0 + tlen ? p.pad_action : p.actions[(base + k - real0) * A + j];
   }
   for (int64_t k = threadIdx.x; k < K; k += kGatherThreads) {
     const int64_t o = r * K + k;
-    if (k < pad) {
+    if (k < real0 || k >= real0 + tlen) {
       p.out_rewards[o] = 0.0f;
       p.returns_to_go[o] = 0.0f;
       p.timesteps[o] = 0;
       p.mask[o] = 0.0f;
     } else {
-      const int64_t t = base + k - pad;
+      const int64_t t = base + k - real0;
       p.out_rewards[o] = p.rewards[t];
       p.returns_to_go[o] = p.rtg[t] * p.inv_return_scale;
-      p.timesteps[o] = min(si + k - pad, p.max_ep_len - 1);
+      p.timesteps[o] = min(si + k - real0, p.max_ep_len - 1);
       p.mask[o] = 1.0f;
     }
   }

@@ -31,6 +31,7 @@ class SegmentSampler:
         max_ep_len: int = 1000,
         sample_by_length: bool = True,
         pad_action: float = -10.0,
+        pad_right: bool = False,
         prefetch: int = 2,
         num_threads: int = 1,
     ) -> None: ...
@@ -55,6 +56,8 @@ class SegmentSampler:
     def seed(self) -> int: ...
     @property
     def prefetch(self) -> int: ...
+    @property
+    def pad_right(self) -> bool: ...
 
 class ReplayBuffer:
     """Transition ring buffer; every method takes one mutex (safe to share between threads). ``set_state``
@@ -182,6 +185,7 @@ class cuda:
         sample_by_length: bool,
         inv_return_scale: float,
         pad_action: float,
+        pad_right: bool,
         batch_index: int,
         out_states: int,
         out_actions: int,

@@ -184,16 +184,16 @@ void emu_dropout_mask(int B, int H, int L, float dropout_p, const int64_t* philo
 void emu_segment_gather(const float* obs, const float* act, const float* rew, const float* rtg, const int64_t* ends,
                         const float* mean, const float* inv_std, int64_t N, int64_t S, int64_t A, int64_t E,
                         int64_t batch_size, int64_t context_len, int64_t max_ep_len, uint64_t seed,
-                        int sample_by_length, float inv_return_scale, float pad_action, const int64_t* batch_index,
-                        float* states, float* actions, float* rewards, float* rtg_out, int64_t* timesteps,
-                        float* mask) {
+                        int sample_by_length, float inv_return_scale, float pad_action, int pad_right,
+                        const int64_t* batch_index, float* states, float* actions, float* rewards, float* rtg_out,
+                        int64_t* timesteps, float* mask) {
   k::SegmentGatherParams p;
   p.observations = obs, p.actions = act, p.rewards = rew, p.rtg = rtg, p.episode_ends = ends;
   p.state_mean = mean, p.state_inv_std = inv_std, p.N = N, p.S = S, p.A = A, p.E = E;
   p.batch_size = batch_size, p.context_len = context_len, p.max_ep_len = max_ep_len, p.seed = seed;
   p.sample_by_length = sample_by_length != 0, p.inv_return_scale = inv_return_scale, p.pad_action = pad_action;
-  p.batch_index = batch_index, p.states = states, p.out_actions = actions, p.out_rewards = rewards;
-  p.returns_to_go = rtg_out, p.timesteps = timesteps, p.mask = mask;
+  p.pad_right = pad_right != 0, p.batch_index = batch_index, p.states = states, p.out_actions = actions;
+  p.out_rewards = rewards, p.returns_to_go = rtg_out, p.timesteps = timesteps, p.mask = mask;
   pyseqrl_emu::launch(dim3(static_cast<unsigned>(batch_size)), k::gather::kGatherThreads, 0,
                       [&] { k::gather::segment_gather_kernel(p); });
 }

@@ -48,8 +48,11 @@ class SegmentSampler:
     ``DecisionTransformerModel``: ``states`` float32 [B,K,S] (normalised when ``state_mean``/``state_std`` are
     given), ``actions`` float32 [B,K,A], ``rewards`` float32 [B,K,1], ``returns_to_go`` float32 [B,K,1] (divided by
     ``return_scale``), ``timesteps`` int64 [B,K] (clipped to ``max_ep_len - 1``) and ``attention_mask`` float32
-    [B,K] (1 real, 0 padding). Windows shorter than K (near an episode's end) are left-padded like the original DT
-    pipeline: states ``(0 - mean) / std``, actions ``pad_action`` (-10), everything else 0.
+    [B,K] (1 real, 0 padding). Windows shorter than K (near an episode's end) are padded like the original DT
+    pipeline: states ``(0 - mean) / std``, actions ``pad_action`` (-10), everything else 0. The padding goes before
+    the real steps by default, as in the DT paper; ``padding="right"`` puts the real steps first, so that a causal
+    attention mask alone hides the padding (``DecisionTransformer(..., padding="right")`` then runs attention with
+    no mask tensor, which lets fused flash/cuDNN kernels run on a GPU).
 
     Batch ``b`` depends only on ``(seed, b)``: the same seed gives the same batches with any thread count, and
     :meth:`state_dict` / :meth:`load_state_dict` resume the stream exactly.
@@ -65,6 +68,7 @@ class SegmentSampler:
         state_mean, state_std: float32 [S] normalisation statistics, or None for raw states.
         sample_by: ``"length"`` (episodes with probability proportional to length, as DT) or ``"uniform"``.
         pad_action: value of padded actions.
+        padding: ``"left"`` (padding before the real steps, as DT) or ``"right"`` (real steps first).
         prefetch: batches prepared ahead by a background thread (0 disables it).
         num_threads: threads filling one batch (1 is right for small batches).
 
@@ -88,6 +92,7 @@ class SegmentSampler:
         state_std: np.ndarray | None = None,
         sample_by: str = "length",
         pad_action: float = -10.0,
+        padding: str = "left",
         prefetch: int = 2,
         num_threads: int = 1,
     ):
@@ -97,6 +102,8 @@ class SegmentSampler:
             raise TypeError(f"dataset: expected an EpisodeDataset, got {type(dataset).__name__}")
         if sample_by not in ("length", "uniform"):
             raise ValueError(f"sample_by: expected 'length' or 'uniform', got {sample_by!r}")
+        if padding not in ("left", "right"):
+            raise ValueError(f"padding: expected 'left' or 'right', got {padding!r}")
         for name, v in (("context_len", context_len), ("batch_size", batch_size), ("max_ep_len", max_ep_len)):
             if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v <= 0:
                 raise ValueError(f"{name}: expected a positive integer, got {v!r}")
@@ -113,6 +120,7 @@ class SegmentSampler:
         self.gamma = float(gamma)
         self.max_ep_len = int(max_ep_len)
         self.sample_by = sample_by
+        self.padding = padding
         self.state_mean = stat("state_mean", state_mean)
         self.state_std = stat("state_std", state_std)
         self._native = _core.SegmentSampler(
@@ -130,6 +138,7 @@ class SegmentSampler:
             max_ep_len=self.max_ep_len,
             sample_by_length=sample_by == "length",
             pad_action=float(pad_action),
+            pad_right=padding == "right",
             prefetch=int(prefetch),
             num_threads=int(num_threads),
         )
@@ -198,7 +207,7 @@ class SegmentSampler:
         return (
             f"SegmentSampler(episodes={self._native.num_episodes}, steps={len(self.dataset)}, "
             f"context_len={self.context_len}, batch_size={self.batch_size}, seed={self.seed}, "
-            f"sample_by={self.sample_by!r}, prefetch={self._native.prefetch})"
+            f"sample_by={self.sample_by!r}, padding={self.padding!r}, prefetch={self._native.prefetch})"
         )
 
 

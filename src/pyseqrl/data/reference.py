@@ -112,14 +112,18 @@ def segment_batch_numpy(
     state_std: np.ndarray,
     scale: float,
     max_ep_len: int = 1000,
+    padding: str = "left",
 ) -> dict[str, np.ndarray]:
-    """The same batch as :func:`dt_get_batch` with vectorised numpy gathers (``rtg`` precomputed once, [N])."""
+    """The same batch as :func:`dt_get_batch` with vectorised numpy gathers (``rtg`` precomputed once, [N]).
+
+    ``padding="right"`` puts the real steps of each window first and the padding after them (same values).
+    """
     starts_of = np.concatenate([[0], episode_ends[:-1]])
     base = starts_of[episodes] + starts  # [B] first real step
     tlen = np.minimum(K, episode_ends[episodes] - base)  # [B]
-    pad = K - tlen
+    pad = K - tlen if padding == "left" else np.zeros_like(tlen)  # [B] position of the first real step
     k = np.arange(K)[None, :]  # [1, K]
-    real = k >= pad[:, None]  # [B, K]
+    real = (k >= pad[:, None]) & (k < (pad + tlen)[:, None])  # [B, K]
     idx = np.where(real, base[:, None] + k - pad[:, None], 0)  # [B, K] dataset rows (0 where padded)
     states = np.where(real[..., None], observations[idx], 0.0)
     states = ((states - state_mean) / state_std).astype(np.float32)

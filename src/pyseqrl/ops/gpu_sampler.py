@@ -35,7 +35,7 @@ class GPUSegmentSampler:
     Args:
         dataset: a :class:`pyseqrl.data.EpisodeDataset`.
         context_len, batch_size, seed, return_scale, gamma, max_ep_len, state_mean, state_std, sample_by,
-            pad_action: as :class:`pyseqrl.SegmentSampler`.
+            pad_action, padding: as :class:`pyseqrl.SegmentSampler`.
         device: where batches are produced. A CUDA device uses the gather kernel; anything else the CPU sampler.
 
     Example:
@@ -58,6 +58,7 @@ class GPUSegmentSampler:
         state_std: np.ndarray | None = None,
         sample_by: str = "length",
         pad_action: float = -10.0,
+        padding: str = "left",
         device: str | torch.device = "cuda",
     ):
         self.device = torch.device(device)
@@ -74,6 +75,7 @@ class GPUSegmentSampler:
             state_std=state_std,
             sample_by=sample_by,
             pad_action=pad_action,
+            padding=padding,
             prefetch=0,
         )
         self.context_len, self.batch_size, self.seed = int(context_len), int(batch_size), int(seed)
@@ -119,6 +121,7 @@ class GPUSegmentSampler:
             "sample_by_length": sample_by == "length",
             "inv_return_scale": float(np.float32(1.0 / float(return_scale))),
             "pad_action": float(pad_action),
+            "pad_right": padding == "right",
         }
         self._index = torch.zeros((), dtype=torch.int64, device=dev)  # next batch of the stream
         logger.info(
@@ -224,5 +227,5 @@ class GPUSegmentSampler:
     def __repr__(self) -> str:
         return (
             f"GPUSegmentSampler(device={self.device}, on_gpu={self.on_gpu}, context_len={self.context_len}, "
-            f"batch_size={self.batch_size}, seed={self.seed})"
+            f"batch_size={self.batch_size}, seed={self.seed}, padding={self._cpu.padding!r})"
         )
