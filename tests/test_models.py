@@ -150,6 +150,101 @@ def test_masking_is_exact(lm_dirs, family, positions, impl):
     torch.testing.assert_close(m(s, a, r, t), m(s, a3, r, t), atol=0, rtol=0)
 
 
+def padded_both_ways(B: int, lengths: list[int], seed: int = 0):
+    """One batch of segments laid out both ways: (left-padded inputs, mask), (right-padded inputs, mask).
+
+    Row i has ``lengths[i]`` real steps; padded slots hold different garbage in each layout.
+    """
+    s, a, r, t = segment(B, K, seed)
+    tlen = torch.tensor(lengths)[:, None]  # (B, 1)
+    k = torch.arange(K)[None, :]  # (1, K)
+    right_mask = k < tlen  # (B, K)
+    left_mask = k >= K - tlen
+    src = (k - (K - tlen)) % K  # (B, K) left position -> right position of the same step
+    right = [x.clone() for x in (s, a, r, t)]
+    left = [torch.gather(x, 1, src.reshape(B, K, *[1] * (x.dim() - 2)).expand_as(x)) for x in right]
+    for x, mask, junk in ((right, right_mask, 99.0), (left, left_mask, -7.0)):
+        x[0][~mask], x[1][~mask], x[2][~mask], x[3][~mask] = junk, -10.0, junk, 0
+    return (left, left_mask.float()), (right, right_mask.float())
+
+
+def backbone_of(family: str, lm_dirs) -> str:
+    return "random" if family == "random" else str(lm_dirs[family])
+
+
+@pytest.mark.parametrize("impl", ["sdpa", "eager", "pyseqrl"])
+@pytest.mark.parametrize("family", [*FAMILIES, "random"])
+def test_right_padding_equals_left_padding(lm_dirs, family, impl):
+    """Outputs and parameter gradients at real steps do not depend on the side the padding is on."""
+    (left, left_mask), (right, right_mask) = padded_both_ways(3, [K, 4, 1])
+    w = torch.randn(int(left_mask.sum()), A, generator=torch.Generator().manual_seed(3))  # weights of real outputs
+    for positions in ("none", "backbone"):
+        m = small(backbone=backbone_of(family, lm_dirs), positions=positions, attn_implementation=impl)
+        got = {}
+        for name, x, mask in (("left", left, left_mask), ("right", right, right_mask)):
+            m.zero_grad()
+            preds = m(*x, mask, padding=name)[mask.bool()]  # (real steps, A), rows in order
+            (preds * w).sum().backward()
+            grads = {n: p.grad.clone() for n, p in m.named_parameters() if p.grad is not None}
+            got[name] = preds.detach(), grads
+        torch.testing.assert_close(got["right"][0], got["left"][0], atol=1e-5, rtol=1e-5)
+        assert got["right"][1].keys() == got["left"][1].keys() and got["left"][1]
+        for n, g in got["left"][1].items():
+            torch.testing.assert_close(got["right"][1][n], g, atol=1e-5, rtol=1e-4, msg=lambda e, n=n: f"{n}: {e}")
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_right_padding_runs_attention_without_a_mask(lm_dirs, family, monkeypatch):
+    """With padding="right" no mask tensor reaches attention: SDPA runs is_causal, the fused kernel gets no mask."""
+    import pyseqrl.ops.attention as pyseqrl_attention
+
+    seen = []
+    sdpa, fused = torch.nn.functional.scaled_dot_product_attention, pyseqrl_attention.causal_attention
+
+    def spy_sdpa(q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False, **kw):
+        seen.append((attn_mask, is_causal))
+        return sdpa(q, k, v, attn_mask=attn_mask, dropout_p=dropout_p, is_causal=is_causal, **kw)
+
+    def spy_fused(q, k, v, key_padding_mask=None, **kw):
+        seen.append((key_padding_mask, True))
+        return fused(q, k, v, key_padding_mask, **kw)
+
+    (left, left_mask), (right, right_mask) = padded_both_ways(3, [K, 4, 1])
+    for impl, owner, name, spy in (
+        ("sdpa", torch.nn.functional, "scaled_dot_product_attention", spy_sdpa),
+        ("pyseqrl", pyseqrl_attention, "causal_attention", spy_fused),  # on the CPU it calls SDPA itself
+    ):
+        m = small(backbone=str(lm_dirs[family]), attn_implementation=impl)
+        with monkeypatch.context() as patch:
+            patch.setattr(owner, name, spy)
+            seen.clear()
+            m(*right, right_mask, padding="right")
+            assert len(seen) == 2 and all(mask is None and causal for mask, causal in seen), impl  # 2 layers
+            seen.clear()
+            m(*left, left_mask)
+            assert len(seen) == 2 and all(mask is not None for mask, _ in seen), impl
+
+
+def test_padding_argument_is_checked():
+    m = small()
+    (left, left_mask), _ = padded_both_ways(3, [K, 4, 1])
+    with pytest.raises(ValueError, match=r"padding must be one of \('left', 'right'\), got 'middle'"):
+        m(*left, left_mask, padding="middle")
+    with pytest.raises(ValueError, match=r"padding='right' expects the real steps of each row first.*rows \[1, 2\]"):
+        m(*left, left_mask, padding="right")
+
+
+def test_lm_loss_does_not_depend_on_the_cache_setting(lm_dirs):
+    """Without a cache transformers reads position ids of 0 as one sequence per token; lm_loss never lets it."""
+    ids = torch.randint(0, 97, (2, 10), generator=torch.Generator().manual_seed(0))
+    for family in ("gpt2", "llama"):
+        m = small(backbone=str(lm_dirs[family]), positions="none")
+        m.lm.config.use_cache = True
+        want = m.lm_loss(ids)
+        m.lm.config.use_cache = False
+        torch.testing.assert_close(m.lm_loss(ids), want)
+
+
 @pytest.mark.parametrize("family", FAMILIES)
 def test_backbone_parity_with_transformers(lm_dirs, family):
     """positions='backbone' runs the checkpoint exactly as transformers does; 'none' drops token positions."""
@@ -186,9 +281,10 @@ def test_cached_actions_equal_recomputed(lm_dirs, family, positions):
     m = small(backbone=str(lm_dirs[family]), positions=positions, time_embedding="after_ln")
     kw = {"target_return": 50.0, "return_scale": 10.0, "refresh_every": 2}
     resets = {3: [1], 7: [0], 9: [1]}
-    cached = rollout(DTPolicy(m, use_cache=True, **kw), 14, 2, resets)
     full = rollout(DTPolicy(m, use_cache=False, **kw), 14, 2, resets)
-    np.testing.assert_allclose(cached, full, atol=2e-5)
+    for use_cache, padding in ((True, "left"), (True, "right"), (False, "right")):
+        got = rollout(DTPolicy(m, use_cache=use_cache, padding=padding, **kw), 14, 2, resets)
+        np.testing.assert_allclose(got, full, atol=2e-5, err_msg=f"use_cache={use_cache}, padding={padding}")
 
 
 def test_recipe_options(lm_dirs):

@@ -48,6 +48,16 @@ def test_cached_actions_equal_full_recompute(model, refresh):
     np.testing.assert_allclose(cached, full, atol=2e-5)
 
 
+@pytest.mark.parametrize("use_cache, refresh", [(False, 1), (True, 1), (True, 2), (True, K)])
+def test_right_padding_gives_the_actions_of_left_padding(model, use_cache, refresh):
+    resets = {3: [1], 7: [0, 2], 8: [2], 13: [1]}
+    kw = {"target_return": 50.0, "return_scale": 10.0, "refresh_every": refresh, "use_cache": use_cache}
+    left = rollout(DTPolicy(model, **kw), 20, 3, resets)
+    right = rollout(DTPolicy(model, padding="right", **kw), 20, 3, resets)
+    np.testing.assert_allclose(right, left, atol=2e-5)
+    assert DTPolicy(model, padding="right", **kw).with_target(1.0).padding == "right"
+
+
 def test_exact_mode_is_the_original_dt_loop(model):
     """refresh_every=1 without cache equals the DT paper's loop: last K steps, left padded, rtg -= r / scale."""
     n, steps, scale, target = 2, 12, 10.0, 50.0
@@ -99,3 +109,5 @@ def test_policy_bad_inputs(model):
         DTPolicy(model, 1.0, context_len=K + 1)
     with pytest.raises(ValueError, match="state_mean"):
         DTPolicy(model, 1.0, state_mean=np.zeros(S + 1))
+    with pytest.raises(ValueError, match="padding: expected 'left' or 'right', got 'up'"):
+        DTPolicy(model, 1.0, padding="up")

@@ -14,7 +14,9 @@ from pyseqrl.ops.graphed_step import TrainStep, dt_action_loss, make_capturable_
 needs_kernels = pytest.mark.skipif(not _cuda.compiled_with_cuda(), reason="pyseqrl built without CUDA kernels")
 
 
-def tiny_setup(device: str, seed: int = 0, dropout: float = 0.0, fused: bool = False, warmup_steps: int = 5):
+def tiny_setup(
+    device: str, seed: int = 0, dropout: float = 0.0, fused: bool = False, warmup_steps: int = 5, padding: str = "left"
+):
     ds = random_dataset([30, 12, 50, 8, 40], obs_dim=4, act_dim=2, seed=seed)
     torch.manual_seed(seed)
     cfg = DTConfig(
@@ -30,10 +32,12 @@ def tiny_setup(device: str, seed: int = 0, dropout: float = 0.0, fused: bool = F
     model = DecisionTransformer(cfg).to(device)
     if fused:
         use_pyseqrl_attention(model)
-    sampler = GPUSegmentSampler(ds, context_len=5, batch_size=8, seed=seed, max_ep_len=100, device=device)
+    sampler = GPUSegmentSampler(
+        ds, context_len=5, batch_size=8, seed=seed, max_ep_len=100, padding=padding, device=device
+    )
     opt = make_capturable_adamw(model, lr=1e-3, weight_decay=1e-4)
     step = TrainStep(
-        lambda b: dt_action_loss(model, b),
+        lambda b: dt_action_loss(model, b, padding),
         list(model.parameters()),
         opt,
         sampler,
@@ -43,9 +47,10 @@ def tiny_setup(device: str, seed: int = 0, dropout: float = 0.0, fused: bool = F
     return model, sampler, opt, step
 
 
-def test_eager_step_on_cpu_matches_a_plain_loop():
-    model, _sampler, _opt, step = tiny_setup("cpu")
-    ref_model, ref_sampler, _, _ = tiny_setup("cpu")
+@pytest.mark.parametrize("padding", ["left", "right"])
+def test_eager_step_on_cpu_matches_a_plain_loop(padding):
+    model, _sampler, _opt, step = tiny_setup("cpu", padding=padding)
+    ref_model, ref_sampler, _, _ = tiny_setup("cpu", padding=padding)
     ref_opt = torch.optim.AdamW(
         [
             {"params": [p for p in ref_model.parameters() if p.dim() >= 2], "weight_decay": 1e-4},
@@ -58,7 +63,7 @@ def test_eager_step_on_cpu_matches_a_plain_loop():
     for _ in range(4):
         losses.append(float(step()))
         ref_opt.zero_grad()
-        loss = dt_action_loss(ref_model, ref_sampler.sample())
+        loss = dt_action_loss(ref_model, ref_sampler.sample(), padding)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(ref_model.parameters(), 0.25)
         ref_opt.step()
@@ -78,9 +83,10 @@ def test_capture_needs_cuda():
 @pytest.mark.gpu
 @needs_kernels
 @pytest.mark.parametrize("fused", [False, True], ids=["sdpa", "pyseqrl"])
-def test_graph_replay_matches_eager(fused):
-    model_g, _, _, graphed = tiny_setup("cuda", fused=fused)
-    model_e, _, _, eager = tiny_setup("cuda", fused=fused)
+@pytest.mark.parametrize("padding", ["left", "right"])
+def test_graph_replay_matches_eager(fused, padding):
+    model_g, _, _, graphed = tiny_setup("cuda", fused=fused, padding=padding)
+    model_e, _, _, eager = tiny_setup("cuda", fused=fused, padding=padding)
     graphed.capture(warmup_iters=3)
     for _ in range(3):
         eager.eager()

@@ -4,7 +4,7 @@ Each time step t contributes three tokens, (R_t, s_t, a_t): the return-to-go, th
 by its own input embedding, normalised by a LayerNorm and given a learned timestep embedding. The backbone reads the
 interleaved sequence causally and the action a_t is predicted from the hidden state of the token s_t.
 
-    R_1 s_1 a_1 R_2 s_2 a_2 ... R_K s_K a_K     (3K tokens; left padded when the segment is shorter than K)
+    R_1 s_1 a_1 R_2 s_2 a_2 ... R_K s_K a_K     (3K tokens; padded when the segment is shorter than K)
          |           |               |
         â_1         â_2             â_K
 
@@ -13,9 +13,12 @@ baseline (128 hidden x 3 layers x 1 head), or a pretrained one for Wiki-RL and L
 GPT-NeoX...). The options below follow the official code of each method; ``docs/RECIPES.md`` lists where they
 differ from the papers.
 
-Padding never changes the outputs at real positions: an explicit causal + padding mask removes padded keys for
-every attention implementation, and position ids (when used) count real tokens only, so a left-padded segment and
-its unpadded version give the same action predictions.
+Padding never changes the outputs at real positions, so a padded segment and its unpadded version give the same
+action predictions. Left padding (the DT paper's layout) puts the padding before the real steps: an explicit causal +
+padding mask removes padded keys for every attention implementation, and position ids (when used) count real tokens
+only. Right padding (``padding="right"``) puts the real steps first: the causal mask alone hides the padding that
+follows them, so attention runs with no mask tensor (``is_causal``), which lets torch SDPA use its flash and cuDNN
+kernels on a GPU. Both layouts train the same function: a model trained with either acts the same with either.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ POSITIONS = ("none", "backbone")
 TIME_EMBEDDINGS = ("before_ln", "after_ln")
 ACTION_HEADS = ("linear", "tied", "mlp")
 EMBEDDINGS = ("linear", "mlp")
+PADDINGS = ("left", "right")
 
 
 @dataclass
@@ -106,6 +110,15 @@ class TiedActionHead(nn.Module):
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         return torch.tanh(h @ self.embed_action[0].weight)  # (..., H) x (H, A)
+
+
+def _empty_cache(lm: Any) -> Any:
+    """An empty key/value cache for ``lm``. A forward without an attention mask is given one: transformers then skips
+    its packed-sequence look-up, which synchronises with the GPU and reads position ids of 0 (positions="none") as
+    one sequence per token, so that each token would attend to itself only."""
+    from transformers import DynamicCache
+
+    return DynamicCache(config=lm.config)
 
 
 def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
@@ -254,22 +267,27 @@ class DecisionTransformer(nn.Module):
         return x, x
 
     def run_backbone(
-        self, x: torch.Tensor, key_mask: torch.Tensor, cache: Any = None, use_cache: bool = False
+        self, x: torch.Tensor, key_mask: torch.Tensor | None, cache: Any = None, use_cache: bool = False
     ) -> tuple[torch.Tensor, Any]:
         """The backbone over new token embeddings ``x`` (B, q, H) given a bool key mask (B, cached + q).
+
+        ``key_mask=None`` means that no padded token comes before a real one (no padding, or right padding only)
+        and that nothing is cached yet: the causal mask alone is exact, so the backbone builds no mask tensor (SDPA
+        runs ``is_causal``) and position ids, when counted, are 0, 1, 2, ...
 
         Returns the last hidden states (B, q, H) and the key/value cache (a transformers ``Cache``, when
         ``use_cache``).
         """
-        q = x.shape[1]
-        if use_cache and cache is None:
-            from transformers import DynamicCache
-
-            cache = DynamicCache(config=self.lm.config)
+        B, q = x.shape[:2]
+        if key_mask is None and cache is not None and cache.get_seq_length() > 0:
+            raise ValueError("run_backbone: key_mask=None needs an empty cache (cached tokens need a key mask)")
+        if cache is None and (use_cache or key_mask is None):
+            cache = _empty_cache(self.lm)
+        real = torch.ones(B, q, dtype=torch.bool, device=x.device) if key_mask is None else key_mask
         out = self.backbone(
             inputs_embeds=x,
-            attention_mask=bb.attention_mask_for(self.lm, key_mask, q, x.dtype),
-            position_ids=bb.position_ids_for(key_mask, q, counted=self.cfg.positions == "backbone"),
+            attention_mask=None if key_mask is None else bb.attention_mask_for(self.lm, key_mask, q, x.dtype),
+            position_ids=bb.position_ids_for(real, q, counted=self.cfg.positions == "backbone"),
             cache=cache,
             use_cache=use_cache,
         )
@@ -284,6 +302,7 @@ class DecisionTransformer(nn.Module):
         timesteps: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
         return_embeddings: bool = False,
+        padding: str = "left",
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """Predict a_t from the state token s_t at every step of the segment.
 
@@ -292,20 +311,34 @@ class DecisionTransformer(nn.Module):
             actions: float32 (B, K, A); a_t is never seen by its own prediction (causal mask).
             returns_to_go: float32 (B, K, 1), already divided by the return scale.
             timesteps: int64 (B, K), step index within the episode.
-            attention_mask: float or bool (B, K), 1 for real steps, 0 for (left) padding; None = all real.
+            attention_mask: float or bool (B, K), 1 for real steps, 0 for padding; None = all real.
             return_embeddings: also return the LayerNorm'd token embeddings (for the alignment loss).
+            padding: where the padded steps of ``attention_mask`` are. ``"left"``: anywhere (the DT layout puts them
+                first); an explicit mask hides them. ``"right"``: after the real steps of each row (as
+                ``SegmentSampler(padding="right")`` lays them out); the causal mask alone hides them and attention
+                runs with no mask tensor. The layout is checked on CPU tensors; on an accelerator it is trusted
+                (checking would synchronise with the device).
 
         Returns:
             action predictions float (B, K, A); with ``return_embeddings`` also the embeddings (B, 3K, H).
         """
         self.check_inputs(states, actions, returns_to_go, timesteps)
+        _check_choice("padding", padding, PADDINGS)
         B, K = states.shape[:2]
-        if attention_mask is None:
-            attention_mask = torch.ones(B, K, device=states.device)
-        elif tuple(attention_mask.shape) != (B, K):
+        if attention_mask is not None and tuple(attention_mask.shape) != (B, K):
             raise ValueError(f"attention_mask: expected shape {(B, K)}, got {tuple(attention_mask.shape)}")
+        if padding == "right" and attention_mask is not None and attention_mask.device.type == "cpu":
+            real = attention_mask.bool()
+            rows = (real[:, 1:] & ~real[:, :-1]).any(1).nonzero().flatten().tolist()  # a real step after padding
+            if rows:
+                raise ValueError(
+                    f"attention_mask: padding='right' expects the real steps of each row first (1, ..., 1, 0, ..., 0), "
+                    f"got a real step after a padded one in rows {rows[:5]}"
+                )
         x, aligned = self.embed(states, actions, returns_to_go, timesteps)  # (B, 3K, H)
-        key_mask = attention_mask.bool().repeat_interleave(3, dim=1)  # (B, 3K)
+        key_mask = None  # no padded key before a real query: the causal mask alone is exact
+        if padding == "left" and attention_mask is not None:
+            key_mask = attention_mask.bool().repeat_interleave(3, dim=1)  # (B, 3K)
         h, _ = self.run_backbone(x, key_mask)  # (B, 3K, H)
         h = h.reshape(B, K, 3, self.hidden_size)  # (B, K, 3, H): [R_t, s_t, a_t] per step
         action_preds = self.predict_action(h[:, :, 1])  # (B, K, A) from the state tokens
@@ -327,5 +360,5 @@ class DecisionTransformer(nn.Module):
         pos = bb.position_ids_for(
             torch.ones(B, T, dtype=torch.bool, device=input_ids.device), T, counted=self.cfg.positions == "backbone"
         )
-        logits = self.lm(input_ids=input_ids[:, :-1], position_ids=pos[:, :-1]).logits  # (B, T-1, V)
+        logits = self.lm(input_ids=input_ids[:, :-1], position_ids=pos[:, :-1], cache=_empty_cache(self.lm)).logits
         return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), input_ids[:, 1:].reshape(-1))

@@ -2,7 +2,10 @@
 
 Each environment keeps its own episode history. The return-to-go starts at ``target_return / return_scale`` and is
 decremented by ``reward / return_scale`` after every step, exactly as in the DT evaluation loop; states are
-normalised with the training statistics and the context is padded and masked like a training segment.
+normalised with the training statistics and the context is padded and masked like a training segment: padding
+before the real steps (``padding="left"``, the DT layout) or after them (``"right"``: the action is read at each
+environment's last real step, and full contexts run attention with no mask tensor). Both layouts give the same
+actions, whichever padding the model was trained with.
 
 Incremental decoding. All environments share one token timeline in the backbone's key/value cache. Each :meth:`act`
 appends three tokens per environment, ``[a_{t-1}, R_t, s_t]``, and reads the action from the hidden state of
@@ -40,6 +43,7 @@ class DTPolicy(Policy):
         context_len: context K in steps (default: the model's).
         refresh_every: steps dropped at once when the window is full (1 = exact sliding window of the DT paper).
         use_cache: decode incrementally with the backbone's key/value cache (False = recompute each context).
+        padding: ``"left"`` (padding before the real steps of a context, as DT) or ``"right"`` (after them).
         device: torch device of the model (default: where its parameters are).
 
     Example:
@@ -59,6 +63,7 @@ class DTPolicy(Policy):
         refresh_every: int = 1,
         use_cache: bool = True,
         device: str | torch.device | None = None,
+        padding: str = "left",
     ):
         self.model = model.eval()
         self.S, self.A = model.cfg.state_dim, model.cfg.act_dim
@@ -67,8 +72,11 @@ class DTPolicy(Policy):
             raise ValueError(f"context_len must be in [1, {model.cfg.context_len}] (the model's), got {self.K}")
         if not 1 <= refresh_every <= self.K:
             raise ValueError(f"refresh_every must be in [1, K={self.K}], got {refresh_every}")
+        if padding not in ("left", "right"):
+            raise ValueError(f"padding: expected 'left' or 'right', got {padding!r}")
         self.refresh_every = int(refresh_every)
         self.use_cache = use_cache
+        self.padding = padding
         self.target_return = float(target_return)
         self.return_scale = float(return_scale)
         self.device = torch.device(device) if device is not None else next(model.parameters()).device
@@ -93,6 +101,7 @@ class DTPolicy(Policy):
             self.refresh_every,
             self.use_cache,
             self.device,
+            self.padding,
         )
 
     # ------------------------------------------------------------------ state
@@ -170,34 +179,46 @@ class DTPolicy(Policy):
         return action.float().cpu().numpy()
 
     def _window(self, steps: int) -> tuple[torch.Tensor, ...]:
-        """The last ``steps`` steps of the history and their step mask (bool (n, steps))."""
-        idx = torch.arange(steps, device=self.device)
-        mask = idx[None, :] >= (steps - self.ctx_len)[:, None]  # (n, steps) left padding
-        sl = slice(self.K - steps, self.K)
-        return self.h_states[:, sl], self.h_actions[:, sl], self.h_rtg[:, sl], self.h_time[:, sl], mask
+        """The last ``steps`` steps of the history laid out with this policy's padding.
+
+        Returns states, actions, returns-to-go and timesteps (n, steps, ...), the step mask bool (n, steps) and the
+        index of each environment's current (last real) step, int64 (n,).
+        """
+        idx = torch.arange(steps, device=self.device)[None, :]  # (1, steps)
+        c = self.ctx_len[:, None]  # (n, 1) real steps of each context
+        shift = steps - c if self.padding == "right" else torch.zeros_like(c)  # (n, 1) real steps move left by this
+        pos = idx + shift  # (n, steps) position in the left-padded layout
+        mask = (pos >= steps - c) & (pos < steps)  # (n, steps)
+        src = (self.K - steps + pos).clamp(max=self.K - 1)  # (n, steps) history index; padding repeats the newest
+        rows = torch.arange(self.n, device=self.device)[:, None]  # (n, 1)
+        last = (steps - 1 - shift)[:, 0]  # (n,)
+        h = (self.h_states, self.h_actions, self.h_rtg, self.h_time)
+        return (*(t[rows, src] for t in h), mask, last)
 
     def _recompute(self) -> torch.Tensor:
         """Reference path: the whole context from scratch, padded to K like a training segment."""
-        states, actions, rtg, time, mask = self._window(self.K)
-        preds = self.model(states, actions, rtg, time, mask.float())  # (n, K, A)
-        return preds[:, -1]
+        states, actions, rtg, time, mask, last = self._window(self.K)
+        preds = self.model(states, actions, rtg, time, mask.float(), padding=self.padding)  # (n, K, A)
+        return preds[torch.arange(self.n, device=self.device), last]
 
     def _prefill(self) -> torch.Tensor:
-        """Rebuild the cache: the context steps as (R, s, a) tokens, the current step as (R, s)."""
+        """Rebuild the cache: the context steps as (R, s, a) tokens, the current step's action token masked."""
         m = self.model
-        states, actions, rtg, time, mask = self._window(self.slots)
-        x = m.embed(states, actions, rtg, time)[0][:, :-1]  # (n, 3T - 1, H): drop the current step's action token
-        key_mask = mask.repeat_interleave(3, dim=1)[:, :-1]  # (n, 3T - 1)
-        h, self.cache = m.run_backbone(x, key_mask, cache=None, use_cache=True)
+        states, actions, rtg, time, mask, last = self._window(self.slots)
+        x = m.embed(states, actions, rtg, time)[0]  # (n, 3T, H)
+        key_mask = mask.repeat_interleave(3, dim=1)  # (n, 3T)
+        h, self.cache = m.run_backbone(x, None if self.padding == "right" else key_mask, cache=None, use_cache=True)
+        rows = torch.arange(self.n, device=self.device)
+        key_mask[rows, 3 * last + 2] = False  # a_t is unknown yet: _decode appends it; no later token sees this one
         self.key_mask = key_mask
-        return m.predict_action(h[:, -1])  # (n, A) from s_t
+        return m.predict_action(h[rows, 3 * last + 1])  # (n, A) from s_t
 
     def _decode(self, prev_len: torch.Tensor) -> torch.Tensor:
         """Append [a_{t-1}, R_t, s_t] to the cache and read a_t."""
         m = self.model
-        states, actions, rtg, time, _ = self._window(2)  # previous and current step
-        x = m.embed(states, actions, rtg, time)[0]  # (n, 6, H): R_{t-1} s_{t-1} a_{t-1} R_t s_t a_t
-        x = x[:, 2:5]  # (n, 3, H): a_{t-1}, R_t, s_t
+        sl = slice(self.K - 2, self.K)  # previous and current step of the history
+        x = m.embed(self.h_states[:, sl], self.h_actions[:, sl], self.h_rtg[:, sl], self.h_time[:, sl])[0]
+        x = x[:, 2:5]  # (n, 3, H): a_{t-1}, R_t, s_t (of R_{t-1} s_{t-1} a_{t-1} R_t s_t a_t)
         new_mask = torch.ones(self.n, 3, dtype=torch.bool, device=self.device)
         new_mask[:, 0] = prev_len > 0  # no previous action in a fresh episode
         key_mask = torch.cat([self.key_mask, new_mask], dim=1)  # (n, L + 3)

@@ -29,19 +29,23 @@ logger = logging.getLogger(__name__)
 __all__ = ["TrainStep", "dt_action_loss", "make_capturable_adamw", "set_warmup_lr", "use_pyseqrl_attention"]
 
 
-def dt_action_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+def dt_action_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor], padding: str = "left") -> torch.Tensor:
     """:func:`pyseqrl.models.losses.action_loss` of ``model`` on ``batch``; no host synchronisation.
 
     Args:
         model: a DecisionTransformer: ``model(states, actions, returns_to_go, timesteps, attention_mask)`` ->
             action predictions float [B, K, A].
         batch: a SegmentSampler batch of tensors (see :class:`~pyseqrl.ops.gpu_sampler.GPUSegmentSampler`).
+        padding: the sampler's padding; ``"right"`` lets attention run with no mask tensor (see
+            :class:`~pyseqrl.models.DecisionTransformer`).
 
     Returns:
         float32 scalar tensor.
     """
     mask = batch["attention_mask"]  # (B, K)
-    preds = model(batch["states"], batch["actions"], batch["returns_to_go"], batch["timesteps"], mask)  # (B, K, A)
+    preds = model(
+        batch["states"], batch["actions"], batch["returns_to_go"], batch["timesteps"], mask, padding=padding
+    )  # (B, K, A)
     return action_loss(preds, batch["actions"], mask)
 
 
