@@ -3,9 +3,13 @@
 Same model size (128 hidden x 3 layers x 1 head, K = 20), batch 64, AdamW (lr 1e-4, wd 1e-4), grad clip 0.25,
 action MSE on real steps, on one synthetic Hopper-shaped dataset (S = 11, A = 3, 100 episodes x 1000 steps).
 
-* pyseqrl: SegmentSampler (native, prefetching) + torch_batches + DecisionTransformer (GPT2Model, SDPA).
-* HF: DecisionTransformerModel fed by a numpy batcher written like the DT repo's gym/experiment.py get_batch.
-* d3rlpy: DecisionTransformer.fit (its own sampler and GPT); skipped when d3rlpy is missing.
+* pyseqrl: SegmentSampler (native, prefetching) + torch_batches + DecisionTransformer (GPT2Model, SDPA), at its
+  default precision (``auto``: bf16 autocast where the CPU has AVX512-BF16 or AMX, else fp32) and in fp32.
+* HF: DecisionTransformerModel fed by a numpy batcher written like the DT repo's gym/experiment.py get_batch, at
+  its default (fp32) and under the same bf16 autocast as pyseqrl (equal precision).
+* d3rlpy: DecisionTransformer.fit (its own sampler and GPT) at its default (fp32); skipped when d3rlpy is missing.
+
+"At defaults" compares each library as a user runs it; "equal precision" compares the implementations.
 
     python bench/bench_dt_train.py [--steps 60] [--repeats 3]
 """
@@ -51,7 +55,7 @@ def timed(step: Callable[[], None]) -> Callable[[int], float]:
     return run
 
 
-def bench_pyseqrl(data: dict[str, np.ndarray]) -> Callable[[int], float]:
+def bench_pyseqrl(data: dict[str, np.ndarray], bf16: bool) -> Callable[[int], float]:
     import pyseqrl
     from pyseqrl.algos.dt import DTObjective, param_groups
     from pyseqrl.data import EpisodeDataset, torch_batches
@@ -67,7 +71,8 @@ def bench_pyseqrl(data: dict[str, np.ndarray]) -> Callable[[int], float]:
     opt = torch.optim.AdamW(param_groups(model, 1e-4, 1e-4, 1e-4))
 
     def step() -> None:
-        loss = objective(next(batches), 0.0, None)["loss"]
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            loss = objective(next(batches), 0.0, None)["loss"]
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 0.25)
@@ -76,7 +81,7 @@ def bench_pyseqrl(data: dict[str, np.ndarray]) -> Callable[[int], float]:
     return timed(step)
 
 
-def bench_hf(data: dict[str, np.ndarray]) -> Callable[[int], float]:
+def bench_hf(data: dict[str, np.ndarray], bf16: bool) -> Callable[[int], float]:
     from transformers import DecisionTransformerConfig, DecisionTransformerModel
 
     ends = np.flatnonzero(data["terminals"]) + 1
@@ -137,8 +142,9 @@ def bench_hf(data: dict[str, np.ndarray]) -> Callable[[int], float]:
 
     def step() -> None:
         s, a, r, rtg, ts, mask = get_batch()
-        out = model(states=s, actions=a, rewards=r, returns_to_go=rtg, timesteps=ts, attention_mask=mask)
-        pred = out.action_preds.reshape(-1, A)[mask.reshape(-1) > 0]
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            out = model(states=s, actions=a, rewards=r, returns_to_go=rtg, timesteps=ts, attention_mask=mask)
+        pred = out.action_preds.float().reshape(-1, A)[mask.reshape(-1) > 0]
         loss = ((pred - a.reshape(-1, A)[mask.reshape(-1) > 0]) ** 2).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -186,11 +192,17 @@ def main() -> None:
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    from pyseqrl.algos.dt import TrainConfig, autocast_bf16
+
+    default_bf16 = autocast_bf16(TrainConfig().precision, torch.device("cpu"))
     data = make_data()
+    ours = f"pyseqrl, default precision ({'bf16 autocast' if default_bf16 else 'fp32'})"
     runners = {
-        "pyseqrl": bench_pyseqrl(data),
-        "HF DecisionTransformerModel + numpy batcher": bench_hf(data),
-        "d3rlpy DecisionTransformer": bench_d3rlpy(data),
+        ours: bench_pyseqrl(data, default_bf16),
+        "pyseqrl, fp32": bench_pyseqrl(data, False),
+        "HF DecisionTransformerModel + numpy batcher, default (fp32)": bench_hf(data, False),
+        "HF DecisionTransformerModel + numpy batcher, bf16 autocast": bench_hf(data, True) if default_bf16 else None,
+        "d3rlpy DecisionTransformer, default (fp32)": bench_d3rlpy(data),
     }
     times: dict[str, list[float]] = {k: [] for k in runners}
     for _ in range(args.repeats):  # round robin, so a change of machine load hits every implementation alike
@@ -205,13 +217,17 @@ def main() -> None:
         f"{transformers.__version__}, threads {torch.get_num_threads()}; 128x3x1, B={B}, K={K}, {args.steps} steps "
         f"x {args.repeats} repeats, round robin (median)"
     )
-    print("| implementation | steps/s | pyseqrl speedup |")
-    print("|---|---|---|")
+    # each baseline against pyseqrl at its default and at the baseline's own precision
+    same = {name: ours if "bf16" in name else "pyseqrl, fp32" for name in rows}
+    print("| implementation | steps/s | pyseqrl (default) speedup | pyseqrl (equal precision) speedup |")
+    print("|---|---|---|---|")
     for name, rate in rows.items():
         if rate is None:
-            print(f"| {name} | (not installed) | |")
+            print(f"| {name} | (not run) | | |")
+        elif name.startswith("pyseqrl"):
+            print(f"| {name} | {rate:.1f} | | |")
         else:
-            print(f"| {name} | {rate:.1f} | {rows['pyseqrl'] / rate:.2f}x |")
+            print(f"| {name} | {rate:.1f} | {rows[ours] / rate:.2f}x | {rows[same[name]] / rate:.2f}x |")
 
 
 if __name__ == "__main__":
