@@ -31,6 +31,7 @@ LAYERS = {
     "experiments": 5,
     "quickstart": 5,
     "reproduce": 5,
+    "sweep": 5,
     "cli": 6,
 }
 
@@ -85,3 +86,27 @@ def test_imports_only_go_down():
             if not by_name or theirs >= LAYERS["algos"]:
                 upward.append(f"{module}:{line} imports {target} (layer {mine} -> {theirs})")
     assert not upward, "upward imports:\n" + "\n".join(upward)
+
+
+def test_help_imports_no_language_model_library():
+    """``--help`` of every command answers without importing transformers (or any environment library)."""
+    import subprocess
+    import sys
+
+    from pyseqrl.cli import COMMANDS
+
+    script = (
+        "import sys\n"
+        "from pyseqrl.cli import main\n"
+        "for command in sys.argv[1:]:\n"
+        "    try:\n"
+        "        main([*command.split(), '--help'])\n"
+        "    except SystemExit:\n"
+        "        pass\n"
+        "heavy = sorted(m for m in ('transformers', 'envpool', 'gymnasium', 'd3rlpy') if m in sys.modules)\n"
+        "sys.exit(f'--help imported {heavy}' if heavy else 0)\n"
+    )
+    res = subprocess.run(
+        [sys.executable, "-c", script, *COMMANDS], capture_output=True, text=True, timeout=300, check=False
+    )
+    assert res.returncode == 0, res.stderr[-2000:]
