@@ -6,12 +6,14 @@ train calql|wsrl) and returns plain numbers, so the two commands stay short and 
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import hashlib
 import json
 import logging
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
@@ -84,6 +86,61 @@ def build_dataset(
     return ds
 
 
+def dataset_path(env_id: str, policy: str, steps: int, seed: int = 0, noise_std: float = 0.1) -> Path:
+    """Where :func:`cached_dataset` keeps the dataset of these parameters (under ``CACHE/datasets``)."""
+    key = hashlib.sha256(json.dumps([env_id, policy, steps, seed, noise_std]).encode()).hexdigest()[:10]
+    return CACHE / "datasets" / f"{env_id}-medium-{steps}-s{seed}-{key}.hdf5"
+
+
+def cached_dataset(env_id: str, policy: str, steps: int, seed: int = 0, noise_std: float = 0.1) -> Path:
+    """A D4RL-style dataset (:func:`build_dataset`), built once per machine and kept in ``CACHE/datasets``.
+
+    The file is keyed by every parameter (environment, policy spec, steps, seed, noise) and written atomically;
+    concurrent callers wait for one another, so two processes never build the same dataset at once and nobody
+    reads a half-written file.
+    """
+    path = dataset_path(env_id, policy, steps, seed, noise_std)
+    with _file_lock(path):
+        if not path.exists():
+            build_dataset(env_id, policy, steps, path, seed=seed, noise_std=noise_std)
+    return path
+
+
+def cached_subset(path: Path, ratio: float, seed: int = 0) -> Path:
+    """A random ``ratio`` of the trajectories of the dataset at ``path``, by count (LaMo's data ratios), saved next
+    to it once (atomic, locked like :func:`cached_dataset`); ``ratio >= 1`` is the dataset itself."""
+    from pyseqrl.data import load
+
+    if ratio >= 1.0:
+        return Path(path)
+    sub = Path(path).with_name(f"{Path(path).stem}-ratio{ratio:g}-s{seed}.hdf5")
+    with _file_lock(sub):
+        if not sub.exists():
+            load(path).subset_episodes(ratio, seed=seed).save(sub)
+    return sub
+
+
+def dataset_score(path: Path) -> float:
+    """The average D4RL-normalised score of a dataset's episodes (its behaviour policy's level)."""
+    from pyseqrl.data import load
+
+    return float(np.mean(load(path).normalized_scores()))
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path) -> Iterator[None]:
+    """An exclusive lock on ``<path>.lock`` for the duration of the block (waits for other holders)."""
+    import fcntl
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(path.name + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
 # ------------------------------------------------------------------------------------------------ ChibiT
 def chibit(
     text: Sequence[str] = ("ovos-wiki",),
@@ -113,7 +170,7 @@ def chibit(
     summary = pretrain(
         PretrainConfig(
             text=list(text),
-            out=str(out),
+            run_dir=str(out),
             max_steps=steps,
             max_chars=max_chars,
             seed=seed,
@@ -136,9 +193,13 @@ def train_dt(
     eval_every: int = 0,
     eval_episodes: int = 5,
     lm_text: Sequence[str] = ("ovos-wiki",),
+    checkpoint_every: int | None = None,
     **overrides: Any,
 ) -> dict[str, float]:
-    """``pyseqrl train <recipe>`` through the Python API; returns the final metrics."""
+    """``pyseqrl train <recipe>`` through the Python API; returns the final metrics.
+
+    ``checkpoint_every``: checkpoint period (None: only at the end); a run resumes from its last checkpoint.
+    """
     from pyseqrl.algos.dt import TrainConfig, resolve, train
 
     cfg = TrainConfig(
@@ -151,7 +212,7 @@ def train_dt(
         eval_every=eval_every,
         eval_episodes=eval_episodes,
         lm_text=list(lm_text),
-        checkpoint_every=steps,
+        checkpoint_every=checkpoint_every or steps,
         warmup_steps=max(1, min(1000, steps // 10)),
         tensorboard=False,
         log_every=max(1, steps // 20),
@@ -191,26 +252,37 @@ def steps_to_fraction(steps: np.ndarray, values: np.ndarray, fraction: float = 0
 
 
 # ------------------------------------------------------------------------------------------------ WSRL runs
-def train_calql(dataset: Path, run_dir: Path, steps: int, seed: int = 0, **agent: Any) -> Path:
-    """Cal-QL offline pretraining; returns the checkpoint path (reused when it exists)."""
+def train_calql(
+    dataset: Path,
+    run_dir: Path,
+    steps: int,
+    seed: int = 0,
+    checkpoint_every: int | None = None,
+    progress: bool = True,
+    **agent: Any,
+) -> Path:
+    """Cal-QL offline pretraining; returns the checkpoint path.
+
+    Resumes from ``run_dir/checkpoint.pt`` (a finished run is not trained again); ``checkpoint_every``: checkpoint
+    period (None: only at the end).
+    """
     from pyseqrl.algos.calql import CalQLConfig
     from pyseqrl.algos.calql import train_calql as _train
 
-    ckpt = Path(run_dir) / "checkpoint.pt"
-    if not ckpt.exists():
-        cfg = CalQLConfig(
-            dataset=str(dataset),
-            steps=steps,
-            seed=seed,
-            run_dir=str(run_dir),
-            eval_every=0,
-            checkpoint_every=steps,
-            log_every=max(1, steps // 10),
-            tensorboard=False,
-        )
-        cfg = replace(cfg, agent=replace(cfg.agent, **agent))
-        _train(cfg)
-    return ckpt
+    cfg = CalQLConfig(
+        dataset=str(dataset),
+        steps=steps,
+        seed=seed,
+        run_dir=str(run_dir),
+        eval_every=0,
+        checkpoint_every=checkpoint_every or steps,
+        log_every=max(1, steps // 10),
+        tensorboard=False,
+        progress=progress,
+    )
+    cfg = replace(cfg, agent=replace(cfg.agent, **agent))
+    _train(cfg)
+    return Path(run_dir) / "checkpoint.pt"
 
 
 def train_wsrl(
@@ -224,11 +296,14 @@ def train_wsrl(
     dataset: Path | None = None,
     eval_every: int = 0,
     min_buffer: int | None = None,
+    checkpoint_every: int | None = None,
+    progress: bool = True,
     **agent: Any,
 ) -> dict[str, Any]:
     """One WSRL run (or a baseline ``mode``); returns the online episode returns and the switch metrics.
 
     ``min_buffer``: online transitions before the first update (None: the official rule, a UTD round's worth).
+    ``checkpoint_every``: checkpoint period (None: only at the end; every checkpoint cuts the running episodes).
     """
     from pyseqrl.algos.wsrl import WSRLConfig
     from pyseqrl.algos.wsrl import train_wsrl as _train
@@ -244,11 +319,12 @@ def train_wsrl(
         run_dir=str(run_dir),
         eval_every=eval_every,
         eval_episodes=5,
-        checkpoint_every=total_steps,
+        checkpoint_every=checkpoint_every or total_steps,
         log_every=max(1, total_steps // 20),
         tensorboard=False,
         dataset=offline,
         min_buffer=min_buffer,
+        progress=progress,
     )
     if mode == "scratch":  # the other modes take their agent from the checkpoint
         cfg = replace(cfg, agent=replace(cfg.agent, **agent))
