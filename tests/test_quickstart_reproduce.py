@@ -29,15 +29,22 @@ def test_quickstart_ci_budget(tmp_path):
 
 
 @pytest.mark.parametrize("suite", ["wikirl", "lamo", "wsrl"])
-def test_reproduce_suite_tiny(tmp_path, suite):
+def test_reproduce_suite_tiny(tmp_path, suite, capsys):
     out = tmp_path / "rp"
     assert main(["reproduce", suite, "--scale", "tiny", "--seeds", "0", "--out", str(out)]) == 0
-    report = (out / suite / "results.md").read_text()
-    assert "| Hopper-v4 |" in report
-    results = json.loads((out / suite / "results.json").read_text())["results"]
+    report = (out / f"{suite}-tiny" / "results.md").read_text()
+    assert "| Hopper-v4 |" in report and "| 1/1 |" in report  # every row counts its seeds
+    assert "Unfinished runs" not in report
+    results = json.loads((out / f"{suite}-tiny" / "results.json").read_text())["results"]
     if suite == "wikirl":
         assert {"Hopper-v4/DT (random init)", "Hopper-v4/Wiki-RL (ChibiT)"} <= set(results)
-        assert (out / suite / "wikirl_Hopper-v4.png").exists()
+        assert (out / f"{suite}-tiny" / "wikirl_Hopper-v4.png").exists()
+        assert results["Hopper-v4/DT (random init)"]["final"]["n"] == 1
+        capsys.readouterr()
+        assert main(["reproduce", suite, "--scale", "tiny", "--seeds", "0", "--out", str(out), "--status"]) == 0
+        status = capsys.readouterr().out
+        assert ["Hopper-v4/dt-random-s0", "finished"] in [line.split() for line in status.splitlines()]
+        assert "2 runs: 2 finished" in status
     elif suite == "lamo":
         assert {f"Hopper-v4/{r}/{m}" for r in ("0.01", "0.1", "1") for m in ("DT", "LaMo")} <= set(results)
     else:

@@ -1,62 +1,86 @@
-"""``pyseqrl reproduce <suite>``: the papers' comparisons, at a scale that fits the machine.
+"""``pyseqrl reproduce <suite>``: the papers' comparisons as resumable sweeps of seeds x methods x datasets.
 
-Suites (each writes ``<out>/<suite>/results.md``, ``results.json`` and PNG plots):
+Suites (each writes ``<out>/<suite>-<scale>/results.md``, ``results.json``, PNG learning curves with seed bands and
+one directory per run):
 
-* ``wikirl`` -- Reid et al. 2022: DT from random init vs Wiki-RL from ChibiT (and from any local Hugging Face
-  LM given with ``--lm``) on medium datasets. Reports the final score and the steps to reach 90% of it (the
-  paper's convergence measure).
+* ``wikirl`` -- Reid et al. 2022: DT from random init vs Wiki-RL from ChibiT (and from any backbone given with
+  ``--lm``, e.g. ``smollm2``) on medium datasets. Reports the final and the best evaluation, the steps to reach 90%
+  of the final score (the paper's convergence measure) and the steps to reach the dataset's own average score.
 * ``lamo`` -- Shi et al. 2023: DT vs LaMo on 1%, 10% and 100% of a medium dataset's trajectories (by count).
 * ``wsrl`` -- Zhou et al. 2024: Cal-QL pretraining, then WSRL vs no warmup vs keeping the offline data (50/50
-  batches) vs SAC from scratch, with the return curve around the offline-to-online switch.
+  batches) vs SAC from scratch, with the return curve of the online episodes.
 
-Protocol, at every scale: D4RL-normalised scores of the **last** evaluation (not the best), mean ± std over
-seeds, evaluation episodes and budgets as in the scale preset (printed into the report). Datasets are
-D4RL-style medium sets collected with EnvPool from ``--policy`` (default: pyseqrl's built-in policy for the
-environment, else the RL-Zoo agent named in ``MEDIUM_POLICIES`` from ../shared, else a short SAC run) with
-Gaussian action noise 0.1.
+Every run is a separate process (one per core; torch threads 1) that checkpoints as it goes. Stop the sweep at any
+moment (Ctrl-C, ``kill``) and run the same command again: finished runs are kept, half-finished ones resume from
+their checkpoint, failed ones are tried again; a corrupt checkpoint is reported and its run restarted from scratch.
+``--status`` prints where every run stands without running anything. A run that still fails is shown as failed in
+the status and in the results table (which counts the seeds behind every number), never left out silently.
+
+Datasets are D4RL-style medium sets collected with EnvPool from ``--policy`` (default: pyseqrl's built-in policy for
+the environment) with Gaussian action noise 0.1, built once per machine (cached by their parameters) before the
+runs start. Scores are D4RL-normalised; mean ± std (population) over the seeds that finished.
+
+Budgets (:data:`SCALES`; ``cpu`` chosen from step times measured on 2 loaded cores: one DT step of the 128x3 model
+takes ~0.15 s at batch 32 on one core, ~0.34 s at batch 64):
+
+* ``tiny``  -- seconds; what the tests run.
+* ``small`` -- minutes per run; one environment.
+* ``cpu``   -- each suite in about 3 hours on 2 cores (plus ~30 minutes once per machine for ChibiT):
+  wikirl 18 runs (3 environments x 2 methods x 3 seeds) of 5,000 DT steps at batch 32; lamo 18 runs (Hopper,
+  3 ratios x 2 methods x 3 seeds) of 5,000 steps; wsrl 3 Cal-QL runs of 10,000 steps and 12 online runs of 20,000
+  environment steps (Hopper, 4 modes x 3 seeds; 2 critics). Datasets of 1M steps (D4RL's medium size).
+* ``gpu``   -- the papers' budgets (100k DT steps, 1M Cal-QL steps, 10 critics).
 """
 
 from __future__ import annotations
 
 import json
+import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
 from pyseqrl import experiments as ex
-
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "policies"
-#: RL-Zoo agents of ../shared closest to D4RL's "medium" level in the v4 environments (see its MANIFEST.md)
-MEDIUM_POLICIES = {
-    "Hopper-v4": "sb3:" + str(SHARED / "a2c_Hopper-v3.zip"),  # D4RL score ~21-29 in v4
-    "HalfCheetah-v4": "sb3:" + str(SHARED / "ppo_HalfCheetah-v3.zip"),  # ~50
-    "Walker2d-v4": "sb3:" + str(SHARED / "ars_Walker2d-v3.zip"),  # ~35-37
-}
+from pyseqrl import sweep as sw
 
 
 @dataclass
 class Scale:
     """Budgets of a scale preset."""
 
+    envs: list[str]
+    """default environments"""
+    seeds: list[int]
+    """default seeds"""
     dataset_steps: int
     dt_steps: int
     dt_batch_size: int
     evals: int
+    """evaluations per DT run (learning-curve points)"""
     eval_episodes: int
     lm_steps: int | None  # None: the ChibiT pretrained to convergence, once per machine (cached)
     lm_max_chars: int
     calql_steps: int
     wsrl_warmup: int
     wsrl_steps: int
+    num_critics: int
+    """critics of Cal-QL and SAC (WSRL uses 10; 2 are ~4x cheaper on a CPU)"""
+    checkpoints: int = 10
+    """checkpoints per run (what a stopped run loses is at most 1/checkpoints of it)"""
     wsrl_min_buffer: int | None = None  # None: official first update after a UTD round of online data (1,024)
+    envs_lamo_wsrl: list[str] | None = None
+    """environments of the lamo and wsrl suites (None: envs)"""
 
 
+HOPPER = ["Hopper-v4"]
+MEDIUM = ["Hopper-v4", "HalfCheetah-v4", "Walker2d-v4"]
 SCALES = {
-    # seconds: what the tests run
     "tiny": Scale(
+        envs=HOPPER,
+        seeds=[0],
         dataset_steps=2000,
         dt_steps=6,
         dt_batch_size=8,
@@ -67,10 +91,13 @@ SCALES = {
         calql_steps=10,
         wsrl_warmup=50,
         wsrl_steps=120,
+        num_critics=2,
+        checkpoints=2,
         wsrl_min_buffer=60,  # so that the few online steps of the tiny scale do update
     ),
-    # 10-30 minutes per suite and seed on 2 CPU cores: what docs/RESULTS.md reports from the development VM
     "small": Scale(
+        envs=HOPPER,
+        seeds=[0, 1],
         dataset_steps=50_000,
         dt_steps=800,
         dt_batch_size=32,
@@ -81,22 +108,27 @@ SCALES = {
         calql_steps=1000,
         wsrl_warmup=1000,
         wsrl_steps=3000,
+        num_critics=2,
     ),
-    # hours per suite on 2 CPU cores
     "cpu": Scale(
-        dataset_steps=100_000,
-        dt_steps=2000,
+        envs=MEDIUM,
+        seeds=[0, 1, 2],
+        dataset_steps=1_000_000,
+        dt_steps=5000,
         dt_batch_size=32,
-        evals=5,
-        eval_episodes=5,
+        evals=10,
+        eval_episodes=10,
         lm_steps=None,
         lm_max_chars=5_000_000,
-        calql_steps=5000,
+        calql_steps=10_000,
         wsrl_warmup=2000,
         wsrl_steps=20_000,
+        num_critics=2,
+        envs_lamo_wsrl=HOPPER,
     ),
-    # the papers' budgets, for a GPU
     "gpu": Scale(
+        envs=MEDIUM,
+        seeds=[0, 1, 2, 3, 4],
         dataset_steps=1_000_000,
         dt_steps=100_000,
         dt_batch_size=64,
@@ -107,6 +139,7 @@ SCALES = {
         calql_steps=1_000_000,
         wsrl_warmup=5000,
         wsrl_steps=300_000,
+        num_critics=10,
     ),
 }
 
@@ -118,133 +151,159 @@ class ReproduceConfig:
     suite: Literal["wikirl", "lamo", "wsrl"] = "wikirl"
     """which comparison to run"""
     scale: Literal["tiny", "small", "cpu", "gpu"] = "small"
-    """budget preset (see SCALES)"""
-    envs: list[str] = field(default_factory=lambda: ["Hopper-v4"])
-    """environments (Hopper-v4, HalfCheetah-v4, Walker2d-v4, ...)"""
-    seeds: list[int] = field(default_factory=lambda: [0, 1])
-    """seeds; every method runs with each"""
+    """budget preset (see SCALES; cpu: each suite in about 3 hours on 2 cores)"""
+    status: bool = False
+    """print where every run of the sweep stands (finished / at step N of M / not started / failed) and exit"""
+    envs: list[str] | None = None
+    """environments (default: the scale's; Hopper-v4, HalfCheetah-v4, Walker2d-v4, ...)"""
+    seeds: list[int] | None = None
+    """seeds; every method runs with each (default: the scale's)"""
     policy: list[str] = field(default_factory=list)
-    """behaviour policy spec per environment (same order as envs); default: built-in, else MEDIUM_POLICIES"""
+    """behaviour policy spec per environment (same order as envs); default: built-in, else a short SAC run"""
     lm: list[str] = field(default_factory=list)
-    """[wikirl] more LM backbones to compare (local Hugging Face GPT-2-family directories or hub names)"""
+    """[wikirl] more LM backbones to compare ('smollm2', local Hugging Face directories or hub names)"""
     lm_text: list[str] = field(default_factory=lambda: ["ovos-wiki"])
     """Wikipedia text for ChibiT pretraining and LM co-training"""
     ratios: list[float] = field(default_factory=lambda: [0.01, 0.1, 1.0])
     """[lamo] data ratios"""
-    num_critics: int = 10
-    """[wsrl] critics in the ensemble of Cal-QL and SAC (WSRL uses 10; fewer are much cheaper on a CPU)"""
+    num_critics: int | None = None
+    """[wsrl] critics in the ensemble of Cal-QL and SAC (default: the scale's)"""
     out: str = "runs/reproduce"
-    """output directory"""
-    threads: int = 0
-    """torch CPU threads (0: torch's default)"""
+    """output directory (the sweep goes to <out>/<suite>-<scale>)"""
+    workers: int = 0
+    """runs at a time (0: one per CPU core)"""
+    retries: int = 2
+    """starts of a failed run after its first (the first resumes from its checkpoint, the second starts over)"""
+    threads: int = 1
+    """torch CPU threads of each run"""
 
 
-def _policy_for(cfg: ReproduceConfig, s: Scale, i: int, env_id: str, out: Path) -> str:
-    """--policy, else the built-in policy, else the RL-Zoo agent of ../shared, else a short SAC run."""
-    from pyseqrl.policies import builtin_policies
-
-    if i < len(cfg.policy):
-        return cfg.policy[i]
-    if env_id not in builtin_policies() and env_id in MEDIUM_POLICIES and SHARED.is_dir():
-        return MEDIUM_POLICIES[env_id]
-    return ex.behaviour_policy(env_id, sac_steps=max(2000, s.dataset_steps), run_dir=out / f"sac-{env_id}")
+# ------------------------------------------------------------------------------------------------ jobs (one per run)
+def dt_job(run_dir: Path, dataset: str, **kwargs: Any) -> dict[str, Any]:
+    """One Decision Transformer run (``ex.train_dt`` arguments); returns its evaluation curve."""
+    recipe, steps = kwargs.pop("recipe"), kwargs.pop("steps")
+    ex.train_dt(recipe, Path(dataset), run_dir, steps, resume=True, progress=False, **kwargs)
+    steps, scores = ex.curve(run_dir, "eval/score_")
+    return {"steps": steps.tolist(), "scores": scores.tolist()}
 
 
-def _datasets(cfg: ReproduceConfig, s: Scale, out: Path) -> dict[str, Path]:
+def calql_job(run_dir: Path, dataset: str, steps: int, seed: int, num_critics: int, checkpoint_every: int) -> dict:
+    """Cal-QL pretraining of the WSRL suite."""
+    ex.train_calql(
+        Path(dataset),
+        run_dir,
+        steps,
+        seed=seed,
+        checkpoint_every=checkpoint_every,
+        progress=False,
+        num_critics=num_critics,
+    )
+    return {}
+
+
+def wsrl_job(run_dir: Path, calql: str | None, eval_episodes: int, **kwargs: Any) -> dict[str, Any]:
+    """One online run (``ex.train_wsrl`` arguments) after the Cal-QL run ``calql`` (a sibling directory)."""
+    from pyseqrl.evaluation import evaluate
+    from pyseqrl.policies import load_policy
+
+    ckpt = run_dir.parent / calql / "checkpoint.pt" if calql else Path()
+    dataset = Path(kwargs.pop("dataset"))
+    r = ex.train_wsrl(ckpt, run_dir, dataset=dataset, progress=False, **kwargs)
+    policy = load_policy(f"sac:{run_dir / 'checkpoint.pt'}")
+    final = evaluate(policy, kwargs["env_id"], episodes=eval_episodes, seed=10_000 + kwargs["seed"]).normalized_score
+    _, after_switch = ex.curve(run_dir, "switch/episode_return")  # the first online episodes
+    return {
+        "final": final,
+        "first_online_return": float(after_switch.mean()) if len(after_switch) else None,
+        "episode_returns": r["episode_returns"],
+    }
+
+
+# ------------------------------------------------------------------------------------------------ plans
+@dataclass
+class Plan:
+    """The runs of a suite and how to read them into a table."""
+
+    runs: list[sw.Run]
+    cells: dict[tuple, list[str]]
+    """(env, method[, ratio]) -> the run names behind that row, one per seed"""
+    datasets: dict[str, Path]
+    """environment (or ``env/ratio``) -> dataset path"""
+
+
+def _every(steps: int, times: int) -> int:
+    return max(1, math.ceil(steps / max(1, times)))
+
+
+def _datasets(cfg: ReproduceConfig, s: Scale, envs: list[str], build: bool) -> dict[str, Path]:
+    """The suite's datasets: built (cached per machine) when ``build``, else only their cache paths."""
     paths = {}
-    for i, env_id in enumerate(cfg.envs):
-        path = out / "datasets" / f"{env_id}-medium-{s.dataset_steps}.hdf5"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        ex.build_dataset(env_id, _policy_for(cfg, s, i, env_id, out), s.dataset_steps, path, seed=1000)
-        paths[env_id] = path
+    for i, env_id in enumerate(envs):
+        policy = cfg.policy[i] if i < len(cfg.policy) else None
+        if build:
+            policy = ex.behaviour_policy(env_id, policy, sac_steps=max(2000, s.dataset_steps // 10))
+            paths[env_id] = ex.cached_dataset(env_id, policy, s.dataset_steps, seed=1000)
+        else:
+            paths[env_id] = ex.dataset_path(env_id, policy or f"builtin:{env_id}", s.dataset_steps, seed=1000)
     return paths
 
 
-def _dt_run(
-    recipe: str, data: Path, run_dir: Path, s: Scale, seed: int, backbone: str | None, lm_text: list[str]
-) -> tuple[np.ndarray, np.ndarray]:
-    ex.train_dt(
-        recipe,
-        data,
-        run_dir,
-        s.dt_steps,
-        seed=seed,
-        backbone=backbone,
-        eval_every=max(1, s.dt_steps // s.evals),
-        eval_episodes=s.eval_episodes,
-        lm_text=lm_text,
-        lm_max_chars=s.lm_max_chars,
-        batch_size=s.dt_batch_size,
-        resume=True,
-        progress=False,
-    )
-    return ex.curve(run_dir, "eval/score_")
-
-
-def _chibit(cfg: ReproduceConfig, s: Scale, out: Path) -> tuple[Path, dict]:
+def _chibit(cfg: ReproduceConfig, s: Scale, out: Path, build: bool) -> str:
     """The converged, cached ChibiT; at the tiny scale a short run of ``s.lm_steps`` steps."""
+    if not build:
+        return "chibit"
     if s.lm_steps is None:
-        return ex.chibit(cfg.lm_text)
-    return ex.chibit(cfg.lm_text, s.lm_steps, out=out / "chibit", max_chars=s.lm_max_chars)
+        return str(ex.chibit(cfg.lm_text)[0])
+    return str(ex.chibit(cfg.lm_text, s.lm_steps, out=out / "chibit", max_chars=s.lm_max_chars)[0])
 
 
-def suite_wikirl(cfg: ReproduceConfig, s: Scale, out: Path) -> tuple[str, dict]:
-    lm_dir, lm_summary = _chibit(cfg, s, out)
-    methods = {"DT (random init)": ("dt", None), "Wiki-RL (ChibiT)": ("wiki", str(lm_dir))}
+def _dt_run(name: str, cfg: ReproduceConfig, s: Scale, data: Path, recipe: str, backbone: str | None, seed: int):
+    args = {
+        "recipe": recipe,
+        "dataset": str(data),
+        "steps": s.dt_steps,
+        "seed": seed,
+        "backbone": backbone,
+        "eval_every": _every(s.dt_steps, s.evals),
+        "eval_episodes": s.eval_episodes,
+        "lm_text": list(cfg.lm_text),
+        "lm_max_chars": s.lm_max_chars,
+        "batch_size": s.dt_batch_size,
+        "checkpoint_every": _every(s.dt_steps, s.checkpoints),
+    }
+    return sw.Run(name, "pyseqrl.reproduce:dt_job", args, steps=s.dt_steps)
+
+
+def plan_wikirl(cfg: ReproduceConfig, s: Scale, out: Path, build: bool) -> Plan:
+    envs, seeds = cfg.envs or s.envs, cfg.seeds if cfg.seeds is not None else s.seeds
+    datasets = _datasets(cfg, s, envs, build)
+    lm_dir = _chibit(cfg, s, out, build)
+    methods = {"DT (random init)": ("dt", None), "Wiki-RL (ChibiT)": ("wiki", lm_dir)}
     methods.update({f"Wiki-RL ({Path(lm).name or lm})": ("wiki", lm) for lm in cfg.lm})
-    rows, results = [], {"chibit": lm_summary}
-    for env_id, data in _datasets(cfg, s, out).items():
-        curves: dict[str, list] = {}
-        for name, (recipe, backbone) in methods.items():
-            runs = [
-                _dt_run(
-                    recipe,
-                    data,
-                    out / env_id / f"{recipe}-{Path(backbone or 'random').name}-s{seed}",
-                    s,
-                    seed,
-                    backbone,
-                    cfg.lm_text,
-                )
-                for seed in cfg.seeds
-            ]
-            curves[name] = runs
-            finals = [float(v[-1]) for _, v in runs if len(v)]
-            to90 = [ex.steps_to_fraction(x, v) for x, v in runs]
-            rows.append([env_id, name, ex.mean_std(finals), ex.mean_std(to90)])
-            results[f"{env_id}/{name}"] = {
-                "final": finals,
-                "steps_to_90": to90,
-                "curves": [[x.tolist(), v.tolist()] for x, v in runs],
-            }
-        ex.plot_curves(
-            curves, out / f"wikirl_{env_id}.png", f"Wiki-RL vs DT, {env_id}", "gradient step", "D4RL-normalised score"
-        )
-    table = ex.markdown_table(["env", "method", "final score (last eval)", "steps to 90% of final"], rows)
-    return table, results
+    runs, cells = [], {}
+    for env_id, data in datasets.items():
+        for method, (recipe, backbone) in methods.items():
+            tag = "random" if backbone is None else "chibit" if backbone == lm_dir else Path(backbone).name
+            names = [f"{env_id}/{recipe}-{tag}-s{seed}" for seed in seeds]
+            runs += [_dt_run(n, cfg, s, data, recipe, backbone, seed) for n, seed in zip(names, seeds)]
+            cells[(env_id, method)] = names
+    return Plan(runs, cells, datasets)
 
 
-def suite_lamo(cfg: ReproduceConfig, s: Scale, out: Path) -> tuple[str, dict]:
-    from pyseqrl.data import load
-
-    lm_dir, lm_summary = _chibit(cfg, s, out)
-    rows, results = [], {"chibit": lm_summary}
-    for env_id, data in _datasets(cfg, s, out).items():
-        full = load(data)
+def plan_lamo(cfg: ReproduceConfig, s: Scale, out: Path, build: bool) -> Plan:
+    envs, seeds = cfg.envs or s.envs_lamo_wsrl or s.envs, cfg.seeds if cfg.seeds is not None else s.seeds
+    full = _datasets(cfg, s, envs, build)
+    lm_dir = _chibit(cfg, s, out, build)
+    runs, cells, datasets = [], {}, dict(full)
+    for env_id, data in full.items():
         for ratio in cfg.ratios:
-            sub = out / "datasets" / f"{data.stem}-{ratio:g}.hdf5"
-            if not sub.exists():  # LaMo's data ratios: a random fraction of the trajectories, by count
-                (full if ratio >= 1.0 else full.subset_episodes(ratio, seed=0)).save(sub)
-            for name, (recipe, backbone) in {"DT": ("dt", None), "LaMo": ("lamo", str(lm_dir))}.items():
-                runs = [
-                    _dt_run(recipe, sub, out / env_id / f"{recipe}-{ratio:g}-s{seed}", s, seed, backbone, cfg.lm_text)
-                    for seed in cfg.seeds
-                ]
-                finals = [float(v[-1]) for _, v in runs if len(v)]
-                rows.append([env_id, f"{ratio:g}", name, len(load(sub)), ex.mean_std(finals)])
-                results[f"{env_id}/{ratio:g}/{name}"] = {"final": finals}
-    table = ex.markdown_table(["env", "data ratio", "method", "steps in dataset", "final score (last eval)"], rows)
-    return table, results
+            sub = ex.cached_subset(data, ratio) if build else data
+            datasets[f"{env_id}/{ratio:g}"] = sub
+            for method, (recipe, backbone) in {"DT": ("dt", None), "LaMo": ("lamo", lm_dir)}.items():
+                names = [f"{env_id}/{recipe}-{ratio:g}-s{seed}" for seed in seeds]
+                runs += [_dt_run(n, cfg, s, sub, recipe, backbone, seed) for n, seed in zip(names, seeds)]
+                cells[(env_id, f"{ratio:g}", method)] = names
+    return Plan(runs, cells, datasets)
 
 
 WSRL_MODES = {
@@ -255,89 +314,169 @@ WSRL_MODES = {
 }
 
 
-def suite_wsrl(cfg: ReproduceConfig, s: Scale, out: Path) -> tuple[str, dict]:
-    from pyseqrl.evaluation import evaluate
-    from pyseqrl.policies import load_policy
+def plan_wsrl(cfg: ReproduceConfig, s: Scale, out: Path, build: bool) -> Plan:
+    envs, seeds = cfg.envs or s.envs_lamo_wsrl or s.envs, cfg.seeds if cfg.seeds is not None else s.seeds
+    datasets = _datasets(cfg, s, envs, build)
+    critics = cfg.num_critics or s.num_critics
+    runs, cells = [], {}
+    for env_id, data in datasets.items():
+        for seed in seeds:
+            args = {"dataset": str(data), "steps": s.calql_steps, "seed": seed, "num_critics": critics}
+            args["checkpoint_every"] = _every(s.calql_steps, s.checkpoints)
+            runs.append(sw.Run(f"{env_id}/calql-s{seed}", "pyseqrl.reproduce:calql_job", args, steps=s.calql_steps))
+        for method, mode in WSRL_MODES.items():
+            names = []
+            for seed in seeds:
+                calql = None if mode == "scratch" else f"calql-s{seed}"
+                args = {
+                    "calql": calql,
+                    "mode": mode,
+                    "env_id": env_id,
+                    "dataset": str(data),
+                    "total_steps": s.wsrl_steps,
+                    "warmup_steps": s.wsrl_warmup if mode in ("wsrl", "scratch") else 0,  # scratch: random actions
+                    "seed": seed,
+                    "min_buffer": s.wsrl_min_buffer,
+                    "eval_episodes": s.eval_episodes,
+                    "checkpoint_every": _every(s.wsrl_steps, max(1, s.checkpoints // 2)),  # each cuts the episodes
+                }
+                if mode == "scratch":
+                    args["num_critics"] = critics
+                name = f"{env_id}/{mode}-s{seed}"
+                after = (f"{env_id}/{calql}",) if calql else ()
+                runs.append(sw.Run(name, "pyseqrl.reproduce:wsrl_job", args, steps=s.wsrl_steps, after=after))
+                names.append(name)
+            cells[(env_id, method)] = names
+    return Plan(runs, cells, datasets)
 
-    rows, results = [], {}
-    for env_id, data in _datasets(cfg, s, out).items():
-        curves: dict[str, list] = {}
-        for name, mode in WSRL_MODES.items():
-            finals, firsts, runs = [], [], []
-            for seed in cfg.seeds:
-                ckpt = ex.train_calql(
-                    data, out / env_id / f"calql-s{seed}", s.calql_steps, seed=seed, num_critics=cfg.num_critics
-                )
-                run_dir = out / env_id / f"{mode}-s{seed}"
-                warmup = s.wsrl_warmup if mode in ("wsrl", "scratch") else 0  # scratch: random-action warmup
-                r = ex.train_wsrl(
-                    ckpt,
-                    run_dir,
-                    mode,
-                    env_id,
-                    s.wsrl_steps,
-                    warmup,
-                    seed=seed,
-                    dataset=data,
-                    min_buffer=s.wsrl_min_buffer,
-                    num_critics=cfg.num_critics,
-                )
-                score = evaluate(
-                    load_policy(f"sac:{run_dir / 'checkpoint.pt'}"),
-                    env_id,
-                    episodes=s.eval_episodes,
-                    seed=10_000 + seed,
-                ).normalized_score
-                finals.append(score)
-                returns = np.asarray(r["episode_returns"])
-                _, after_switch = ex.curve(run_dir, "switch/episode_return")  # the first online episodes
-                firsts.append(float(after_switch.mean()) if len(after_switch) else float("nan"))
-                runs.append((np.arange(len(returns)), returns))
-            curves[name] = runs
-            rows.append([env_id, name, ex.mean_std(firsts), ex.mean_std(finals)])
-            results[f"{env_id}/{name}"] = {
-                "final": finals,
-                "first_online_returns": firsts,
-                "episode_returns": [y.tolist() for _, y in runs],
-            }
+
+PLANS = {"wikirl": plan_wikirl, "lamo": plan_lamo, "wsrl": plan_wsrl}
+SUITES = tuple(PLANS)
+
+
+# ------------------------------------------------------------------------------------------------ tables
+def _seeds_cell(states: list[sw.RunState]) -> str:
+    """``3/3``, or ``2/3 (s2 failed)``: how many seeds a row's numbers stand on, and what happened to the others."""
+    done = sum(st.state == "finished" for st in states)
+    missing = [f"{st.name.rsplit('-', 1)[-1]} {st.state}" for st in states if st.state != "finished"]
+    return f"{done}/{len(states)}" + (f" ({', '.join(missing)})" if missing else "")
+
+
+def _dt_curves(states: list[sw.RunState]) -> list[tuple[list[float], list[float]] | None]:
+    return [(st.result["steps"], st.result["scores"]) if st.result else None for st in states]
+
+
+def report_dt(suite: str, plan: Plan, states: dict[str, sw.RunState], out: Path) -> tuple[str, dict]:
+    """The table of a DT suite (wikirl, lamo): final, best, steps to 90% of final and to the dataset's average."""
+    headers = ["env", "method", "seeds", "final score", "best evaluation", "steps to 90% of final"]
+    headers += ["steps to the dataset's average (seeds)"]
+    if suite == "lamo":
+        headers.insert(1, "data ratio")
+        headers.insert(3, "steps in dataset")
+    rows, results, plots = [], {}, {}
+    for key, names in plan.cells.items():
+        env_id = key[0]
+        data = plan.datasets[env_id if suite == "wikirl" else f"{env_id}/{key[1]}"]
+        row_states = [states[n] for n in names]
+        curves = _dt_curves(row_states)
+        threshold = ex.dataset_score(data) if data.exists() else None
+        summary = sw.curve_summary(curves, threshold)
+        to90 = sw.summarize([ex.steps_to_fraction(np.asarray(c[0]), np.asarray(c[1])) for c in curves if c])
+        level = "n/a" if threshold is None else f"{threshold:.1f}"
+        reached = f"{summary['to_threshold']} ({summary['reached']}/{len(names)} reached {level})"
+        row = [env_id, key[-1], _seeds_cell(row_states), summary["final"], summary["best"], to90, reached]
+        if suite == "lamo":
+            from pyseqrl.data import load
+
+            row.insert(1, key[1])
+            row.insert(3, len(load(data)) if data.exists() else "n/a")
+        rows.append(row)
+        results["/".join(key)] = {**summary, "steps_to_90": to90, "threshold": threshold, "curves": curves}
+        plots.setdefault(env_id, {})[" ".join(key[1:])] = [tuple(map(np.asarray, c)) for c in curves if c]
+    for env_id, curves in plots.items():
+        ex.plot_curves(curves, out / f"{suite}_{env_id}.png", f"{suite}: {env_id}", "gradient step", "D4RL score")
+    return ex.markdown_table(headers, rows), results
+
+
+def report_wsrl(plan: Plan, states: dict[str, sw.RunState], out: Path) -> tuple[str, dict]:
+    headers = ["env", "method", "seeds", "return of the first online episodes", "final score"]
+    rows, results, plots = [], {}, {}
+    for (env_id, method), names in plan.cells.items():
+        row_states = [states[n] for n in names]
+        res = [st.result for st in row_states if st.result]
+        firsts = sw.summarize([r["first_online_return"] for r in res])
+        finals = sw.summarize([r["final"] for r in res])
+        rows.append([env_id, method, _seeds_cell(row_states), firsts, finals])
+        results[f"{env_id}/{method}"] = {"final": finals, "first_online_return": firsts, "runs": res}
+        returns = [np.asarray(r["episode_returns"]) for r in res]
+        plots.setdefault(env_id, {})[method] = [(np.arange(len(y)), y) for y in returns]
+    for env_id, curves in plots.items():
         ex.plot_curves(curves, out / f"wsrl_{env_id}.png", f"Online fine-tuning, {env_id}", "online episode", "return")
-    table = ex.markdown_table(["env", "method", "return of the first online episodes", "final score (last eval)"], rows)
-    return table, results
+    return ex.markdown_table(headers, rows), results
 
 
-SUITES = {"wikirl": suite_wikirl, "lamo": suite_lamo, "wsrl": suite_wsrl}
+# ------------------------------------------------------------------------------------------------ entry points
+def sweep_dir(cfg: ReproduceConfig) -> Path:
+    return Path(cfg.out) / f"{cfg.suite}-{cfg.scale}"
+
+
+def status(cfg: ReproduceConfig) -> str:
+    """Where every run of the sweep stands (reads the run directories; builds and runs nothing)."""
+    s = SCALES[cfg.scale]
+    plan = PLANS[cfg.suite](cfg, s, sweep_dir(cfg), False)
+    return f"pyseqrl reproduce {cfg.suite} --scale {cfg.scale}: {sweep_dir(cfg)}\n" + sw.status_table(
+        sweep_dir(cfg), plan.runs
+    )
 
 
 def run(cfg: ReproduceConfig) -> dict:
-    if cfg.threads:
-        import torch
-
-        torch.set_num_threads(cfg.threads)
+    """Build the datasets, run every unfinished run, then write the table; returns what results.json holds."""
     s = SCALES[cfg.scale]
-    out = Path(cfg.out) / cfg.suite
+    out = sweep_dir(cfg)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    table, results = SUITES[cfg.suite](cfg, s, out)
+    plan = PLANS[cfg.suite](cfg, s, out, True)  # datasets and ChibiT are built here, before the runs fan out
+    states = sw.run_sweep(out, plan.runs, workers=cfg.workers, retries=cfg.retries, threads=cfg.threads)
+    if cfg.suite == "wsrl":
+        table, results = report_wsrl(plan, states, out)
+    else:
+        table, results = report_dt(cfg.suite, plan, states, out)
+    failed = [st for st in states.values() if st.state != "finished"]
+    scores = {k: round(ex.dataset_score(p), 1) for k, p in plan.datasets.items() if "/" not in k}
     seconds = time.perf_counter() - t0
     report = (
         f"# pyseqrl reproduce {cfg.suite} (scale {cfg.scale})\n\n{table}\n\n"
-        f"Envs {cfg.envs}, seeds {cfg.seeds}; budgets {asdict(s)}; {seconds / 60:.1f} min.\n"
-        "Scores: D4RL-normalised, last evaluation, mean ± std over seeds.\n"
+        f"Seeds {cfg.seeds if cfg.seeds is not None else s.seeds}; budgets {asdict(s)}.\n"
+        f"Datasets' average D4RL score (the behaviour policy's level): {scores}.\n"
+        "Scores: D4RL-normalised; final = last evaluation, best = best of the evaluations of each run; "
+        "mean ± std (population) over the seeds that finished.\n"
+        f"This call: {seconds / 60:.1f} min.\n"
     )
-    (out / "results.md").write_text(report)
-    (out / "results.json").write_text(
-        json.dumps(
-            {"config": asdict(cfg), "scale": asdict(s), "seconds": seconds, "results": results}, indent=2, default=float
+    if failed:
+        report += "\nUnfinished runs (rerun the command to retry them):\n\n" + "\n".join(
+            f"- {st.name}: {st.describe()}" for st in failed
         )
-    )
+        report += "\n"
+    (out / "results.md").write_text(report)
+    record = {"config": asdict(cfg), "scale": asdict(s), "seconds": seconds, "results": sw.as_json(results)}
+    record["runs"] = {n: {"state": st.state, "error": st.error} for n, st in states.items()}
+    (out / "results.json").write_text(json.dumps(record, indent=2, default=float))
     print("\n" + report)
-    return results
+    return record
 
 
 def main(argv: list[str] | None = None) -> int:
     import tyro
 
-    if argv and argv[0] in SUITES:  # `pyseqrl reproduce wikirl --scale cpu`
+    if argv and argv[0] in PLANS:  # `pyseqrl reproduce wikirl --scale cpu`
         argv = ["--suite", argv[0], *argv[1:]]
-    run(tyro.cli(ReproduceConfig, args=argv, prog="pyseqrl reproduce"))
-    return 0
+    cfg = tyro.cli(ReproduceConfig, args=argv, prog="pyseqrl reproduce", description=__doc__)
+    if cfg.status:
+        print(status(cfg))
+        return 0
+    try:
+        record = run(cfg)
+    except KeyboardInterrupt:
+        print(f"\nstopped; run the same command again to continue ({sweep_dir(cfg)})")
+        return 130
+    return 0 if all(v["state"] == "finished" for v in record["runs"].values()) else 1
