@@ -177,6 +177,43 @@ def test_sample_into_and_torch_batches_match_sample():
         assert_batches_equal({k: v.cpu().numpy() for k, v in batch.items()}, want[0])
 
 
+def _splitmix64(x: int) -> int:
+    m = (1 << 64) - 1
+    x = (x + 0x9E3779B97F4A7C15) & m
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & m
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & m
+    return x ^ (x >> 31)
+
+
+def _counter_hash(seed: int, stream: int, index: int, k: int) -> int:
+    h = _splitmix64(_splitmix64(seed ^ 0x5851F42D4C957F2D) ^ stream)
+    return _splitmix64(h ^ ((index * 0x2545F4914F6CDD1D + k) & ((1 << 64) - 1)))
+
+
+@given(
+    lengths=st.lists(st.integers(1, 50), min_size=1, max_size=40),
+    B=st.integers(1, 40),
+    by_length=st.booleans(),
+    seed=st.integers(0, 2**63),
+    index=st.integers(0, 2**40),
+)
+@settings(max_examples=40, deadline=None)
+def test_draws_follow_the_documented_stream(lengths, B, by_length, seed, index):
+    """Row r of batch b: hash(seed, b, r, 0) picks the episode (of a uniform step, or uniformly), hash(..., 1) its
+    start. A plain Python transcription of the stream, so that the same seed keeps giving the same batches."""
+    import bisect
+
+    ds = random_dataset(lengths)
+    ends = ds.episode_ends.tolist()
+    s = pyseqrl.SegmentSampler(ds, batch_size=B, seed=seed, sample_by="length" if by_length else "uniform", prefetch=0)
+    eps, starts = s.draws(index)
+    for r in range(B):
+        u0, u1 = (_counter_hash(seed, index, r, k) for k in (0, 1))
+        e = bisect.bisect_right(ends, (u0 * ends[-1]) >> 64) if by_length else (u0 * len(ends)) >> 64
+        first = ends[e - 1] if e else 0
+        assert (eps[r], starts[r]) == (e, (u1 * (ends[e] - first)) >> 64)
+
+
 def test_sampling_distribution():
     lengths = np.array([1, 9, 90])
     ds = random_dataset(lengths)

@@ -24,12 +24,19 @@ PYSEQRL_HD uint64_t splitmix64(uint64_t x) {
   return x ^ (x >> 31);
 }
 
+// The key of stream `stream` of seed `seed`: counter_hash(seed, stream, index, k) is counter_hash_at(key, index, k),
+// so a caller drawing many indices of one stream mixes the seed and the stream once.
+PYSEQRL_HD uint64_t counter_stream(uint64_t seed, uint64_t stream) {
+  return splitmix64(splitmix64(seed ^ 0x5851F42D4C957F2DULL) ^ stream);
+}
+
+PYSEQRL_HD uint64_t counter_hash_at(uint64_t stream_key, uint64_t index, uint64_t k) {
+  return splitmix64(stream_key ^ (index * 0x2545F4914F6CDD1DULL + k));
+}
+
 // A well-mixed 64-bit value for the counter (seed, stream, index, k).
 PYSEQRL_HD uint64_t counter_hash(uint64_t seed, uint64_t stream, uint64_t index, uint64_t k) {
-  uint64_t h = splitmix64(seed ^ 0x5851F42D4C957F2DULL);
-  h = splitmix64(h ^ stream);
-  h = splitmix64(h ^ (index * 0x2545F4914F6CDD1DULL + k));
-  return h;
+  return counter_hash_at(counter_stream(seed, stream), index, k);
 }
 
 // Uniform integer in [0, n) from 64 random bits (Lemire's multiply-shift; bias below n / 2^64).

@@ -8,6 +8,7 @@
 #include "core/check.hpp"
 #include "core/returns.hpp"
 #include "core/rng.hpp"
+#include "core/segment_draw.hpp"
 
 namespace pyseqrl {
 
@@ -136,21 +137,22 @@ SegmentSampler::SegmentSampler(const float* observations, const float* actions, 
 SegmentSampler::~SegmentSampler() { stop_worker(); }
 
 void SegmentSampler::draw(int64_t batch_index, int64_t row, int64_t* episode, int64_t* start) const {
-  const uint64_t b = static_cast<uint64_t>(batch_index), r = static_cast<uint64_t>(row);
-  const uint64_t u0 = counter_hash(cfg_.seed, b, r, 0);
-  const uint64_t u1 = counter_hash(cfg_.seed, b, r, 1);
-  int64_t e;
-  if (cfg_.sample_by_length) {
-    // A uniform step picks its episode with probability proportional to the episode's length.
-    const int64_t step = static_cast<int64_t>(uniform_below(u0, static_cast<uint64_t>(N_)));
-    e = std::upper_bound(ends_.begin(), ends_.end(), step) - ends_.begin();
-  } else {
-    e = static_cast<int64_t>(uniform_below(u0, ends_.size()));
-  }
-  const int64_t len = ends_[e] - starts_[e];
-  *episode = e;
-  *start = static_cast<int64_t>(uniform_below(u1, static_cast<uint64_t>(len)));
+  const uint64_t key = counter_stream(cfg_.seed, static_cast<uint64_t>(batch_index));
+  draw_window(key, static_cast<uint64_t>(row), ends_.data(), num_episodes(), N_, cfg_.sample_by_length, episode,
+              start);
 }
+
+namespace {
+
+// Requests the cache lines of the n floats at p (a hint: never faults, whatever the address).
+inline void prefetch_floats(const float* p, int64_t n) {
+  const char* c = reinterpret_cast<const char*>(p);
+  const int64_t bytes = n * static_cast<int64_t>(sizeof(float));
+  for (int64_t i = 0; i < bytes; i += 64) __builtin_prefetch(c + i);
+  __builtin_prefetch(c + bytes - 1);
+}
+
+}  // namespace
 
 void SegmentSampler::fill(int64_t index, float* states, float* actions, float* rewards, float* rtg,
                           int64_t* timesteps, float* mask) {
@@ -165,12 +167,34 @@ void SegmentSampler::fill(int64_t index, float* states, float* actions, float* r
   const float* __restrict mean = mean_.empty() ? nullptr : mean_.data();  // [K*S], tiled
   const float* __restrict inv_std = inv_std_.data();                      // [K*S], tiled
   const float* __restrict pad_state = pad_state_.data();
+
+  // The windows lie anywhere in the dataset, so filling is bound by memory latency: each row draws its window
+  // kAhead rows early and requests its cache lines then, so that they arrive while earlier rows are written.
+  constexpr int64_t kAhead = 4;
+  struct Window {
+    int64_t base, tlen, start;  // first dataset step, real steps, start offset within the episode
+  };
+  const uint64_t key = counter_stream(cfg_.seed, static_cast<uint64_t>(index));
+  const int64_t* ends = ends_.data();
+  const int64_t E = num_episodes();
+  auto open = [&](int64_t r) {
+    int64_t e, si;
+    draw_window(key, static_cast<uint64_t>(r), ends, E, N_, cfg_.sample_by_length, &e, &si);
+    const int64_t base = starts_[e] + si;
+    const Window w{base, std::min(K, ends_[e] - base), si};
+    prefetch_floats(obs + base * S, w.tlen * S);
+    prefetch_floats(act + base * A, w.tlen * A);
+    prefetch_floats(rew + base, w.tlen);
+    prefetch_floats(rtg_all + base, w.tlen);
+    return w;
+  };
   auto rows = [&](int64_t lo, int64_t hi) {
+    Window ahead[kAhead];
+    for (int64_t r = lo; r < std::min(hi, lo + kAhead); ++r) ahead[r % kAhead] = open(r);
     for (int64_t r = lo; r < hi; ++r) {
-      int64_t e, si;
-      draw(index, r, &e, &si);
-      const int64_t base = starts_[e] + si;
-      const int64_t tlen = std::min(K, ends_[e] - base);
+      const Window w = ahead[r % kAhead];
+      if (r + kAhead < hi) ahead[r % kAhead] = open(r + kAhead);
+      const int64_t base = w.base, tlen = w.tlen, si = w.start;
       const int64_t pad = K - tlen;
       const int64_t real0 = cfg_.pad_right ? 0 : pad;  // position of the first real step
       const int64_t pad0 = cfg_.pad_right ? tlen : 0;  // position of the first padded step

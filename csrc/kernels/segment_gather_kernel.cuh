@@ -4,7 +4,7 @@
 
 #include <cstdint>
 
-#include "core/rng.hpp"
+#include "core/segment_draw.hpp"
 #include "kernels/common.cuh"
 #include "kernels/segment_gather.h"
 
@@ -14,35 +14,15 @@ namespace gather {
 
 constexpr int kGatherThreads = 128;
 
-// First index e with ends[e] > step (std::upper_bound), as the CPU sampler picks the episode of a step.
-__device__ int64_t upper_bound_ends(const int64_t* ends, int64_t E, int64_t step) {
-  int64_t lo = 0, hi = E;
-  while (lo < hi) {
-    const int64_t mid = lo + (hi - lo) / 2;
-    if (ends[mid] <= step) lo = mid + 1;
-    else hi = mid;
-  }
-  return lo;
-}
-
 __global__ void __launch_bounds__(kGatherThreads) segment_gather_kernel(const SegmentGatherParams p) {
   __shared__ int64_t draw[3];  // base step, real length, start offset within the episode
   const int64_t r = blockIdx.x;
   const int64_t K = p.context_len, S = p.S, A = p.A;
   if (threadIdx.x == 0) {
-    const uint64_t b = static_cast<uint64_t>(*p.batch_index);
-    const uint64_t u0 = counter_hash(p.seed, b, static_cast<uint64_t>(r), 0);
-    const uint64_t u1 = counter_hash(p.seed, b, static_cast<uint64_t>(r), 1);
-    int64_t e;
-    if (p.sample_by_length) {
-      const int64_t step = static_cast<int64_t>(uniform_below(u0, static_cast<uint64_t>(p.N)));
-      e = upper_bound_ends(p.episode_ends, p.E, step);
-    } else {
-      e = static_cast<int64_t>(uniform_below(u0, static_cast<uint64_t>(p.E)));
-    }
+    int64_t e, si;
+    draw_window(counter_stream(p.seed, static_cast<uint64_t>(*p.batch_index)), static_cast<uint64_t>(r),
+                p.episode_ends, p.E, p.N, p.sample_by_length, &e, &si);
     const int64_t start = e == 0 ? 0 : p.episode_ends[e - 1];
-    const int64_t len = p.episode_ends[e] - start;
-    const int64_t si = static_cast<int64_t>(uniform_below(u1, static_cast<uint64_t>(len)));
     draw[0] = start + si;
     draw[1] = min(K, p.episode_ends[e] - (start + si));
     draw[2] = si;
