@@ -20,16 +20,25 @@ Datasets are D4RL-style medium sets collected with EnvPool from ``--policy`` (de
 the environment) with Gaussian action noise 0.1, built once per machine (cached by their parameters) before the
 runs start. Scores are D4RL-normalised; mean ± std (population) over the seeds that finished.
 
-Budgets (:data:`SCALES`; ``cpu`` chosen from step times measured on 2 loaded cores: one DT step of the 128x3 model
-takes ~0.15 s at batch 32 on one core, ~0.34 s at batch 64):
+Budgets (:data:`SCALES`), from step times measured with one torch thread on a 2-core machine whose other core was
+busy: a DT step of the 128x3 model ~0.15 s at batch 32 (~0.34 s at batch 64), Wiki-RL from ChibiT about the same,
+LaMo ~1.5-2x (co-training on 2 x 128-token blocks; LaMo's 2 x 1,024 would be ~8x), a Cal-QL step with 2 critics
+~0.6-0.9 s; 100k dataset steps collect in 15 s.
 
-* ``tiny``  -- seconds; what the tests run.
-* ``small`` -- minutes per run; one environment.
-* ``cpu``   -- each suite in about 3 hours on 2 cores (plus ~30 minutes once per machine for ChibiT):
-  wikirl 18 runs (3 environments x 2 methods x 3 seeds) of 5,000 DT steps at batch 32; lamo 18 runs (Hopper,
-  3 ratios x 2 methods x 3 seeds) of 5,000 steps; wsrl 3 Cal-QL runs of 10,000 steps and 12 online runs of 20,000
-  environment steps (Hopper, 4 modes x 3 seeds; 2 critics). Datasets of 1M steps (D4RL's medium size).
-* ``gpu``   -- the papers' budgets (100k DT steps, 1M Cal-QL steps, 10 critics).
+* ``tiny``  -- seconds per run; what the tests run.
+* ``small`` -- minutes per run; Hopper, 2 seeds.
+* ``cpu``   -- each suite in about 3 hours on 2 cores (the first sweep on a machine also pretrains ChibiT, ~30 min,
+  cached): datasets of 1M steps (D4RL's medium size); wikirl 18 runs (Hopper, HalfCheetah, Walker2d x DT,
+  Wiki-RL x 3 seeds) of 5,000 DT steps at batch 32 with 10 evaluations of 10 episodes; lamo 18 runs (Hopper x 1%,
+  10%, 100% x DT, LaMo x 3 seeds) of the same budget; wsrl on Hopper, 3 Cal-QL runs of 5,000 steps and 12 online
+  runs of 20,000 environment steps (4 modes x 3 seeds), 2 critics.
+* ``gpu``   -- the papers' budgets: 100k DT steps at batch 64, 1M Cal-QL steps, 300k online steps, 10 critics,
+  5 seeds.
+
+Start a suite in the background (resumable: the same command continues it) and look at it at any time::
+
+    nohup pyseqrl reproduce wikirl --scale cpu > wikirl-cpu.log 2>&1 &
+    pyseqrl reproduce wikirl --scale cpu --status
 """
 
 from __future__ import annotations
@@ -73,6 +82,8 @@ class Scale:
     wsrl_min_buffer: int | None = None  # None: official first update after a UTD round of online data (1,024)
     envs_lamo_wsrl: list[str] | None = None
     """environments of the lamo and wsrl suites (None: envs)"""
+    lamo_lm_seq_len: int | None = None
+    """LaMo's LM co-training block length (None: the recipe's 1,024 tokens, capped at the backbone's positions)"""
 
 
 HOPPER = ["Hopper-v4"]
@@ -120,11 +131,12 @@ SCALES = {
         eval_episodes=10,
         lm_steps=None,
         lm_max_chars=5_000_000,
-        calql_steps=10_000,
+        calql_steps=5000,
         wsrl_warmup=2000,
         wsrl_steps=20_000,
         num_critics=2,
         envs_lamo_wsrl=HOPPER,
+        lamo_lm_seq_len=128,  # LM co-training on 2 x 1,024 tokens would make a LaMo step ~8x a DT step
     ),
     "gpu": Scale(
         envs=MEDIUM,
@@ -271,6 +283,8 @@ def _dt_run(name: str, cfg: ReproduceConfig, s: Scale, data: Path, recipe: str, 
         "batch_size": s.dt_batch_size,
         "checkpoint_every": _every(s.dt_steps, s.checkpoints),
     }
+    if recipe == "lamo" and s.lamo_lm_seq_len:
+        args["lm_seq_len"] = s.lamo_lm_seq_len
     return sw.Run(name, "pyseqrl.reproduce:dt_job", args, steps=s.dt_steps)
 
 
