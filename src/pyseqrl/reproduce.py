@@ -23,7 +23,7 @@ runs start. Scores are D4RL-normalised; mean ± std (population) over the seeds 
 Budgets (:data:`SCALES`), from step times measured with one torch thread on a 2-core machine whose other core was
 busy: a DT step of the 128x3 model ~0.15 s at batch 32 (~0.34 s at batch 64), Wiki-RL from ChibiT about the same,
 LaMo ~1.5-2x (co-training on 2 x 128-token blocks; LaMo's 2 x 1,024 would be ~8x), a Cal-QL step with 2 critics
-~0.6-0.9 s; 100k dataset steps collect in 15 s.
+~0.45 s (~0.87 s with both cores busy); 100k dataset steps collect in 15 s.
 
 * ``tiny``  -- seconds per run; what the tests run.
 * ``small`` -- minutes per run; Hopper, 2 seeds.
