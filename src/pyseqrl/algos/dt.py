@@ -122,6 +122,10 @@ class TrainConfig(RunOptions):
     """Returns-to-go are divided by this."""
     sample_by: Literal["length", "uniform"] = "length"
     """SegmentSampler episode weighting: 'length' (as DT) or 'uniform'."""
+    padding: Literal["left", "right"] = "left"
+    """Where the padding of short segments goes: 'left' (before the real steps, the DT paper's layout) or 'right'
+    (after them: the causal mask alone hides it, so attention runs without a mask tensor and SDPA can use its
+    flash/cuDNN kernels on a GPU). Outputs at real steps, and so training, are the same either way."""
     # ---- [wiki] alignment, [wiki]/[lamo] LM co-training, [lamo] LoRA
     align_weight: float | None = None
     """Weight of the alignment loss. Recipe default: 0.1 for wiki, 0 otherwise."""
@@ -300,10 +304,16 @@ class DTObjective(nn.Module):
     """
 
     def __init__(
-        self, model: DecisionTransformer, centroids: torch.Tensor | None, lm_weight: float, align_loss: str = "official"
+        self,
+        model: DecisionTransformer,
+        centroids: torch.Tensor | None,
+        lm_weight: float,
+        align_loss: str = "official",
+        padding: str = "left",
     ):
         super().__init__()
         self.model = model
+        self.padding = padding
         self.register_buffer("centroids", centroids if centroids is not None else torch.zeros(0), persistent=False)
         self.lm_weight = lm_weight
         self.align_loss = align_loss
@@ -313,7 +323,13 @@ class DTObjective(nn.Module):
     ) -> dict[str, torch.Tensor]:
         mask = batch["attention_mask"]  # (B, K)
         preds, emb = self.model(
-            batch["states"], batch["actions"], batch["returns_to_go"], batch["timesteps"], mask, return_embeddings=True
+            batch["states"],
+            batch["actions"],
+            batch["returns_to_go"],
+            batch["timesteps"],
+            mask,
+            return_embeddings=True,
+            padding=self.padding,
         )  # (B, K, A), (B, 3K, H)
         out = {"action_loss": action_loss(preds, batch["actions"], mask)}
         loss = out["action_loss"]
@@ -498,6 +514,7 @@ def train(cfg: TrainConfig) -> dict[str, float]:
         state_mean=mean,
         state_std=std,
         sample_by=cfg.sample_by,
+        padding=cfg.padding,
     )
     # [gpu] the GPU sampler gathers on the device and yields the same batches as the CPU one
     sampler = (
@@ -520,7 +537,9 @@ def train(cfg: TrainConfig) -> dict[str, float]:
             centroids = lm_centroids(model, cfg.kmeans_clusters, cfg.kmeans_metric, cfg.seed).to(device)
     lm_blocks = lm_token_blocks(cfg, model, cfg.seed + 7919 * (rank + 1)) if cfg.lm_weight else None
 
-    objective: nn.Module = DTObjective(model, centroids, float(cfg.lm_weight or 0.0), cfg.align_loss).to(device)
+    objective: nn.Module = DTObjective(model, centroids, float(cfg.lm_weight or 0.0), cfg.align_loss, cfg.padding).to(
+        device
+    )
     if world > 1:
         objective = nn.parallel.DistributedDataParallel(
             objective, device_ids=[device.index] if cuda else None, find_unused_parameters=True
@@ -580,7 +599,9 @@ def train(cfg: TrainConfig) -> dict[str, float]:
         except ImportError as e:
             log.warning("evaluation unavailable (%s): skipping", e)
             return {}
-        policy = DTPolicy(model, targets[0], cfg.return_scale, mean, std, refresh_every=cfg.eval_refresh_every)
+        policy = DTPolicy(
+            model, targets[0], cfg.return_scale, mean, std, refresh_every=cfg.eval_refresh_every, padding=cfg.padding
+        )
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
             res = evaluate(policy, env_id, episodes=cfg.eval_episodes, seed=cfg.seed + 10_000, target_returns=targets)
         model.train()
