@@ -312,7 +312,7 @@ def run_sweep(
             raise ValueError(f"run {r.name!r} waits for unknown run(s) {unknown}")
 
     def say(msg: str) -> None:
-        print(msg, flush=True)  # noqa: T201 (a pipeline reports its progress)
+        print(msg, flush=True)  # a pipeline reports its progress
         log.info(msg)
 
     states = {r.name: inspect(root, r) for r in runs}
@@ -439,7 +439,7 @@ def run_one(run_dir: Path) -> int:
     try:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
-        print(f"{run_dir} is locked by another run process", file=sys.stderr)  # noqa: T201
+        print(f"{run_dir} is locked by another run process", file=sys.stderr)
         return BUSY
     if (run_dir / FINISHED).exists():
         return 0
@@ -523,7 +523,7 @@ def main(argv: list[str] | None = None) -> int:
     """``python -m pyseqrl.sweep <run_dir>``: one run of a sweep (started by :func:`run_sweep`)."""
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 1:
-        print("usage: python -m pyseqrl.sweep <run_dir>  (a run directory made by run_sweep)", file=sys.stderr)  # noqa: T201
+        print("usage: python -m pyseqrl.sweep <run_dir>  (a run directory made by run_sweep)", file=sys.stderr)
         return 2
     return run_one(Path(args[0]))
 
