@@ -34,7 +34,7 @@ def test_scores_follow_the_d4rl_formula() -> None:
     assert evaluate("random", "Pendulum-v1", episodes=2).normalized_score is None  # no reference: no score
     with pytest.raises(ValueError, match="both ref_min and ref_max"):
         evaluate("random", "Hopper-v4", episodes=1, ref_min=0.0)
-    with pytest.raises(ValueError, match="episodes must be a positive integer"):
+    with pytest.raises(ValueError, match="episodes must be an integer >= 1, got 0"):
         evaluate("random", "Hopper-v4", episodes=0)
 
 

@@ -25,6 +25,7 @@ import numpy as np
 
 from pyseqrl.policies.base import Policy
 from pyseqrl.rollout import EnvRunner, Transitions, episodes_from_transitions, rollout
+from pyseqrl.utils import checks
 
 __all__ = ["EnvRunner", "Transitions", "build_recipe", "collect", "episodes_from_transitions", "rollout"]
 
@@ -270,12 +271,13 @@ def main(argv: list[str] | None = None) -> int:
     import tyro
 
     cfg = tyro.cli(CollectConfig, args=argv, prog="pyseqrl collect")
+    checks.output_file("--out", cfg.out)  # before any work
     env_kwargs = {} if cfg.max_episode_steps is None else {"max_episode_steps": cfg.max_episode_steps}
     kwargs: dict[str, Any] = {"noise_std": cfg.noise_std, "epsilon": cfg.epsilon, "env_kwargs": env_kwargs}
     if cfg.recipe in ("custom", "random", "medium", "expert"):  # one behaviour policy
         policy = "random" if cfg.recipe == "random" else cfg.policy
         if policy is None:
-            raise SystemExit(f"pyseqrl collect: --recipe {cfg.recipe} needs --policy (e.g. random, sb3:agent.zip)")
+            raise ValueError(f"--recipe {cfg.recipe} needs --policy (e.g. random, sb3:agent.zip)")
         steps = 1_000_000 if cfg.steps is None and cfg.episodes is None else cfg.steps
         ds = collect(
             policy,
@@ -291,7 +293,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     else:  # medium-expert, medium-replay
         if cfg.episodes is not None:
-            raise SystemExit(f"pyseqrl collect: --recipe {cfg.recipe} takes --steps, not --episodes")
+            raise ValueError(f"--recipe {cfg.recipe} takes --steps, not --episodes")
         ds = build_recipe(
             cfg.recipe,
             cfg.env_id,

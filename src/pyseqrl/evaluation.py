@@ -25,6 +25,7 @@ import numpy as np
 
 from pyseqrl.policies.base import Policy
 from pyseqrl.rollout import EnvRunner
+from pyseqrl.utils import checks
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +92,10 @@ def _references(env_id: str, ref_min: float | None, ref_max: float | None) -> tu
     if (ref_min is None) != (ref_max is None):
         raise ValueError(f"give both ref_min and ref_max or neither, got ref_min={ref_min!r}, ref_max={ref_max!r}")
     if ref_min is not None:
+        checks.number("ref_min", ref_min)
+        checks.number("ref_max", ref_max)
+        if not ref_max > ref_min:  # type: ignore[operator]
+            raise ValueError(f"ref_max must be greater than ref_min, got ref_min={ref_min!r}, ref_max={ref_max!r}")
         return float(ref_min), float(ref_max)  # type: ignore[arg-type]
     from pyseqrl.scores import reference_scores
 
@@ -163,8 +168,8 @@ def evaluate(
     """
     from pyseqrl.envs import make
 
-    if not isinstance(episodes, (int, np.integer)) or episodes < 1:
-        raise ValueError(f"episodes must be a positive integer, got {episodes!r}")
+    checks.integer("episodes", episodes, 1)
+    checks.optional(checks.integer, "num_envs", num_envs, 1)
     num_envs = episodes if num_envs is None else min(num_envs, episodes)
     refs = _references(env_id, ref_min, ref_max)
     targets: list[float | None] = [None] if target_returns is None else [float(t) for t in target_returns]

@@ -28,12 +28,13 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from pyseqrl.algos.rl_agent import AgentConfig, Batch, SACAgent
-from pyseqrl.algos.rl_online import evaluate_actor
+from pyseqrl.algos.rl_agent import AgentConfig, Batch, SACAgent, check_agent_config
+from pyseqrl.algos.rl_online import NETWORK_KEYS, evaluate_actor, resume_check
 from pyseqrl.data import EpisodeDataset, load
-from pyseqrl.envs import make
+from pyseqrl.envs import check_env_id, make
+from pyseqrl.utils import checks
 from pyseqrl.utils.checkpoint import rng_state, save_torch, set_rng_state
-from pyseqrl.utils.runs import RunOptions, checkpoint_path, due, open_logger, open_run, parse_config
+from pyseqrl.utils.runs import RunOptions, check_options, checkpoint_path, due, open_logger, open_run, parse_config
 
 log = logging.getLogger(__name__)
 
@@ -150,6 +151,20 @@ def cql_regularizer(cfg: CQLConfig) -> Callable[[SACAgent, Batch, torch.Tensor],
     return regularizer
 
 
+def check_config(cfg: CalQLConfig) -> None:
+    """The ranges of a :class:`CalQLConfig` (a ValueError naming the option, the range and the value found)."""
+    check_options(cfg)
+    checks.integer("steps", cfg.steps, 1)
+    checks.integer("batch_size", cfg.batch_size, 1)
+    checks.integer("eval_episodes", cfg.eval_episodes, 1)
+    checks.number("cql.alpha", cfg.cql.alpha, low=0.0)
+    checks.integer("cql.num_actions", cfg.cql.num_actions, 1)
+    checks.positive("cql.temperature", cfg.cql.temperature)
+    check_agent_config(cfg.agent)
+    if cfg.env_id is not None:
+        check_env_id(cfg.env_id)
+
+
 def train_calql(cfg: CalQLConfig, dataset: EpisodeDataset | None = None) -> SACAgent:
     """Pretrain an agent offline; writes ``<run_dir>/checkpoint.pt`` (the input of ``pyseqrl train wsrl``).
 
@@ -157,12 +172,13 @@ def train_calql(cfg: CalQLConfig, dataset: EpisodeDataset | None = None) -> SACA
         cfg: the configuration.
         dataset: an EpisodeDataset to use instead of loading ``cfg.dataset``.
     """
+    check_config(cfg)
     if dataset is None:
         if not cfg.dataset:
             raise ValueError("CalQLConfig.dataset is empty: pass --dataset PATH (or a dataset to train_calql)")
         dataset = load(cfg.dataset)
     env_id = cfg.env_id or (dataset.metadata or {}).get("env_id")
-    state = open_run(cfg)
+    state = open_run(cfg, check=resume_check("train calql", ("calql", "cql"), asdict(cfg), RESUME_KEYS, cfg.run_dir))
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)
 
@@ -215,6 +231,10 @@ def train_calql(cfg: CalQLConfig, dataset: EpisodeDataset | None = None) -> SACA
             )
     logger.close()
     return agent
+
+
+RESUME_KEYS = ("dataset", "env_id", *NETWORK_KEYS)
+"""A Cal-QL run resumes only with the same data, environment and networks."""
 
 
 def action_bounds(env_id: str | None, actions: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:

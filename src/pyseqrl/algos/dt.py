@@ -270,9 +270,37 @@ def resolve(cfg: TrainConfig) -> TrainConfig:
             f"cuda_graph trains the action loss only; got lm_weight={cfg.lm_weight}, align_weight={cfg.align_weight} "
             "(set both to 0, or drop --cuda-graph)"
         )
-    for name in ("steps", "batch_size", "context_len", "max_ep_len"):
-        if getattr(cfg, name) < 1:
-            raise ValueError(f"{name} must be >= 1, got {getattr(cfg, name)}")
+    from pyseqrl.utils import checks  # the shared range rules
+
+    for name in ("steps", "batch_size", "context_len", "max_ep_len", "eval_episodes", "eval_refresh_every"):
+        checks.integer(name, getattr(cfg, name), 1)
+    for name in ("lm_batch_size", "lm_seq_len", "kmeans_clusters", "lora_r", "lora_alpha"):
+        checks.integer(name, getattr(cfg, name), 1)
+    checks.integer("warmup_steps", cfg.warmup_steps, 0)
+    checks.integer("align_anneal_steps", cfg.align_anneal_steps, 0)
+    checks.optional(checks.integer, "lm_max_chars", cfg.lm_max_chars, 1)
+    if cfg.backbone == "random":
+        for name in ("hidden_size", "n_layer", "n_head"):
+            checks.integer(name, getattr(cfg, name), 1)
+        if cfg.hidden_size % cfg.n_head:
+            raise ValueError(f"hidden_size must be divisible by n_head={cfg.n_head}, got {cfg.hidden_size}")
+    checks.positive("lr", cfg.lr)
+    checks.optional(checks.positive, "lm_lr", cfg.lm_lr)
+    checks.positive("adam_eps", cfg.adam_eps)
+    checks.positive("grad_clip", cfg.grad_clip)
+    for name in ("weight_decay", "lm_weight", "align_weight"):
+        checks.number(name, getattr(cfg, name), low=0.0)
+    checks.optional(checks.number, "dropout", cfg.dropout, low=0.0, high=1.0, high_open=True)
+    checks.number("lora_dropout", cfg.lora_dropout, low=0.0, high=1.0, high_open=True)
+    checks.number("return_scale", cfg.return_scale)
+    if cfg.return_scale == 0:
+        raise ValueError("return_scale must be a finite non-zero number, got 0")
+    for target in cfg.target_returns:
+        checks.number("target_returns", target)
+    if cfg.env_id is not None:
+        from pyseqrl.envs import check_env_id
+
+        check_env_id(cfg.env_id)
     return cfg
 
 

@@ -35,9 +35,19 @@ from torch import nn
 from pyseqrl.algos.rl_nets import CriticEnsemble, soft_update
 from pyseqrl.policies.sac import ACTOR_FIELDS, LEGACY_ACTOR, SACPolicy, TanhGaussianActor, agent_state
 from pyseqrl.policies.sac import make_actor as policy_actor
+from pyseqrl.utils import checks
 from pyseqrl.utils.checkpoint import load_torch, save_torch
 
-__all__ = ["AgentConfig", "Batch", "SACAgent", "SACPolicy", "config_from_dict", "export_actor", "make_actor"]
+__all__ = [
+    "AgentConfig",
+    "Batch",
+    "SACAgent",
+    "SACPolicy",
+    "check_agent_config",
+    "config_from_dict",
+    "export_actor",
+    "make_actor",
+]
 
 ACTOR_UPDATES = ("all", "last", "every")
 """How :meth:`SACAgent.update` schedules the actor and temperature steps of one update-to-data round."""
@@ -113,6 +123,39 @@ LEGACY_CONFIG: dict[str, Any] = {
 """Values of the fields that checkpoints written before they existed were trained with."""
 
 
+def check_agent_config(config: AgentConfig, prefix: str = "agent.") -> None:
+    """The ranges of every :class:`AgentConfig` field (a ValueError naming the field as ``prefix + name``, the
+    expected range and the value found)."""
+    c, p = config, prefix
+    if not c.hidden_dims:
+        raise ValueError(f"{p}hidden_dims must hold at least one width, got {c.hidden_dims!r}")
+    for width in c.hidden_dims:
+        checks.integer(f"{p}hidden_dims", width, 1)
+    checks.integer(f"{p}num_critics", c.num_critics, 1)
+    if not isinstance(c.critic_subsample, int) or not 1 <= c.critic_subsample <= c.num_critics:
+        raise ValueError(
+            f"{p}critic_subsample must be an integer in [1, {p}num_critics={c.num_critics}] (the TD target takes the "
+            f"min over that many critics), got {c.critic_subsample!r}"
+        )
+    if c.init not in ("orthogonal", "torch"):
+        raise ValueError(f"{p}init must be 'orthogonal' or 'torch', got {c.init!r}")
+    checks.number(f"{p}last_hidden_gain", c.last_hidden_gain, low=0.0)
+    checks.positive(f"{p}actor_std_min", c.actor_std_min)
+    checks.number(f"{p}actor_std_max", c.actor_std_max, low=c.actor_std_min, low_open=True)
+    if c.actor_q_agg not in ("min", "mean"):
+        raise ValueError(f"{p}actor_q_agg must be 'min' or 'mean', got {c.actor_q_agg!r}")
+    checks.fraction(f"{p}gamma", c.gamma)
+    checks.fraction(f"{p}tau", c.tau)
+    for name in ("actor_lr", "critic_lr", "temperature_lr", "init_temperature"):
+        checks.positive(p + name, getattr(c, name))
+    checks.optional(checks.number, f"{p}target_entropy", c.target_entropy)
+    if c.temperature_states not in ("next", "current"):
+        raise ValueError(f"{p}temperature_states must be 'next' or 'current', got {c.temperature_states!r}")
+    checks.integer(f"{p}backup_actions", c.backup_actions, 1)
+    checks.number(f"{p}reward_scale", c.reward_scale)
+    checks.number(f"{p}reward_bias", c.reward_bias)
+
+
 def config_from_dict(values: dict[str, Any], **overrides: Any) -> AgentConfig:
     """An :class:`AgentConfig` from a saved dict; fields the dict lacks take :data:`LEGACY_CONFIG` (the
     behaviour of the checkpoints that predate them), then the class defaults."""
@@ -161,16 +204,7 @@ class SACAgent(nn.Module):
         action_high: np.ndarray | float = 1.0,
     ):
         super().__init__()
-        if config.actor_q_agg not in ("min", "mean"):
-            raise ValueError(f"actor_q_agg must be 'min' or 'mean', got {config.actor_q_agg!r}")
-        if config.temperature_states not in ("next", "current"):
-            raise ValueError(f"temperature_states must be 'next' or 'current', got {config.temperature_states!r}")
-        if not 1 <= config.critic_subsample <= config.num_critics:
-            raise ValueError(
-                f"critic_subsample must be in [1, num_critics={config.num_critics}], got {config.critic_subsample}"
-            )
-        if config.max_target_backup and config.backup_actions < 1:
-            raise ValueError(f"backup_actions must be >= 1, got {config.backup_actions}")
+        check_agent_config(config)
         self.config = config
         self.observation_dim, self.action_dim = observation_dim, action_dim
         self.actor = make_actor(observation_dim, action_dim, config, action_low, action_high)

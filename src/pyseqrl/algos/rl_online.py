@@ -11,6 +11,8 @@ bit-identical to it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -21,6 +23,9 @@ from pyseqrl.envs import derive_seed, make
 from pyseqrl.evaluation import evaluate
 from pyseqrl.rollout import EnvRunner
 from pyseqrl.utils.checkpoint import rng_state, set_rng_state
+
+NETWORK_KEYS = ("agent.hidden_dims", "agent.num_critics", "agent.critic_layer_norm", "agent.actor_layer_norm")
+"""The agent fields that shape its networks: a run resumes only with the same ones."""
 
 BATCH_KEYS = ("observations", "actions", "rewards", "next_observations", "terminals", "mc_returns")
 
@@ -86,3 +91,39 @@ def restore_online(state: dict[str, Any], agent: SACAgent, buffer: Any) -> tuple
     buffer.load_state_dict(state["buffer"])
     set_rng_state(state["rng"])
     return int(state["step"]), list(state["episode_returns"])
+
+
+def resume_check(
+    command: str, methods: tuple[str, ...], config: dict[str, Any], keys: tuple[str, ...], run_dir: str
+) -> Callable[[dict[str, Any]], None]:
+    """The ``check`` of :func:`pyseqrl.utils.runs.open_run` for the SAC-family trainers: the checkpoint in
+    ``run_dir`` must have been written by the same command (its ``method`` one of ``methods``) with the same
+    values of ``keys`` (dotted paths into ``config``: environment, data, network shapes), else resuming it is
+    refused with a ValueError that names what differs."""
+    where = str(Path(run_dir) / "checkpoint.pt")
+    hint = "choose another --run-dir, or add --no-resume --overwrite to start over"
+
+    def check(state: dict[str, Any]) -> None:
+        method = state.get("method") if isinstance(state, dict) else None
+        if method not in methods:
+            raise ValueError(f"{where} was not written by `pyseqrl {command}` (its method is {method!r}): {hint}")
+        saved = state.get("config") or {}
+        differ = [
+            f"{key} {_at(saved, key)!r} -> {_at(config, key)!r}"
+            for key in keys
+            if _plain(_at(saved, key)) != _plain(_at(config, key))
+        ]
+        if differ:
+            raise ValueError(f"cannot resume {where} with other options: {', '.join(differ)}; {hint}")
+
+    return check
+
+
+def _at(config: dict[str, Any], key: str) -> Any:
+    for part in key.split("."):
+        config = config.get(part) if isinstance(config, dict) else None  # type: ignore[assignment]
+    return config
+
+
+def _plain(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value

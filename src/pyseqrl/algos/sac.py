@@ -23,20 +23,24 @@ import torch
 from tqdm.auto import tqdm
 
 from pyseqrl import ReplayBuffer
-from pyseqrl.algos.rl_agent import AgentConfig, SACAgent, SACPolicy
+from pyseqrl.algos.rl_agent import ACTOR_UPDATES, AgentConfig, SACAgent, SACPolicy, check_agent_config
 from pyseqrl.algos.rl_online import (
+    NETWORK_KEYS,
     evaluate_actor,
     make_runner,
     mean_last,
     online_state,
     restore_online,
+    resume_check,
     sample_batches,
 )
 from pyseqrl.data import EpisodeDataset
+from pyseqrl.envs import check_env_id
 from pyseqrl.policies import RandomPolicy
 from pyseqrl.rollout import episodes_from_transitions
+from pyseqrl.utils import checks
 from pyseqrl.utils.checkpoint import save_torch
-from pyseqrl.utils.runs import RunOptions, checkpoint_path, due, open_logger, open_run, parse_config
+from pyseqrl.utils.runs import RunOptions, check_options, checkpoint_path, due, open_logger, open_run, parse_config
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +93,25 @@ class SACResult:
     """EpisodeDataset of every collected transition (when asked for)"""
 
 
+def check_config(cfg: SACConfig) -> None:
+    """The ranges of a :class:`SACConfig` (a ValueError naming the option, the range and the value found)."""
+    check_options(cfg)
+    check_env_id(cfg.env_id, cfg.backend)
+    checks.integer("total_steps", cfg.total_steps, 1)
+    checks.integer("num_envs", cfg.num_envs, 1)
+    checks.integer("learning_starts", cfg.learning_starts, 0)
+    checks.integer("utd", cfg.utd, 1)
+    checks.integer("batch_size", cfg.batch_size, 1)
+    checks.integer("buffer_size", cfg.buffer_size, 1)
+    checks.integer("eval_episodes", cfg.eval_episodes, 1)
+    checks.optional(checks.number, "stop_return", cfg.stop_return)
+    if cfg.actor_update not in ACTOR_UPDATES:
+        raise ValueError(f"actor_update must be one of {ACTOR_UPDATES}, got {cfg.actor_update!r}")
+    if cfg.save_replay is not None:
+        checks.output_file("save_replay", cfg.save_replay)
+    check_agent_config(cfg.agent)
+
+
 def train_sac(cfg: SACConfig, record_episodes: bool = False) -> SACResult:
     """Train SAC online from scratch.
 
@@ -96,7 +119,9 @@ def train_sac(cfg: SACConfig, record_episodes: bool = False) -> SACResult:
         cfg: the configuration.
         record_episodes: keep every transition and return it as ``result.replay`` (an EpisodeDataset).
     """
-    state = open_run(cfg)
+    check_config(cfg)
+    resume_keys = ("env_id", "buffer_size", *NETWORK_KEYS)
+    state = open_run(cfg, check=resume_check("train sac", ("sac",), asdict(cfg), resume_keys, cfg.run_dir))
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)
     runner = make_runner(cfg.env_id, cfg.num_envs, cfg.seed, cfg.backend)

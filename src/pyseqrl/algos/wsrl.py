@@ -35,21 +35,25 @@ import torch
 from tqdm.auto import tqdm
 
 from pyseqrl import ReplayBuffer
-from pyseqrl.algos.rl_agent import AgentConfig, Batch, SACAgent, SACPolicy
+from pyseqrl.algos.rl_agent import ACTOR_UPDATES, AgentConfig, Batch, SACAgent, SACPolicy, check_agent_config
 from pyseqrl.algos.rl_online import (
+    NETWORK_KEYS,
     evaluate_actor,
     make_runner,
     mean_last,
     online_state,
     restore_online,
+    resume_check,
     sample_batches,
     split,
     to_batch,
 )
 from pyseqrl.data import load
+from pyseqrl.envs import check_env_id
 from pyseqrl.policies import RandomPolicy
+from pyseqrl.utils import checks
 from pyseqrl.utils.checkpoint import load_torch, save_torch
-from pyseqrl.utils.runs import RunOptions, checkpoint_path, due, open_logger, open_run, parse_config
+from pyseqrl.utils.runs import RunOptions, check_options, checkpoint_path, due, open_logger, open_run, parse_config
 
 log = logging.getLogger(__name__)
 
@@ -163,15 +167,35 @@ def check_mode_options(cfg: WSRLConfig) -> None:
         raise ValueError(f"--mode {cfg.mode} does not use {', '.join(rejected)}")
     if cfg.mode != "scratch" and not cfg.checkpoint:
         raise ValueError(f"--mode {cfg.mode} needs --checkpoint (a `pyseqrl train calql` checkpoint)")
-    if not 0.0 <= cfg.offline_ratio < 1.0:
-        raise ValueError(f"offline_ratio must be in [0, 1), got {cfg.offline_ratio}")
+    checks.number("offline_ratio", cfg.offline_ratio, low=0.0, high=1.0, high_open=True)
+
+
+def check_config(cfg: WSRLConfig) -> None:
+    """The ranges of a :class:`WSRLConfig` and the options its mode uses (a ValueError naming the option, the
+    range and the value found)."""
+    if cfg.mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {cfg.mode!r}")
+    check_options(cfg)
+    check_mode_options(cfg)
+    checks.integer("total_steps", cfg.total_steps, 1)
+    checks.optional(checks.integer, "warmup_steps", cfg.warmup_steps, 0)
+    checks.optional(checks.integer, "min_buffer", cfg.min_buffer, 0)
+    checks.integer("utd", cfg.utd, 1)
+    checks.integer("batch_size", cfg.batch_size, 1)
+    checks.integer("buffer_size", cfg.buffer_size, 1)
+    checks.integer("num_envs", cfg.num_envs, 1)
+    checks.integer("first_episodes_to_log", cfg.first_episodes_to_log, 0)
+    checks.integer("eval_episodes", cfg.eval_episodes, 1)
+    if cfg.actor_update not in ACTOR_UPDATES:
+        raise ValueError(f"actor_update must be one of {ACTOR_UPDATES}, got {cfg.actor_update!r}")
+    check_agent_config(cfg.agent)
+    if cfg.env_id is not None:
+        check_env_id(cfg.env_id, cfg.backend)
 
 
 def train_wsrl(cfg: WSRLConfig) -> WSRLResult:
     """Fine-tune online (or run a baseline); see the module docstring."""
-    if cfg.mode not in MODES:
-        raise ValueError(f"mode must be one of {MODES}, got {cfg.mode!r}")
-    check_mode_options(cfg)
+    check_config(cfg)
     pretrained = None if cfg.mode == "scratch" else load_torch(cfg.checkpoint)
     if pretrained is not None and "agent" not in pretrained:
         raise ValueError(f"{cfg.checkpoint!r} has no 'agent' entry: not a pyseqrl calql/sac checkpoint")
@@ -185,7 +209,10 @@ def train_wsrl(cfg: WSRLConfig) -> WSRLResult:
     min_buffer = cfg.utd * (cfg.batch_size - offline_per_batch) if cfg.min_buffer is None else cfg.min_buffer
     update_start = max(warmup, math.ceil(min_buffer / cfg.num_envs))  # first step that updates
 
-    state = open_run(cfg)
+    resume_keys = ("env_id", "checkpoint", "dataset", "buffer_size", *NETWORK_KEYS)
+    state = open_run(
+        cfg, check=resume_check("train wsrl", (f"wsrl-{cfg.mode}",), asdict(cfg), resume_keys, cfg.run_dir)
+    )
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)
     runner = make_runner(env_id, cfg.num_envs, cfg.seed, cfg.backend)

@@ -11,6 +11,7 @@ import argparse
 import json
 
 from pyseqrl.data.loaders import load
+from pyseqrl.utils import checks
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -50,6 +51,7 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"{k:>22}: {v:.4g}" if isinstance(v, float) else f"{k:>22}: {v}")
             print(f"{'metadata':>22}: {json.dumps(ds.metadata, default=str)[:200]}")
         return 0
+    checks.output_file("dst", args.dst)  # before reading the source
     ds = load(args.src)
     if args.cmd == "convert":
         if args.env_id:

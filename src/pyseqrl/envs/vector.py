@@ -28,6 +28,8 @@ from typing import Any
 import numpy as np
 from typing_extensions import Self
 
+from pyseqrl.utils import checks
+
 log = logging.getLogger(__name__)
 
 BACKENDS = ("auto", "envpool", "gymnasium", "gymnasium-async")
@@ -48,7 +50,7 @@ def _gymnasium_ids() -> list[str]:
 
 
 def _unknown_env_error(env_id: str, backend: str, known: list[str]) -> ValueError:
-    close = difflib.get_close_matches(env_id, known, n=5)
+    close = difflib.get_close_matches(env_id, list(dict.fromkeys(known)), n=5)
     hint = f" Did you mean one of {close}?" if close else ""
     return ValueError(f"unknown environment id {env_id!r} for backend {backend!r}.{hint}")
 
@@ -84,6 +86,8 @@ class VectorEnv:
             raise ValueError(f"num_envs must be a positive integer, got {num_envs!r}")
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+        if kwargs.get("max_episode_steps") is not None:
+            checks.integer("max_episode_steps", kwargs["max_episode_steps"], 1)
         if not isinstance(seed, (int, np.integer)) or not 0 <= seed <= MAX_SEED - num_envs:
             raise ValueError(
                 f"seed must be an integer in [0, {MAX_SEED - num_envs}] (env i gets seed + i, an int32 "
@@ -253,6 +257,31 @@ MAX_SEED = 2**31 - 2
 def derive_seed(*parts: int) -> int:
     """A seed in [0, 2**30) mixed from integers (e.g. a base seed and a step), for re-created environments."""
     return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1)[0] % 2**30)
+
+
+def check_env_id(env_id: str, backend: str = "auto") -> None:
+    """Refuse an environment id that ``backend`` does not know, without creating the environment.
+
+    Raises:
+        ValueError: unknown backend, or an id that neither EnvPool nor gymnasium registers (for ``"auto"``), with
+            the closest known ids.
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    if not isinstance(env_id, str) or not env_id:
+        raise ValueError(f"environment id must be a non-empty string, got {env_id!r}")
+    envpool_ids = _envpool_ids() if backend in ("auto", "envpool") else []
+    if backend == "envpool":
+        if env_id not in envpool_ids:
+            raise _unknown_env_error(env_id, "envpool", envpool_ids)
+        return
+    if backend == "auto" and env_id in envpool_ids:
+        return
+    import gymnasium as gym
+
+    if ":" in env_id or env_id in gym.registry:  # "module:Id" registers the id on import
+        return
+    raise _unknown_env_error(env_id, backend, envpool_ids + _gymnasium_ids())
 
 
 def make(env_id: str, num_envs: int, seed: int = 0, backend: str = "auto", **kwargs: Any) -> VectorEnv:
