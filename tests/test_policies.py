@@ -280,7 +280,7 @@ def test_cs285_expert_reproduces_its_recorded_actions(env_name: str) -> None:
 
 @needs_shared
 def test_cs285_checks_sizes() -> None:
-    with pytest.raises(ValueError, match=r"policy has \(S, A\) = \(111, 8\)"):
+    with pytest.raises(ValueError, match=r"policy_Ant.pkl: the policy takes 111 observations and gives 8 actions"):
         load_policy(f"cs285:{POLICIES / 'cs285' / 'policy_Ant.pkl'}", _Env(27, 8, "Ant-v4"))
 
 

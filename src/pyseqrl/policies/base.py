@@ -8,6 +8,8 @@ told when an environment starts a new episode (:meth:`Policy.reset`) and what re
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 
@@ -33,3 +35,16 @@ class Policy:
 
     def __call__(self, observations: np.ndarray) -> np.ndarray:
         return self.act(observations)
+
+
+def check_env_dims(source: Any, observation_dim: int, action_dim: int, env: Any | None) -> None:
+    """Refuse a policy whose observation or action size differs from ``env``'s (a ValueError naming ``source``,
+    the policy's sizes and the environment's). Nothing to check without an environment."""
+    if env is None:
+        return
+    if (observation_dim, action_dim) != (env.observation_dim, env.action_dim):
+        raise ValueError(
+            f"{source}: the policy takes {observation_dim} observations and gives {action_dim} actions, but "
+            f"{getattr(env, 'env_id', 'the environment')} has {env.observation_dim} observations and "
+            f"{env.action_dim} actions"
+        )

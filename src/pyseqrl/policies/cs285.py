@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from pyseqrl.policies._pickle import safe_load
-from pyseqrl.policies.base import Policy
+from pyseqrl.policies.base import Policy, check_env_dims
 
 
 class CS285Policy(Policy):
@@ -98,9 +98,5 @@ def load_cs285(path: str | Path, env: Any | None = None, clip: bool = True) -> C
         low = np.full(out_wb[0].shape[1], -1.0, np.float32) if env is None else env.action_low
         high = np.full(out_wb[0].shape[1], 1.0, np.float32) if env is None else env.action_high
     policy = CS285Policy(mean, std, layers, out_wb, nonlinearity, low, high, name=f"cs285:{path.name}")
-    if env is not None and (policy.observation_dim, policy.action_dim) != (env.observation_dim, env.action_dim):
-        raise ValueError(
-            f"{path}: policy has (S, A) = ({policy.observation_dim}, {policy.action_dim}) but {env.env_id} has "
-            f"({env.observation_dim}, {env.action_dim})"
-        )
+    check_env_dims(path, policy.observation_dim, policy.action_dim, env)
     return policy

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pyseqrl.policies.base import Policy
+from pyseqrl.policies.base import Policy, check_env_dims
 from pyseqrl.utils.checkpoint import load_torch
 
 ACTOR_FIELDS = ("actor_layer_norm", "actor_std_min", "actor_std_max")
@@ -84,7 +84,7 @@ class TanhGaussianActor(nn.Module):
             width = h
         self.trunk = nn.Sequential(*layers)
         self.head = nn.Linear(width, 2 * action_dim)  # mean and log-std
-        self.action_dim = action_dim
+        self.observation_dim, self.action_dim = observation_dim, action_dim
         self.layer_norm = layer_norm
         self.log_std_min, self.log_std_max = log_std_min, log_std_max
         low = torch.as_tensor(action_low, dtype=torch.float32).expand(action_dim)
@@ -186,18 +186,23 @@ class SACPolicy(Policy):
         """Load the actor of a checkpoint written by ``pyseqrl train sac|calql|wsrl``, or of an actor file written
         by :func:`pyseqrl.algos.rl_agent.export_actor` (such as those under ``pyseqrl/assets/policies``)."""
         state = load_torch(path)
-        if isinstance(state, dict) and "actor" in state:  # an actor-only file
-            config = {"hidden_dims": state["hidden_dims"], **state.get("actor_config", {})}
-            (obs_dim, act_dim), (low, high) = state["dims"], state["action_bounds"]
-            actor = make_actor(obs_dim, act_dim, config, low, high)
-            actor.load_state_dict(state["actor"])
-        else:  # a trainer checkpoint: the actor part of the agent
-            agent = agent_state(state, path)
-            (obs_dim, act_dim), (low, high) = agent["dims"], agent["action_bounds"]
-            actor = make_actor(obs_dim, act_dim, agent["config"], low, high)
-            actor.load_state_dict(
-                {k.removeprefix("actor."): v for k, v in agent["model"].items() if k.startswith("actor.")}
-            )
+        try:
+            if isinstance(state, dict) and "actor" in state:  # an actor-only file
+                config = {"hidden_dims": state["hidden_dims"], **state.get("actor_config", {})}
+                (obs_dim, act_dim), (low, high) = state["dims"], state["action_bounds"]
+                actor = make_actor(obs_dim, act_dim, config, low, high)
+                actor.load_state_dict(state["actor"])
+            else:  # a trainer checkpoint: the actor part of the agent
+                agent = agent_state(state, path)
+                (obs_dim, act_dim), (low, high) = agent["dims"], agent["action_bounds"]
+                actor = make_actor(obs_dim, act_dim, agent["config"], low, high)
+                actor.load_state_dict(
+                    {k.removeprefix("actor."): v for k, v in agent["model"].items() if k.startswith("actor.")}
+                )
+        except (KeyError, TypeError, RuntimeError) as e:  # a torch file of another kind, or a damaged one
+            raise ValueError(
+                f"{str(path)!r} is not a pyseqrl SAC checkpoint or actor file ({type(e).__name__}: {e})"
+            ) from e
         return cls(actor, deterministic=deterministic)
 
 
@@ -211,5 +216,7 @@ def agent_state(state: Any, path: str | Path) -> dict[str, Any]:
 
 def load_policy(argument: str, env: Any = None, deterministic: bool = True, **_: Any) -> SACPolicy:
     """The ``sac:<checkpoint>`` policy scheme of :func:`pyseqrl.policies.load_policy`: the actor of any
-    ``pyseqrl train sac|calql|wsrl`` checkpoint or actor file."""
-    return SACPolicy.from_checkpoint(argument, deterministic=deterministic)
+    ``pyseqrl train sac|calql|wsrl`` checkpoint or actor file; refused when its sizes differ from ``env``'s."""
+    policy = SACPolicy.from_checkpoint(argument, deterministic=deterministic)
+    check_env_dims(argument, policy.actor.observation_dim, policy.actor.action_dim, env)
+    return policy

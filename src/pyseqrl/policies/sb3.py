@@ -196,13 +196,22 @@ def load_sb3(path: str | Path, env: Any | None = None, max_episode_steps: int | 
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"SB3 agent zip not found: {path}")
-    with zipfile.ZipFile(path) as archive:
-        names = set(archive.namelist())
-        if "policy.pth" not in names or "data" not in names:
-            raise ValueError(f"{path} is not a stable-baselines3 save (needs 'data' and 'policy.pth', has {names})")
-        data = json.loads(archive.read("data"))
-        with archive.open("policy.pth") as f:
-            state = torch.load(f, map_location="cpu", weights_only=True)
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = set(archive.namelist())
+            if "policy.pth" not in names or "data" not in names:
+                raise ValueError(
+                    f"{path} is not a stable-baselines3 save (needs 'data' and 'policy.pth', has {sorted(names)})"
+                )
+            data = json.loads(archive.read("data"))
+            with archive.open("policy.pth") as f:
+                state = torch.load(f, map_location="cpu", weights_only=True)
+    except (zipfile.BadZipFile, EOFError, UnicodeDecodeError, json.JSONDecodeError, RuntimeError) as e:
+        raise ValueError(f"{path} is not a readable stable-baselines3 save (a zip file): {e}") from e
+    except IsADirectoryError:
+        raise ValueError(f"{path} is a directory, expected a stable-baselines3 .zip file") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: its 'data' entry is not a JSON object (not a stable-baselines3 save)")
     if data.get("use_sde") or (isinstance(data.get("policy_kwargs"), dict) and data["policy_kwargs"].get("use_sde")):
         raise ValueError(f"{path}: gSDE agents (use_sde=True) are not supported")
 
