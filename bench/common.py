@@ -22,6 +22,25 @@ def time_call(fn: Callable[[], object], repeat: int = 20, warmup: int = 3, numbe
     return statistics.median(times)
 
 
+def time_interleaved(
+    fns: list[Callable[[], object]], numbers: list[int], repeat: int = 20, warmup: int = 3
+) -> list[float]:
+    """Median seconds per call of each fn, timed in alternation: each round times ``numbers[i]`` calls of every fn
+    in turn, so that a change of the machine's load during the run weighs on every fn alike and their ratios stay
+    fair on a shared machine."""
+    for fn in fns:
+        for _ in range(warmup):
+            fn()
+    times: list[list[float]] = [[] for _ in fns]
+    for _ in range(repeat):
+        for fn, number, out in zip(fns, numbers, times):
+            t0 = time.perf_counter()
+            for _ in range(number):
+                fn()
+            out.append((time.perf_counter() - t0) / number)
+    return [statistics.median(t) for t in times]
+
+
 def machine_header() -> str:
     import numpy as np
 
