@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import stat
+import subprocess
+import sys
 
 import pytest
 
@@ -45,3 +47,19 @@ def test_missing_and_corrupt_checkpoints_name_the_file(tmp_path):
     (tmp_path / "bad.pt").write_bytes(b"not a zip")
     with pytest.raises(ValueError, match=r"bad.pt.*corrupt"):
         load_torch(tmp_path / "bad.pt")
+
+
+def test_orphans_of_killed_saves_are_removed_by_the_next_save(tmp_path) -> None:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()  # a process that has ended, as one killed during a save
+    target = tmp_path / "checkpoint.pt"
+    dead = tmp_path / f".checkpoint.pt.{proc.pid}.0123456789ab.tmp"
+    alive = tmp_path / f".checkpoint.pt.{os.getppid()}.0123456789ab.tmp"  # a save still running elsewhere
+    other = tmp_path / f".metrics.csv.{proc.pid}.0123456789ab.tmp"  # another file's
+    for p in (dead, alive, other):
+        p.write_bytes(b"half")
+    atomic_write(target, lambda f: f.write(b"whole"))
+    assert target.read_bytes() == b"whole"
+    assert not dead.exists() and alive.exists() and other.exists()
+    with pytest.raises(IsADirectoryError, match="is a directory, expected a file path"):
+        atomic_write(tmp_path, lambda f: f.write(b"x"))

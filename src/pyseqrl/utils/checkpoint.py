@@ -1,11 +1,13 @@
 """Atomic checkpoint writing and torch RNG state capture.
 
 A checkpoint is written to a temporary file in the same directory, flushed and fsynced, then renamed over the
-target, so an interrupted save never leaves a truncated file behind (the previous checkpoint stays intact).
+target, so an interrupted save never leaves a truncated file behind (the previous checkpoint stays intact). The
+temporary file of a save whose process was killed is removed by the next save of the same file.
 """
 
 from __future__ import annotations
 
+import glob
 import os
 import random
 import secrets
@@ -21,11 +23,18 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Any], None], mode: st
     """Call ``write(fileobj)`` on a temporary file and atomically rename it to ``path``.
 
     The file gets the permissions ``open(path, "w")`` would give it (those of the file it replaces, else 0o666
-    minus the umask), not the owner-only 0o600 of a temporary file.
+    minus the umask), not the owner-only 0o600 of a temporary file. Temporary files of earlier saves of ``path``
+    whose process no longer runs (it was killed mid-save) are removed.
+
+    Raises:
+        IsADirectoryError: ``path`` is a directory.
     """
     path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"{str(path)!r} is a directory, expected a file path")
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
+    remove_orphans(path)
+    tmp = path.parent / f".{path.name}.{os.getpid()}.{secrets.token_hex(6)}.tmp"
     # created like open() creates a file (0o666 minus the umask, applied by the kernel); never an existing one
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
@@ -41,6 +50,34 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Any], None], mode: st
             os.unlink(tmp)
         raise
     return path
+
+
+def remove_orphans(path: str | os.PathLike) -> list[Path]:
+    """Remove the temporary files that interrupted :func:`atomic_write` calls left next to ``path``: those whose
+    writing process no longer runs (the name holds its process id). Returns the files removed."""
+    path = Path(path)
+    removed = []
+    for tmp in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+        pid = tmp.name[len(path.name) + 2 :].split(".")[0]
+        if pid.isdigit() and not _running(int(pid)):
+            try:
+                tmp.unlink()
+            except FileNotFoundError:  # another process removed it first
+                continue
+            removed.append(tmp)
+    return removed
+
+
+def _running(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except (ProcessLookupError, OverflowError):
+        return False
+    except PermissionError:  # a process of another user
+        return True
+    return True
 
 
 def save_torch(obj: Any, path: str | os.PathLike) -> Path:
