@@ -297,7 +297,7 @@ def test_bad_arguments(kwargs, exc, match):
 
 
 def test_bad_dataset_and_buffers():
-    with pytest.raises(TypeError, match="dataset: expected an EpisodeDataset, got dict"):
+    with pytest.raises(TypeError, match="dataset: expected an EpisodeDataset .*, got dict"):
         pyseqrl.SegmentSampler({"observations": np.zeros((3, 2))})
     s = pyseqrl.SegmentSampler(random_dataset([5, 5]), context_len=4, batch_size=2, prefetch=0)
     out = s.empty_batch()

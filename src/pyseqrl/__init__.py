@@ -15,7 +15,7 @@ try:
 except PackageNotFoundError:  # pragma: no cover - a source tree that was never installed
     __version__ = "0+unknown"
 
-from pyseqrl.data.core import ReplayBuffer, SegmentSampler, returns_to_go  # noqa: E402
+from pyseqrl.data.native import ReplayBuffer, SegmentSampler, returns_to_go  # noqa: E402
 
 _LAZY = {
     "evaluate": ("pyseqrl.evaluation", "evaluate"),

@@ -6,9 +6,9 @@
 - :func:`torch_batches`: SegmentSampler batches as torch tensors (CPU zero-copy, pinned, or on a device).
 """
 
-from pyseqrl.data.core import ReplayBuffer, SegmentSampler, returns_to_go
 from pyseqrl.data.dataset import EpisodeDataset
 from pyseqrl.data.loaders import load
+from pyseqrl.data.native import ReplayBuffer, SegmentSampler, returns_to_go
 from pyseqrl.data.torch_batches import torch_batches
 
 __all__ = ["EpisodeDataset", "ReplayBuffer", "SegmentSampler", "load", "returns_to_go", "torch_batches"]

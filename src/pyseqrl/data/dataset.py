@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from pyseqrl.data.native import returns_to_go
+
 FORMAT = "pyseqrl.EpisodeDataset"
 FORMAT_VERSION = 1
 
@@ -283,8 +285,6 @@ class EpisodeDataset:
 
     def returns_to_go(self, gamma: float = 1.0) -> np.ndarray:
         """float32 [N], discounted return from each step to its episode's end (native)."""
-        from pyseqrl.data.core import returns_to_go
-
         return returns_to_go(self.rewards, self.episode_ends, gamma)
 
     def transitions(self) -> dict[str, np.ndarray]:

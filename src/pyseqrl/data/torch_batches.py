@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import torch
 
-    from pyseqrl.data.core import SegmentSampler
+    from pyseqrl.data.native import SegmentSampler
 
 
 def torch_batches(

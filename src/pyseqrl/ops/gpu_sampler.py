@@ -34,9 +34,10 @@ class GPUSegmentSampler:
 
     Args:
         dataset: a :class:`pyseqrl.data.EpisodeDataset`.
-        context_len, batch_size, seed, return_scale, gamma, max_ep_len, state_mean, state_std, sample_by,
-            pad_action, padding: as :class:`pyseqrl.SegmentSampler`.
         device: where batches are produced. A CUDA device uses the gather kernel; anything else the CPU sampler.
+        **options: the sampling options of :class:`pyseqrl.SegmentSampler` (``context_len``, ``batch_size``,
+            ``seed``, ``return_scale``, ``gamma``, ``max_ep_len``, ``state_mean``, ``state_std``, ``sample_by``,
+            ``pad_action``, ``padding``), with the same defaults and checks.
 
     Example:
         >>> sampler = GPUSegmentSampler(dataset, context_len=20, batch_size=256, device="cuda")
@@ -45,40 +46,13 @@ class GPUSegmentSampler:
         torch.Size([256, 20, 17])
     """
 
-    def __init__(
-        self,
-        dataset: Any,
-        context_len: int = 20,
-        batch_size: int = 64,
-        seed: int = 0,
-        return_scale: float = 1000.0,
-        gamma: float = 1.0,
-        max_ep_len: int = 1000,
-        state_mean: np.ndarray | None = None,
-        state_std: np.ndarray | None = None,
-        sample_by: str = "length",
-        pad_action: float = -10.0,
-        padding: str = "left",
-        device: str | torch.device = "cuda",
-    ):
+    def __init__(self, dataset: Any, *, device: str | torch.device = "cuda", **options: Any):
         self.device = torch.device(device)
-        # The CPU sampler validates every argument (and the dataset's values) once; it is also the fallback.
-        self._cpu = pyseqrl.SegmentSampler(
-            dataset,
-            context_len=context_len,
-            batch_size=batch_size,
-            seed=seed,
-            return_scale=return_scale,
-            gamma=gamma,
-            max_ep_len=max_ep_len,
-            state_mean=state_mean,
-            state_std=state_std,
-            sample_by=sample_by,
-            pad_action=pad_action,
-            padding=padding,
-            prefetch=0,
-        )
-        self.context_len, self.batch_size, self.seed = int(context_len), int(batch_size), int(seed)
+        # The CPU sampler validates every option (and the dataset's values) once; it is also the fallback, and
+        # the settings below are read back from it.
+        self._cpu = pyseqrl.SegmentSampler(dataset, **{**options, "prefetch": 0})
+        cpu = self._cpu
+        self.context_len, self.batch_size, self.seed = cpu.context_len, cpu.batch_size, cpu.seed
         self.state_dim, self.action_dim = int(dataset.observation_dim), int(dataset.action_dim)
         self.on_gpu = self.device.type == "cuda" and _cuda.cuda_kernels_available()
         if self.device.type == "cuda" and not self.on_gpu:
@@ -99,12 +73,11 @@ class GPUSegmentSampler:
         ends = np.ascontiguousarray(dataset.episode_ends, np.int64)
         self._rew = torch.as_tensor(rewards).to(**f32)  # (N,)
         # Same native routine (and float32 result) as the CPU sampler's return-to-go.
-        self._rtg = torch.as_tensor(pyseqrl.returns_to_go(rewards, ends, float(gamma))).to(**f32)  # (N,)
+        self._rtg = torch.as_tensor(pyseqrl.returns_to_go(rewards, ends, cpu.gamma)).to(**f32)  # (N,)
         self._ends = torch.as_tensor(ends).to(device=dev)  # (E,)
         self._mean = self._inv_std = None
-        if state_mean is not None:
-            mean = np.asarray(state_mean, np.float32).reshape(-1)
-            std = np.asarray(state_std, np.float32).reshape(-1)
+        if cpu.state_mean is not None:
+            mean, std = cpu.state_mean, cpu.state_std
             if mean.shape != (S,) or std.shape != (S,):
                 raise ValueError(f"state_mean/state_std: expected shape ({S},), got {mean.shape} and {std.shape}")
             self._mean = torch.as_tensor(mean).to(**f32)
@@ -116,12 +89,12 @@ class GPUSegmentSampler:
             "E": int(self._ends.shape[0]),
             "batch_size": self.batch_size,
             "context_len": self.context_len,
-            "max_ep_len": int(max_ep_len),
+            "max_ep_len": cpu.max_ep_len,
             "seed": self.seed,
-            "sample_by_length": sample_by == "length",
-            "inv_return_scale": float(np.float32(1.0 / float(return_scale))),
-            "pad_action": float(pad_action),
-            "pad_right": padding == "right",
+            "sample_by_length": cpu.sample_by == "length",
+            "inv_return_scale": float(np.float32(1.0 / cpu.return_scale)),
+            "pad_action": cpu.pad_action,
+            "pad_right": cpu.padding == "right",
         }
         self._index = torch.zeros((), dtype=torch.int64, device=dev)  # next batch of the stream
         logger.info(

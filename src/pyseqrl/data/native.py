@@ -1,23 +1,33 @@
 """Typed Python facades of the native data core: ``returns_to_go``, ``SegmentSampler`` and ``ReplayBuffer``.
 
-The heavy lifting happens in C++ (csrc/core); these classes validate arguments once, convert datasets to the flat
-arrays the core borrows, and add what is easier in Python (saving, loading, torch hand-off).
+The heavy lifting happens in C++ (csrc/core); these classes validate arguments once, hand the core the flat
+arrays of a dataset (it borrows them, no copy), and add what is easier in Python (saving, loading, torch
+hand-off). They read datasets through the :class:`EpisodeArrays` protocol, which
+:class:`~pyseqrl.data.EpisodeDataset` implements, so this module does not depend on the dataset module.
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
 from pyseqrl._native import core as _core
 
-if TYPE_CHECKING:
-    from pyseqrl.data.dataset import EpisodeDataset
+__all__ = ["EpisodeArrays", "returns_to_go", "SegmentSampler", "ReplayBuffer"]
 
-__all__ = ["returns_to_go", "SegmentSampler", "ReplayBuffer"]
+
+@runtime_checkable
+class EpisodeArrays(Protocol):
+    """What the native core reads of a dataset: flat transition arrays and episode boundaries
+    (:class:`~pyseqrl.data.EpisodeDataset` is one)."""
+
+    observations: np.ndarray  # float32 [N, S]
+    actions: np.ndarray  # float32 [N, A]
+    rewards: np.ndarray  # float32 [N]
+    episode_ends: np.ndarray  # int64 [E], exclusive end of each episode
 
 
 def returns_to_go(rewards: np.ndarray, episode_ends: np.ndarray, gamma: float = 1.0) -> np.ndarray:
@@ -81,7 +91,7 @@ class SegmentSampler:
 
     def __init__(
         self,
-        dataset: EpisodeDataset,
+        dataset: EpisodeArrays,
         context_len: int = 20,
         batch_size: int = 64,
         seed: int = 0,
@@ -96,10 +106,11 @@ class SegmentSampler:
         prefetch: int = 2,
         num_threads: int = 1,
     ):
-        from pyseqrl.data.dataset import EpisodeDataset
-
-        if not isinstance(dataset, EpisodeDataset):
-            raise TypeError(f"dataset: expected an EpisodeDataset, got {type(dataset).__name__}")
+        if not isinstance(dataset, EpisodeArrays):
+            raise TypeError(
+                "dataset: expected an EpisodeDataset (observations, actions, rewards and episode_ends arrays), "
+                f"got {type(dataset).__name__}"
+            )
         if sample_by not in ("length", "uniform"):
             raise ValueError(f"sample_by: expected 'length' or 'uniform', got {sample_by!r}")
         if padding not in ("left", "right"):
@@ -121,6 +132,7 @@ class SegmentSampler:
         self.max_ep_len = int(max_ep_len)
         self.sample_by = sample_by
         self.padding = padding
+        self.pad_action = float(pad_action)
         self.state_mean = stat("state_mean", state_mean)
         self.state_std = stat("state_std", state_std)
         self._native = _core.SegmentSampler(
@@ -205,7 +217,7 @@ class SegmentSampler:
 
     def __repr__(self) -> str:
         return (
-            f"SegmentSampler(episodes={self._native.num_episodes}, steps={len(self.dataset)}, "
+            f"SegmentSampler(episodes={self._native.num_episodes}, steps={len(self.dataset.rewards)}, "
             f"context_len={self.context_len}, batch_size={self.batch_size}, seed={self.seed}, "
             f"sample_by={self.sample_by!r}, padding={self.padding!r}, prefetch={self._native.prefetch})"
         )
@@ -256,7 +268,7 @@ class ReplayBuffer(_core.ReplayBuffer):
             raise ValueError(f"seed: expected a non-negative integer, got {seed!r}")
         super().__init__(int(capacity), obs_shape, action_shape, int(seed), bool(prioritized), alpha, beta, eps)
 
-    def add_dataset(self, dataset: EpisodeDataset) -> int:
+    def add_dataset(self, dataset: Any) -> int:
         """Add every transition of an EpisodeDataset (see ``EpisodeDataset.transitions``); returns how many."""
         t = dataset.transitions()
         n = len(t["rewards"])
