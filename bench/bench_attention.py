@@ -5,7 +5,7 @@ bool mask (causal & key mask; fully padded rows opened so they stay finite); Fla
 and shows as n/a. Times are CUDA-event medians of fwd+bwd per call (``--inner`` calls per timing, ``--repeat``
 timings, after warm-up); the ratio is best-SDPA time / pyseqrl time (target on one H100: >= 1.3x).
 
-    python bench/bench_attention.py                    # the issue's matrix: B {64,256,512} x H {1,12} x D {64,128}
+    python bench/bench_attention.py                    # the full matrix: B {64,256,512} x H {1,12} x D {64,128}
     python bench/bench_attention.py --quick            # one configuration, for a smoke run
     python bench/bench_attention.py --out bench/results/attention_h100.md
 """

@@ -5,7 +5,7 @@ The model is the DT paper's (hidden 128, 3 layers, 1 head -> head dim 128, K = 2
 hopper-sized dataset (synthetic unless --dataset names a file pyseqrl.data.load reads). A step is everything:
 batch, forward, backward, gradient clipping, learning-rate warmup and AdamW. Times are CUDA-event medians.
 
-Targets on one H100 (issue 6): full step <= 1 ms; 100k steps <= 3 min.
+Targets on one H100: full step <= 1 ms; 100k steps <= 3 min.
 
     python bench/bench_gpu_dt.py                       # the step table + a 100k-step graphed run
     python bench/bench_gpu_dt.py --run-steps 0         # the step table only

@@ -15,7 +15,7 @@
 #   tests      pytest -m gpu -x -q on the test files that carry the gpu marker
 #   sanitizer  compute-sanitizer memcheck, racecheck and synccheck on bench/gpu_check_tiny.py (every kernel once,
 #              tiny shapes; only pyseqrl's kernels are instrumented when the sanitizer can filter by name)
-#   attention  bench/bench_attention.py: the issue-6 matrix, pyseqrl kernel vs every SDPA backend
+#   attention  bench/bench_attention.py: the full matrix, pyseqrl kernel vs every SDPA backend
 #   gpu_dt     bench/bench_gpu_dt.py: tiny-DT step table and a 10k-step graphed run
 #   steps      bench/gpu_check_steps.py: DT, ChibiT-size and SmolLM2-size training steps at B=64, K=20 (random
 #              weights; SDPA and pyseqrl attention; tf32 and bf16; eager and CUDA graph; left padding only)
