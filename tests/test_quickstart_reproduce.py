@@ -28,7 +28,10 @@ def test_quickstart_ci_budget(tmp_path):
     assert (out / "dt_learning_curves.png").stat().st_size > 1000
 
 
-@pytest.mark.parametrize("suite", ["wikirl", "lamo", "wsrl"])
+# every suite end to end at the tiny scale; lamo and wsrl (about a minute each on 2 cores) run with the slow tests
+@pytest.mark.parametrize(
+    "suite", ["wikirl", pytest.param("lamo", marks=pytest.mark.slow), pytest.param("wsrl", marks=pytest.mark.slow)]
+)
 def test_reproduce_suite_tiny(tmp_path, suite, capsys):
     out = tmp_path / "rp"
     assert main(["reproduce", suite, "--scale", "tiny", "--seeds", "0", "--out", str(out)]) == 0
