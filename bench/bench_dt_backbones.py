@@ -34,7 +34,8 @@ CONFIGS = {
 def one(name: str, precision: str, batch: int, K: int, steps: int, threads: int) -> dict:
     import torch
 
-    from pyseqrl.algos.dt import DTObjective, TrainConfig, autocast_bf16, build_model, param_groups, resolve
+    from pyseqrl.algos.dt import DTObjective, TrainConfig, build_model, param_groups, resolve
+    from pyseqrl.utils.precision import autocast_bf16
 
     torch.set_num_threads(threads)
     spec = dict(CONFIGS[name])
@@ -111,8 +112,8 @@ def main() -> int:
         return 0
     import torch
 
-    from pyseqrl.algos.dt import bf16_supported
     from pyseqrl.experiments import markdown_table
+    from pyseqrl.utils.precision import bf16_supported
 
     rows, out = [], []
     for name in args.only:

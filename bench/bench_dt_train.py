@@ -192,7 +192,8 @@ def main() -> None:
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    from pyseqrl.algos.dt import TrainConfig, autocast_bf16
+    from pyseqrl.algos.dt import TrainConfig
+    from pyseqrl.utils.precision import autocast_bf16
 
     default_bf16 = autocast_bf16(TrainConfig().precision, torch.device("cpu"))
     data = make_data()

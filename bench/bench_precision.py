@@ -28,7 +28,8 @@ def final_loss(run_dir: Path, tail: int) -> float:
 
 
 def main() -> None:
-    from pyseqrl.algos.dt import TrainConfig, bf16_supported, train
+    from pyseqrl.algos.dt import TrainConfig, train
+    from pyseqrl.utils.precision import bf16_supported
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--dataset", required=True)

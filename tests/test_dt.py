@@ -301,18 +301,18 @@ def test_ddp_two_processes_gloo(assets, tmp_path):
 
 
 def test_precision_option(assets, tmp_path, monkeypatch):
-    import pyseqrl.algos.dt as dt_mod
+    from pyseqrl.utils import precision
 
-    if dt_mod.bf16_supported(torch.device("cpu")):
+    if precision.bf16_supported(torch.device("cpu")):
         run = tmp_path / "bf16"
         assert main(["train", "lamo", *tiny_args(assets, run, "lamo", steps=2), "--precision", "bf16"]) == 0
         ck = torch.load(run / "checkpoint.pt", weights_only=False)
         assert all(v.dtype == torch.float32 for v in ck["model"].values() if v.is_floating_point())  # fp32 master
         assert all(np.isfinite(float(r["train/loss"])) for r in read_metrics(run))
-    monkeypatch.setattr(dt_mod, "bf16_supported", lambda device: False)
+    monkeypatch.setattr(precision, "bf16_supported", lambda device: False)
     with pytest.raises(ValueError, match="precision 'bf16' needs bf16 support"):
-        dt_mod.autocast_bf16("bf16", torch.device("cpu"))
-    assert dt_mod.autocast_bf16("auto", torch.device("cpu")) is False  # auto falls back silently
+        precision.autocast_bf16("bf16", torch.device("cpu"))
+    assert precision.autocast_bf16("auto", torch.device("cpu")) is False  # auto falls back silently
     with pytest.raises(ValueError, match="precision must be"):
         resolve(TrainConfig(dataset="x.h5", precision="fp16"))
 

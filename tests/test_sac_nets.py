@@ -12,6 +12,7 @@ from torch import nn
 
 from pyseqrl.algos.rl_agent import AgentConfig, SACAgent, SACPolicy, config_from_dict
 from pyseqrl.algos.rl_nets import CriticEnsemble, TanhGaussianActor
+from pyseqrl.utils.precision import bf16_supported
 
 
 def _per_critic_mlps(ens: CriticEnsemble) -> list[nn.Sequential]:
@@ -277,3 +278,33 @@ def test_sac_policy_of_an_actor_file_keeps_its_architecture(tmp_path) -> None:
     policy = SACPolicy.from_checkpoint(tmp_path / "actor.pt")
     assert policy.actor.layer_norm
     np.testing.assert_array_equal(policy.act(obs), agent.act(obs, deterministic=True))
+
+
+@pytest.mark.skipif(not bf16_supported(torch.device("cpu")), reason="this CPU has no bf16 matmuls")
+def test_bf16_updates_track_fp32_and_keep_fp32_state() -> None:
+    """precision bf16: the same update round from the same state gives losses within bf16 rounding of fp32,
+    and weights, Q-values and optimizer state stay float32."""
+    cfg = AgentConfig(hidden_dims=(64, 64), num_critics=4)
+    torch.manual_seed(0)
+    ref = SACAgent(5, 2, cfg)
+    fast = SACAgent(5, 2, cfg)
+    fast.load_full_state_dict(ref.full_state_dict())
+    fast.bf16 = True
+    g = torch.Generator().manual_seed(1)
+    batch = {
+        "observations": torch.randn(64, 5, generator=g),
+        "actions": torch.rand(64, 2, generator=g) * 2 - 1,
+        "rewards": torch.randn(64, generator=g),
+        "next_observations": torch.randn(64, 5, generator=g),
+        "terminals": torch.zeros(64),
+    }
+    torch.manual_seed(2)
+    m_ref = ref.update([batch])
+    torch.manual_seed(2)
+    m_fast = fast.update([batch])
+    for key in ("critic/td_loss", "actor/loss"):
+        assert float(m_fast[key]) == pytest.approx(float(m_ref[key]), rel=0.05, abs=1e-3), key
+    assert all(p.dtype == torch.float32 for p in fast.parameters())
+    assert fast.critic(batch["observations"], batch["actions"]).dtype == torch.float32
+    for p, q in zip(fast.parameters(), ref.parameters()):
+        torch.testing.assert_close(p, q, rtol=0.05, atol=2e-3)  # one Adam step apart by at most rounding

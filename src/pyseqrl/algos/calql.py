@@ -34,6 +34,7 @@ from pyseqrl.data import EpisodeDataset, load
 from pyseqrl.envs import check_env_id, make
 from pyseqrl.utils import checks
 from pyseqrl.utils.checkpoint import rng_state, save_torch, set_rng_state
+from pyseqrl.utils.precision import autocast_bf16
 from pyseqrl.utils.runs import RunOptions, check_options, checkpoint_path, due, open_logger, open_run, parse_config
 
 log = logging.getLogger(__name__)
@@ -188,6 +189,7 @@ def train_calql(cfg: CalQLConfig, dataset: EpisodeDataset | None = None) -> SACA
     if m == 0:
         raise ValueError("the dataset has no usable transition (every episode is a single non-terminal step)")
     agent = SACAgent(dataset.observation_dim, dataset.action_dim, a, *action_bounds(env_id, data["actions"]))
+    agent.bf16 = autocast_bf16(cfg.precision, torch.device("cpu"))
     regularizer = cql_regularizer(cfg.cql)
     gen = torch.Generator().manual_seed(cfg.seed)
 

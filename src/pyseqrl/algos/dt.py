@@ -47,6 +47,7 @@ from pyseqrl.models.policy import DTPolicy
 from pyseqrl.ops.gpu_sampler import GPUSegmentSampler
 from pyseqrl.ops.graphed_step import TrainStep, set_warmup_lr
 from pyseqrl.utils.checkpoint import load_torch, rng_state, save_torch, set_rng_state
+from pyseqrl.utils.precision import autocast_bf16
 from pyseqrl.utils.runs import RunOptions, checkpoint_path, due, open_logger, open_run, parse_config
 
 log = logging.getLogger(__name__)
@@ -752,30 +753,6 @@ def check_resume(saved: dict[str, Any], cfg: TrainConfig, path: Path) -> None:
             + "; ".join(diff)
             + " (use another --run-dir, or --no-resume --overwrite to start over in this one)"
         )
-
-
-def autocast_bf16(precision: str, device: torch.device) -> bool:
-    """Whether to run the forward under bf16 autocast: 'bf16' requires support, 'auto' uses it where supported."""
-    supported = bf16_supported(device)
-    if precision == "bf16" and not supported:
-        raise ValueError(
-            f"precision 'bf16' needs bf16 support on {device.type}; this "
-            f"{'GPU' if device.type == 'cuda' else 'CPU'} has none (use 'fp32' or 'auto')"
-        )
-    use = precision == "bf16" or (precision == "auto" and supported)
-    log.info("training precision: %s", "bf16 autocast" if use else "fp32")
-    return use
-
-
-def bf16_supported(device: torch.device) -> bool:
-    """bf16 matmuls in hardware: a CUDA device that supports them, or a CPU with AVX512-BF16 or AMX."""
-    if device.type == "cuda":
-        return bool(torch.cuda.is_bf16_supported())
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return " avx512_bf16" in flags or " amx_bf16" in flags
 
 
 def main(argv: list[str] | None = None) -> int:

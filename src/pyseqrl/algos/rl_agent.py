@@ -226,6 +226,9 @@ class SACAgent(nn.Module):
         self.alpha_optim = torch.optim.Adam([self.log_alpha], lr=config.temperature_lr)
         self.num_updates = 0
         """critic updates performed so far (tests use it to prove that no update happened)"""
+        self.bf16 = False
+        """run the updates' matmuls under bf16 autocast (set by the trainers' ``precision``); losses, weights and
+        optimizer state stay float32"""
 
     @property
     def alpha(self) -> torch.Tensor:
@@ -279,15 +282,16 @@ class SACAgent(nn.Module):
         Returns:
             metrics as 0-dim tensors (call ``float`` only when logging, to avoid a sync per update).
         """
-        target = self.td_target(batch)  # (B,)
-        q = self.critic(batch["observations"], batch["actions"])  # (N, B)
-        td_loss = (q - target).pow(2).mean(1).sum(0)  # sum over critics of each critic's MSE (as Cal-QL/CORL)
-        loss = td_loss
-        metrics: dict[str, Any] = {"critic/td_loss": td_loss.detach(), "critic/q_data": q.detach().mean()}
-        if regularizer is not None:
-            reg_loss, reg_metrics = regularizer(self, batch, q)
-            loss = loss + reg_loss
-            metrics.update(reg_metrics)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
+            target = self.td_target(batch)  # (B,)
+            q = self.critic(batch["observations"], batch["actions"])  # (N, B)
+            td_loss = (q - target).pow(2).mean(1).sum(0)  # sum over critics of each critic's MSE (as Cal-QL/CORL)
+            loss = td_loss
+            metrics: dict[str, Any] = {"critic/td_loss": td_loss.detach(), "critic/q_data": q.detach().mean()}
+            if regularizer is not None:
+                reg_loss, reg_metrics = regularizer(self, batch, q)
+                loss = loss + reg_loss
+                metrics.update(reg_metrics)
         self.critic_optim.zero_grad(set_to_none=True)
         loss.backward()
         self.critic_optim.step()
@@ -301,19 +305,20 @@ class SACAgent(nn.Module):
         """One gradient step of the actor on ``batch["observations"]`` and of the temperature (on the next
         observations by default, see :attr:`AgentConfig.temperature_states`)."""
         cfg = self.config
-        if cfg.temperature_states == "next":
-            with torch.no_grad():  # the policy before this step, as the official code's simultaneous update
-                k = cfg.backup_actions if cfg.max_target_backup else 1
-                next_obs = batch["next_observations"]
-                _, entropy_log_prob = self.actor(next_obs.repeat_interleave(k, 0) if k > 1 else next_obs)
-        actions, log_prob = self.actor(batch["observations"])  # (B, A), (B,)
-        if cfg.temperature_states == "current":
-            entropy_log_prob = log_prob.detach()
-        self.critic.requires_grad_(False)  # no weight gradients for the critics: only d Q / d a is needed
-        q = self.critic(batch["observations"], actions)  # (N, B)
-        self.critic.requires_grad_(True)
-        q_agg = q.amin(0) if cfg.actor_q_agg == "min" else q.mean(0)  # (B,)
-        actor_loss = (self.alpha * log_prob - q_agg).mean()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
+            if cfg.temperature_states == "next":
+                with torch.no_grad():  # the policy before this step, as the official code's simultaneous update
+                    k = cfg.backup_actions if cfg.max_target_backup else 1
+                    next_obs = batch["next_observations"]
+                    _, entropy_log_prob = self.actor(next_obs.repeat_interleave(k, 0) if k > 1 else next_obs)
+            actions, log_prob = self.actor(batch["observations"])  # (B, A), (B,)
+            if cfg.temperature_states == "current":
+                entropy_log_prob = log_prob.detach()
+            self.critic.requires_grad_(False)  # no weight gradients for the critics: only d Q / d a is needed
+            q = self.critic(batch["observations"], actions)  # (N, B)
+            self.critic.requires_grad_(True)
+            q_agg = q.amin(0) if cfg.actor_q_agg == "min" else q.mean(0)  # (B,)
+            actor_loss = (self.alpha * log_prob - q_agg).mean()
         self.actor_optim.zero_grad(set_to_none=True)
         actor_loss.backward()
         self.actor_optim.step()

@@ -150,7 +150,8 @@ class CriticEnsemble(nn.Module):
             x = x.unsqueeze(0).expand(m, -1, -1)  # (M, B, S+A), no copy
         for layer in self.layers:
             x = layer(x) if isinstance(layer, nn.ReLU) else layer(x, members)  # (M, B, H)
-        return x.squeeze(-1)  # (M, B)
+        x = x.squeeze(-1)  # (M, B)
+        return x.float() if x.element_size() < 4 else x  # float32 (not bf16) under bf16 autocast
 
 
 def soft_update(target: nn.Module, source: nn.Module, tau: float) -> None:

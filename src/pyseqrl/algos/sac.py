@@ -40,6 +40,7 @@ from pyseqrl.policies import RandomPolicy
 from pyseqrl.rollout import episodes_from_transitions
 from pyseqrl.utils import checks
 from pyseqrl.utils.checkpoint import save_torch
+from pyseqrl.utils.precision import autocast_bf16
 from pyseqrl.utils.runs import RunOptions, check_options, checkpoint_path, due, open_logger, open_run, parse_config
 
 log = logging.getLogger(__name__)
@@ -127,6 +128,7 @@ def train_sac(cfg: SACConfig, record_episodes: bool = False) -> SACResult:
     runner = make_runner(cfg.env_id, cfg.num_envs, cfg.seed, cfg.backend)
     env = runner.env
     agent = SACAgent(env.observation_dim, env.action_dim, cfg.agent, env.action_low, env.action_high)
+    agent.bf16 = autocast_bf16(cfg.precision, torch.device("cpu"))
     buffer = ReplayBuffer(
         cfg.buffer_size, obs_shape=(env.observation_dim,), action_shape=(env.action_dim,), seed=cfg.seed
     )

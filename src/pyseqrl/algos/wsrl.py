@@ -53,6 +53,7 @@ from pyseqrl.envs import check_env_id
 from pyseqrl.policies import RandomPolicy
 from pyseqrl.utils import checks
 from pyseqrl.utils.checkpoint import load_torch, save_torch
+from pyseqrl.utils.precision import autocast_bf16
 from pyseqrl.utils.runs import RunOptions, check_options, checkpoint_path, due, open_logger, open_run, parse_config
 
 log = logging.getLogger(__name__)
@@ -230,6 +231,7 @@ def train_wsrl(cfg: WSRLConfig) -> WSRLResult:
                 f"checkpoint has (S, A) = {(agent.observation_dim, agent.action_dim)} but {env_id} has "
                 f"{(env.observation_dim, env.action_dim)}"
             )
+    agent.bf16 = autocast_bf16(cfg.precision, torch.device("cpu"))
     buffer = ReplayBuffer(
         cfg.buffer_size, obs_shape=(env.observation_dim,), action_shape=(env.action_dim,), seed=cfg.seed
     )

@@ -40,6 +40,7 @@ import torch
 from tqdm import tqdm
 
 from pyseqrl.utils.checkpoint import atomic_write, rng_state, save_torch, set_rng_state
+from pyseqrl.utils.precision import autocast_bf16
 from pyseqrl.utils.runs import RunOptions, checkpoint_path, due, open_logger, open_run, parse_config
 
 log = logging.getLogger(__name__)
@@ -113,6 +114,8 @@ class PretrainConfig(RunOptions):
     """Seed of model init, block sampling and dropout (the held-out documents do not depend on it)."""
     device: Literal["auto", "cpu", "cuda"] = "auto"
     """'auto', 'cpu' or 'cuda'."""
+    precision: Literal["fp32", "bf16", "auto"] = "auto"
+    """'auto': bf16 autocast where the CPU or GPU has bf16 matmuls, else fp32; 'fp32'; 'bf16'."""
 
 
 # options that do not define the model: a cache entry is the same whatever they are (max_minutes is a budget of
@@ -222,6 +225,7 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
         else ("cpu" if cfg.device == "auto" else cfg.device)
     )
     out = Path(cfg.run_dir)
+    bf16 = autocast_bf16(cfg.precision, device)
 
     def check(saved: dict[str, Any]) -> None:
         now = asdict(cfg)
@@ -343,7 +347,7 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
             group["lr"] = cfg.lr * scale
 
         batch = torch.as_tensor(blocks.sample(), device=device)  # (B, T + 1)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
             logits = model(input_ids=batch[:, :-1]).logits  # (B, T, V)
         loss = torch.nn.functional.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), batch[:, 1:].reshape(-1))
         opt.zero_grad(set_to_none=True)

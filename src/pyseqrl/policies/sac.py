@@ -117,7 +117,9 @@ class TanhGaussianActor(nn.Module):
         Returns:
             actions float32 ``(B, A)`` within the bounds, and log-probabilities float32 ``(B,)`` (or None).
         """
-        mean, log_std = self.head(self.trunk(observations)).chunk(2, dim=-1)  # (B, A) each
+        head = self.head(self.trunk(observations))  # (B, 2A)
+        head = head.float() if head.element_size() < 4 else head  # the density in float32 under bf16 autocast
+        mean, log_std = head.chunk(2, dim=-1)  # (B, A) each
         log_std = log_std.clamp(self.log_std_min, self.log_std_max)
         u = mean if deterministic else mean + log_std.exp() * torch.randn_like(mean)  # (B, A)
         squashed = torch.tanh(u)

@@ -25,7 +25,7 @@ import typing
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import tyro
 import yaml
@@ -59,6 +59,9 @@ class RunOptions:
     """show a progress bar"""
     threads: int = 0
     """torch CPU threads (0: leave torch's default)"""
+    precision: Literal["fp32", "bf16", "auto"] = "fp32"
+    """fp32, or bf16 autocast ('bf16' needs hardware support; 'auto': bf16 where the CPU or GPU has it); weights,
+    optimizer state, losses and checkpoints stay fp32"""
 
 
 def plain(value: Any) -> Any:
