@@ -116,9 +116,9 @@ class TrainConfig(RunOptions):
     """Linear learning-rate warmup. Recipe default: 10,000, lamo 2,500."""
     grad_clip: float = 0.25
     """Gradient-norm clip."""
-    precision: Literal["fp32", "bf16", "auto"] = "fp32"
-    """'fp32', 'bf16' (autocast; weights, optimizer state and losses stay fp32) or 'auto' (bf16 where the CPU or GPU
-    supports it)."""
+    precision: Literal["fp32", "bf16", "auto"] = "auto"
+    """'auto' (bf16 autocast where the CPU or GPU has bf16 matmuls, else fp32), 'fp32' or 'bf16'; weights, optimizer
+    state and losses stay fp32. bf16 trains to the same action loss as fp32 (bench/bench_precision.py)."""
     return_scale: float = 1000.0
     """Returns-to-go are divided by this."""
     sample_by: Literal["length", "uniform"] = "length"
