@@ -17,7 +17,7 @@ import pytest
 pytest.importorskip("pyseqrl._core")
 pytest.importorskip("torch")
 from conftest import random_dataset
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from pyseqrl.cli import main
@@ -266,6 +266,7 @@ def test_sac_presets_are_accepted_or_refused_with_a_value_error(tmp_path_factory
 
 @settings(max_examples=40, deadline=None)
 @given(st.binary(max_size=64), st.sampled_from([".h5", ".hdf5", ".pkl", ".bin"]))
+@example(b"M\x00\x00\x82\x01", ".pkl")  # unpickling raised "unregistered extension code 1" without the file name
 def test_loading_random_bytes_is_a_value_error_naming_the_file(tmp_path_factory, data, suffix) -> None:
     from pyseqrl.data import load
 

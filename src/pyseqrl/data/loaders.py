@@ -202,7 +202,9 @@ def read_dt_pickle(path: str | os.PathLike) -> EpisodeDataset:
     try:
         with open(path, "rb") as f:
             episodes = pickle.load(f)
-    except (pickle.UnpicklingError, EOFError, AttributeError, ImportError, IndexError) as e:
+    except OSError:
+        raise
+    except Exception as e:  # unpickling arbitrary bytes can raise almost anything (ValueError, KeyError, ...)
         raise ValueError(f"{str(path)!r}: cannot unpickle (truncated or corrupt file?): {e}") from e
     if isinstance(episodes, dict) and "observations" in episodes:
         raise ValueError(
