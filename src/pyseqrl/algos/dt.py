@@ -46,6 +46,7 @@ from pyseqrl.models.losses import action_loss
 from pyseqrl.models.policy import DTPolicy
 from pyseqrl.ops.gpu_sampler import GPUSegmentSampler
 from pyseqrl.ops.graphed_step import TrainStep, set_warmup_lr
+from pyseqrl.utils import checks
 from pyseqrl.utils.checkpoint import load_torch, rng_state, save_torch, set_rng_state
 from pyseqrl.utils.precision import autocast_bf16
 from pyseqrl.utils.runs import RunOptions, checkpoint_path, due, open_logger, open_run, parse_config
@@ -271,8 +272,6 @@ def resolve(cfg: TrainConfig) -> TrainConfig:
             f"cuda_graph trains the action loss only; got lm_weight={cfg.lm_weight}, align_weight={cfg.align_weight} "
             "(set both to 0, or drop --cuda-graph)"
         )
-    from pyseqrl.utils import checks  # the shared range rules
-
     for name in ("steps", "batch_size", "context_len", "max_ep_len", "eval_episodes", "eval_refresh_every"):
         checks.integer(name, getattr(cfg, name), 1)
     for name in ("lm_batch_size", "lm_seq_len", "kmeans_clusters", "lora_r", "lora_alpha"):

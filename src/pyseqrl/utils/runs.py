@@ -30,6 +30,7 @@ from typing import Any, Literal, TypeVar
 import tyro
 import yaml
 
+from pyseqrl.utils import checks
 from pyseqrl.utils.checkpoint import atomic_write, load_torch
 from pyseqrl.utils.logger import RunLogger
 
@@ -126,14 +127,10 @@ def open_run(
 
 def check_options(options: RunOptions) -> None:
     """The run options' ranges (ValueError naming the option and the value found)."""
-    for name in ("log_every", "checkpoint_every"):
-        value = getattr(options, name)
-        if not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-    if not isinstance(options.eval_every, int) or options.eval_every < 0:
-        raise ValueError(f"eval_every must be an integer >= 0 (0: never), got {options.eval_every!r}")
-    if not isinstance(options.threads, int) or options.threads < 0:
-        raise ValueError(f"threads must be an integer >= 0 (0: torch's default), got {options.threads!r}")
+    checks.integer("log_every", options.log_every, 1)
+    checks.integer("checkpoint_every", options.checkpoint_every, 1)
+    checks.integer("eval_every", options.eval_every, 0)  # 0: never
+    checks.integer("threads", options.threads, 0)  # 0: torch's default
     if not options.run_dir:
         raise ValueError("run_dir must not be empty")
 
