@@ -68,7 +68,7 @@ def bench_pyseqrl(data: dict[str, np.ndarray], bf16: bool) -> Callable[[int], fl
     torch.manual_seed(0)
     model = DecisionTransformer(DTConfig(state_dim=S, act_dim=A, context_len=K)).train()
     objective = DTObjective(model, None, 0.0)
-    opt = torch.optim.AdamW(param_groups(model, 1e-4, 1e-4, 1e-4))
+    opt = torch.optim.AdamW(param_groups(model, 1e-4, 1e-4, 1e-4), foreach=True)  # as the trainer
 
     def step() -> None:
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):

@@ -10,6 +10,7 @@ with_cuda: bool
 def returns_to_go(
     rewards: np.ndarray, episode_ends: np.ndarray, gamma: float = 1.0, parallel: bool = True
 ) -> np.ndarray: ...
+def dropout_keep_mask(out: np.ndarray, keep_prob: float, seed: int) -> None: ...
 
 class SegmentSampler:
     """Decision-Transformer window sampler. Every method may be called from several threads at once: each

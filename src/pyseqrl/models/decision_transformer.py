@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pyseqrl.models import backbone as bb
+from pyseqrl.ops.dropout import use_native_dropout
 
 log = logging.getLogger(__name__)
 
@@ -174,6 +175,7 @@ class DecisionTransformer(nn.Module):
             self.lm = bb.load_causal_lm("", None, cfg.attn_implementation, config=gcfg)
         else:
             self.lm = bb.load_causal_lm(cfg.backbone, cfg.dropout, cfg.attn_implementation)
+        use_native_dropout(self.lm)  # the backbone's nn.Dropout draws its CPU masks natively (ops.dropout)
         H = int(self.lm.config.hidden_size)
         self.hidden_size = H
         self.position_scheme = bb.position_scheme(self.lm)
