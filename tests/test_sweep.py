@@ -265,6 +265,8 @@ def test_curve_summary_final_best_and_steps_to_threshold():
     assert (s["final"].mean, s["final"].n) == (pytest.approx(21.0), 3)
     assert s["final"].std == pytest.approx(math.sqrt(((20 - 21) ** 2 + (40 - 21) ** 2 + (3 - 21) ** 2) / 3))
     assert (s["best"].mean, s["best"].n) == (pytest.approx(73 / 3), 3)
+    assert s["last"].mean == pytest.approx((60 / 3 + 60 / 3 + 6 / 3) / 3)  # each seed's mean of its last 3
+    assert sw.curve_summary(curves, None, last=2)["last"].mean == pytest.approx((25 + 27.5 + 2.5) / 3)
     assert (s["to_threshold"].mean, s["to_threshold"].std, s["to_threshold"].n) == (250.0, 50.0, 2)
     assert (s["reached"], s["seeds"]) == (2, 4)
     assert sw.as_json(s)["final"]["n"] == 3

@@ -489,16 +489,21 @@ def first_step_at(steps: Sequence[float], values: Sequence[float], threshold: fl
     return float(np.asarray(steps)[reached[0]]) if len(reached) else math.nan
 
 
-def curve_summary(curves: Sequence[tuple[Sequence[float], Sequence[float]] | None], threshold: float | None) -> dict:
-    """Final score, best evaluation and steps to ``threshold`` over seeds; ``None`` curves are unfinished seeds.
+def curve_summary(
+    curves: Sequence[tuple[Sequence[float], Sequence[float]] | None], threshold: float | None, last: int = 3
+) -> dict:
+    """Final score, mean of the last evaluations, best evaluation and steps to ``threshold`` over seeds.
 
-    Returns a dict of :class:`Summary` (``final``, ``best``, ``to_threshold``), ``reached`` (seeds that reached
-    the threshold) and ``seeds`` (all curves, finished or not).
+    ``None`` curves are unfinished seeds. Returns a dict of :class:`Summary` (``final``, ``last`` -- each seed's
+    mean over its last ``last`` evaluations, steadier than one evaluation of a policy whose score swings from one
+    checkpoint to the next --, ``best``, ``to_threshold``), ``reached`` (seeds that reached the threshold) and
+    ``seeds`` (all curves, finished or not).
     """
     done = [(np.asarray(x), np.asarray(y)) for c in curves if c is not None for x, y in [c] if len(y)]
     to = [first_step_at(x, y, threshold) for x, y in done] if threshold is not None else []
     return {
         "final": summarize([float(y[-1]) for _, y in done]),
+        "last": summarize([float(y[-last:].mean()) for _, y in done]),
         "best": summarize([float(y.max()) for _, y in done]),
         "to_threshold": summarize(to),
         "reached": sum(not math.isnan(t) for t in to),
