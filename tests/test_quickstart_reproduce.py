@@ -24,7 +24,12 @@ def test_quickstart_ci_budget(tmp_path):
     assert all(r["final_score"] is not None for r in results["decision_transformers"].values())
     assert results["chibit"]["heldout_perplexity"] > 1
     assert len(results["wsrl"]["episode_returns"]) > 0
-    assert "| WSRL |" in (out / "results.md").read_text()
+    report = (out / "results.md").read_text()
+    assert "| WSRL |" in report
+    level = results["dataset"]["score_mean"]
+    dt = results["decision_transformers"]["DT (random init)"]["final_score"]
+    if level > 0:  # each policy is shown against the dataset's own average
+        assert f"({100 * dt / level:.0f}% of the dataset's {level:.1f})" in report
     assert (out / "dt_learning_curves.png").stat().st_size > 1000
 
 

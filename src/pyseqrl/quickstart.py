@@ -213,8 +213,11 @@ def run(cfg: QuickstartConfig) -> dict:
             f"{timings['chibit']:.0f} s",
         ],
     ]
+    level = float(scores.mean())
     for name, r in dt_results.items():
         score = "n/a" if r["final_score"] is None else f"{r['final_score']:.1f}"
+        if r["final_score"] is not None and level > 0:
+            score += f" ({100 * r['final_score'] / level:.0f}% of the dataset's {level:.1f})"
         rows.append([name, f"{b.dt_steps} steps", f"D4RL score {score}", ""])
     rows.append(
         [

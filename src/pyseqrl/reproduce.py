@@ -22,15 +22,16 @@ the environment) with Gaussian action noise 0.1, built once per machine (cached 
 runs start. Scores are D4RL-normalised; mean ± std (population) over the seeds that finished.
 
 Budgets (:data:`SCALES`), from step times measured with one torch thread on a 2-core machine whose other core was
-busy: a DT step of the 128x3 model ~0.15 s at batch 32 (~0.34 s at batch 64), Wiki-RL from ChibiT about the same,
-LaMo ~1.5-2x (co-training on 2 x 128-token blocks; LaMo's 2 x 1,024 would be ~8x), a Cal-QL step with 2 critics
-~0.45 s (~0.87 s with both cores busy); 100k dataset steps collect in 15 s.
+busy: a DT step of the 128x3 model ~0.07 s at batch 32 (bf16 autocast on a CPU with AVX512-BF16; ~0.15 s in fp32),
+Wiki-RL from ChibiT about the same, LaMo ~1.5-2x (co-training on 2 x 128-token blocks; LaMo's 2 x 1,024 would be
+~8x), a Cal-QL step with 2 critics ~0.45 s (~0.87 s with both cores busy); 100k dataset steps collect in 15 s.
 
 * ``tiny``  -- seconds per run; what the tests run.
 * ``small`` -- minutes per run; Hopper, 2 seeds.
-* ``cpu``   -- each suite in about 3 hours on 2 cores (the first sweep on a machine also pretrains ChibiT, ~30 min,
-  cached): datasets of 1M steps (D4RL's medium size); wikirl 18 runs (Hopper, HalfCheetah, Walker2d x DT,
-  Wiki-RL x 3 seeds) of 5,000 DT steps at batch 32 with 10 evaluations of 10 episodes; lamo 18 runs (Hopper x 1%,
+* ``cpu``   -- each suite in about 2.5-3 hours on 2 cores (the first sweep on a machine also pretrains ChibiT,
+  ~30 min, cached): datasets of 1M steps (D4RL's medium size); wikirl 18 runs (Hopper, HalfCheetah, Walker2d x DT,
+  Wiki-RL x 3 seeds) of 10,000 DT steps at batch 32 with 10 evaluations of 10 episodes (~15 min per run; DT from
+  random init first stands at the Hopper dataset's average after 7,000-9,000 steps); lamo 18 runs (Hopper x 1%,
   10%, 100% x DT, LaMo x 3 seeds) of the same budget; wsrl on Hopper, 3 Cal-QL runs of 5,000 steps and 12 online
   runs of 20,000 environment steps (4 modes x 3 seeds), 2 critics.
 * ``gpu``   -- the papers' budgets: 100k DT steps at batch 64, 1M Cal-QL steps, 300k online steps, 10 critics,
@@ -126,7 +127,7 @@ SCALES = {
         envs=MEDIUM,
         seeds=[0, 1, 2],
         dataset_steps=1_000_000,
-        dt_steps=5000,
+        dt_steps=10_000,
         dt_batch_size=32,
         evals=10,
         eval_episodes=10,
