@@ -106,3 +106,24 @@ def test_graphed_step_with_dropout_trains():
     for _ in range(200):
         loss = step()
     assert torch.isfinite(loss) and float(loss) < first
+
+
+def test_resumed_step_warms_up_from_the_given_rates_and_step():
+    """A resumed optimizer holds warmed-up rates: TrainStep scales the base rates it is given from start_step."""
+    model, sampler, opt, _ = tiny_setup("cpu")
+    for g in opt.param_groups:  # as a restored optimizer after 2 of 5 warmup steps
+        g["lr"] = torch.tensor(1e-3 * 2 / 5)
+    step = TrainStep(
+        lambda b: dt_action_loss(model, b),
+        list(model.parameters()),
+        opt,
+        sampler,
+        warmup_steps=5,
+        base_lrs=[1e-3] * len(opt.param_groups),
+        start_step=2,
+    )
+    step()
+    assert float(step.step_count) == 3
+    assert all(float(g["lr"]) == pytest.approx(1e-3 * 3 / 5) for g in opt.param_groups)
+    with pytest.raises(ValueError, match=r"base_lrs: expected one rate per parameter group \(2\), got 1"):
+        TrainStep(lambda b: dt_action_loss(model, b), list(model.parameters()), opt, sampler, base_lrs=[1e-3])

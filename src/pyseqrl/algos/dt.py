@@ -650,9 +650,8 @@ def train(cfg: TrainConfig) -> dict[str, float]:
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16, cache_enabled=False):
                 return objective(batch, 0.0, None)["loss"]
 
-        graphed = TrainStep(action_only, list(model.parameters()), optimizer, sampler, cfg.grad_clip, warmup)
-        graphed.base_lrs = base_lrs
-        graphed.step_count.fill_(step)
+        params = list(model.parameters())
+        graphed = TrainStep(action_only, params, optimizer, sampler, cfg.grad_clip, warmup, base_lrs, step)
     first_step = step
 
     # ---- train

@@ -117,6 +117,9 @@ class TrainStep:
         grad_clip: max global gradient norm (0 disables clipping).
         warmup_steps: linear learning-rate warmup ``lr * min(1, (step + 1) / warmup_steps)``, computed on the
             device (0 disables it).
+        base_lrs: the rates the warmup scales, one per parameter group (default: the groups' current ``lr``; pass
+            them when resuming, since a restored optimizer holds warmed-up rates).
+        start_step: steps already taken (a resumed run's step count).
     """
 
     def __init__(
@@ -127,6 +130,8 @@ class TrainStep:
         sampler: Any,
         grad_clip: float = 0.25,
         warmup_steps: int = 0,
+        base_lrs: list[float] | None = None,
+        start_step: int = 0,
     ):
         self.loss_fn, self.params, self.optimizer, self.sampler = loss_fn, list(params), optimizer, sampler
         self.grad_clip, self.warmup_steps = float(grad_clip), int(warmup_steps)
@@ -134,8 +139,15 @@ class TrainStep:
         self.batch = sampler.empty_batch()  # static input buffers
         self.loss = torch.zeros((), device=device)  # static outputs
         self.grad_norm = torch.zeros((), device=device)
-        self.step_count = torch.zeros((), device=device)  # steps taken, on the device (float for the schedule)
-        self.base_lrs = [float(g["lr"]) for g in optimizer.param_groups]
+        # steps taken, on the device (float for the schedule)
+        self.step_count = torch.full((), float(start_step), device=device)
+        if base_lrs is None:
+            base_lrs = [float(g["lr"]) for g in optimizer.param_groups]
+        if len(base_lrs) != len(optimizer.param_groups):
+            raise ValueError(
+                f"base_lrs: expected one rate per parameter group ({len(optimizer.param_groups)}), got {len(base_lrs)}"
+            )
+        self.base_lrs = [float(lr) for lr in base_lrs]
         tensor_lrs = all(torch.is_tensor(g["lr"]) for g in optimizer.param_groups)
         if self.warmup_steps > 0 and device.type == "cuda" and not tensor_lrs:
             raise ValueError("warmup_steps > 0 on a GPU needs tensor learning rates (make_capturable_adamw)")
