@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import importlib.util
 import json
 from pathlib import Path
@@ -328,3 +329,19 @@ def test_cached_chibit_trains_once(tmp_path, text_file, monkeypatch):
     assert not (tmp_path / "cache" / f"{path.name}.partial").exists()
     monkeypatch.setattr(pt, "pretrain", lambda cfg: pytest.fail("trained again"))
     assert pt.cached_chibit([str(text_file)], **{**tiny, "max_minutes": 5.0}) == path  # a budget, same entry
+
+
+@pytest.mark.parametrize(
+    "field, value, message",
+    [
+        ("batch_size", 0, "batch_size must be an integer >= 1, got 0"),
+        ("max_steps", 2.5, "max_steps must be an integer >= 1, got 2.5"),
+        ("max_minutes", 0.0, "max_minutes must be a finite number > 0"),
+        ("seq_len", 0, r"seq_len=0 must be in \[1, n_positions"),
+    ],
+)
+def test_pretrain_rejects_bad_options_before_any_work(tmp_path, field, value, message):
+    from pyseqrl.lm.pretrain import PretrainConfig, _check
+
+    with pytest.raises(ValueError, match=message):
+        _check(dataclasses.replace(PretrainConfig(run_dir=str(tmp_path)), **{field: value}))

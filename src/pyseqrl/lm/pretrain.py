@@ -39,6 +39,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from pyseqrl.utils import checks
 from pyseqrl.utils.checkpoint import atomic_write, rng_state, save_torch, set_rng_state
 from pyseqrl.utils.precision import autocast_bf16
 from pyseqrl.utils.runs import RunOptions, checkpoint_path, due, open_logger, open_run, parse_config
@@ -135,10 +136,9 @@ def _check(cfg: PretrainConfig) -> None:
             f"no position embedding beyond n_positions"
         )
     for name in ("batch_size", "max_steps", "eval_every", "patience", "max_eval_tokens", "vocab_size"):
-        if getattr(cfg, name) < 1:
-            raise ValueError(f"{name} must be >= 1, got {getattr(cfg, name)}")
-    if cfg.max_minutes is not None and cfg.max_minutes <= 0:
-        raise ValueError(f"max_minutes must be > 0 or None, got {cfg.max_minutes}")
+        checks.integer(name, getattr(cfg, name), 1)
+    if cfg.max_minutes is not None:
+        checks.positive("max_minutes", cfg.max_minutes)
     for path in cfg.eval_text:
         if not Path(path).expanduser().is_file():
             raise FileNotFoundError(f"eval_text {path!r} is not a file")
