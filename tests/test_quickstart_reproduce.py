@@ -62,3 +62,21 @@ def test_reproduce_suite_tiny(tmp_path, suite, capsys):
 def test_reproduce_rejects_unknown_suite(capsys):
     with pytest.raises(SystemExit):
         main(["reproduce", "--suite", "atari"])
+
+
+def test_gpu_scale_compares_smollm2_and_every_wsrl_mode(tmp_path):
+    from pyseqrl import reproduce as rp
+
+    gpu = rp.SCALES["gpu"]
+    plan = rp.plan_wikirl(rp.ReproduceConfig(scale="gpu", lm=["smollm2"]), gpu, tmp_path, build=False)
+    methods = {method for _, method in plan.cells}
+    assert methods == {"DT (random init)", "Wiki-RL (ChibiT)", "Wiki-RL (smollm2)"}  # --lm smollm2 not twice
+    assert len(plan.runs) == len(gpu.envs) * 3 * len(gpu.seeds)
+    lamo = rp.plan_lamo(rp.ReproduceConfig(scale="gpu"), gpu, tmp_path, build=False)
+    assert {cell[-1] for cell in lamo.cells} == {"DT", "LaMo", "LaMo (smollm2)"}
+    assert len({run.name for run in lamo.runs}) == len(lamo.runs)  # run directories are distinct
+    cpu = rp.plan_wikirl(rp.ReproduceConfig(scale="cpu"), rp.SCALES["cpu"], tmp_path, build=False)
+    assert {method for _, method in cpu.cells} == {"DT (random init)", "Wiki-RL (ChibiT)"}
+    wsrl = rp.plan_wsrl(rp.ReproduceConfig(scale="cpu"), rp.SCALES["cpu"], tmp_path, build=False)
+    modes = {cell[-1] for cell in wsrl.cells}
+    assert len(modes) == 5 and "keep offline data (appended)" in modes

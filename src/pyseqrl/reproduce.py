@@ -8,8 +8,8 @@ one directory per run):
   evaluation, the steps to reach 90% of the final score (the paper's convergence measure) and the steps to reach
   the dataset's own average score.
 * ``lamo`` -- Shi et al. 2023: DT vs LaMo on 1%, 10% and 100% of a medium dataset's trajectories (by count).
-* ``wsrl`` -- Zhou et al. 2024: Cal-QL pretraining, then WSRL vs no warmup vs keeping the offline data (50/50
-  batches) vs SAC from scratch, with the return curve of the online episodes.
+* ``wsrl`` -- Zhou et al. 2024: Cal-QL pretraining, then WSRL vs no warmup vs keeping the offline data (appended to
+  the online buffer, or in 50/50 batches) vs SAC from scratch, with the return curve of the online episodes.
 
 Every run is a separate process (one per core; torch threads 1) that checkpoints as it goes. Stop the sweep at any
 moment (Ctrl-C, ``kill``) and run the same command again: finished runs are kept, half-finished ones resume from
@@ -32,10 +32,11 @@ Wiki-RL from ChibiT about the same, LaMo ~1.5-2x (co-training on 2 x 128-token b
   ~30 min, cached): datasets of 1M steps (D4RL's medium size); wikirl 18 runs (Hopper, HalfCheetah, Walker2d x DT,
   Wiki-RL x 3 seeds) of 10,000 DT steps at batch 32 with 10 evaluations of 10 episodes (~15 min per run; DT from
   random init first stands at the Hopper dataset's average after 7,000-9,000 steps); lamo 18 runs (Hopper x 1%,
-  10%, 100% x DT, LaMo x 3 seeds) of the same budget; wsrl on Hopper, 3 Cal-QL runs of 5,000 steps and 12 online
-  runs of 20,000 environment steps (4 modes x 3 seeds), 2 critics.
+  10%, 100% x DT, LaMo x 3 seeds) of the same budget; wsrl on Hopper, 3 Cal-QL runs of 5,000 steps and 15 online
+  runs of 20,000 environment steps (5 modes x 3 seeds), 2 critics. SmolLM2-135M is left out (one fine-tuning step
+  takes ~5 s on one core); add it with ``--lm smollm2`` at a smaller ``--seeds`` / ``--envs``.
 * ``gpu``   -- the papers' budgets: 100k DT steps at batch 64, 1M Cal-QL steps, 300k online steps, 10 critics,
-  5 seeds.
+  5 seeds; wikirl and lamo also compare SmolLM2-135M.
 
 Start a suite in the background (resumable: the same command continues it) and look at it at any time::
 
@@ -86,6 +87,8 @@ class Scale:
     """environments of the lamo and wsrl suites (None: envs)"""
     lamo_lm_seq_len: int | None = None
     """LaMo's LM co-training block length (None: the recipe's 1,024 tokens, capped at the backbone's positions)"""
+    lms: list[str] = field(default_factory=list)
+    """LM backbones the wikirl and lamo suites compare besides ChibiT (``--lm`` adds more)"""
 
 
 HOPPER = ["Hopper-v4"]
@@ -154,6 +157,7 @@ SCALES = {
         wsrl_warmup=5000,
         wsrl_steps=300_000,
         num_critics=10,
+        lms=["smollm2"],
     ),
 }
 
@@ -175,7 +179,8 @@ class ReproduceConfig:
     policy: list[str] = field(default_factory=list)
     """behaviour policy spec per environment (same order as envs); default: built-in, else a short SAC run"""
     lm: list[str] = field(default_factory=list)
-    """[wikirl] more LM backbones to compare ('smollm2', local Hugging Face directories or hub names)"""
+    """[wikirl, lamo] more LM backbones to compare ('smollm2', local Hugging Face directories or hub names; the gpu
+    scale compares smollm2 already)"""
     lm_text: list[str] = field(default_factory=lambda: ["ovos-wiki"])
     """Wikipedia text for ChibiT pretraining and LM co-training"""
     ratios: list[float] = field(default_factory=lambda: [0.01, 0.1, 1.0])
@@ -290,12 +295,17 @@ def _dt_run(name: str, cfg: ReproduceConfig, s: Scale, data: Path, recipe: str, 
     return sw.Run(name, "pyseqrl.reproduce:dt_job", args, steps=s.dt_steps)
 
 
+def _more_lms(cfg: ReproduceConfig, s: Scale) -> list[str]:
+    """The scale's extra backbones, then ``--lm``'s, each once."""
+    return list(dict.fromkeys([*s.lms, *cfg.lm]))
+
+
 def plan_wikirl(cfg: ReproduceConfig, s: Scale, out: Path, build: bool) -> Plan:
     envs, seeds = cfg.envs or s.envs, cfg.seeds if cfg.seeds is not None else s.seeds
     datasets = _datasets(cfg, s, envs, build)
     lm_dir = _chibit(cfg, s, out, build)
     methods = {"DT (random init)": ("dt", None), "Wiki-RL (ChibiT)": ("wiki", lm_dir)}
-    methods.update({f"Wiki-RL ({Path(lm).name or lm})": ("wiki", lm) for lm in cfg.lm})
+    methods.update({f"Wiki-RL ({Path(lm).name or lm})": ("wiki", lm) for lm in _more_lms(cfg, s)})
     runs, cells = [], {}
     for env_id, data in datasets.items():
         for method, (recipe, backbone) in methods.items():
@@ -310,13 +320,15 @@ def plan_lamo(cfg: ReproduceConfig, s: Scale, out: Path, build: bool) -> Plan:
     envs, seeds = cfg.envs or s.envs_lamo_wsrl or s.envs, cfg.seeds if cfg.seeds is not None else s.seeds
     full = _datasets(cfg, s, envs, build)
     lm_dir = _chibit(cfg, s, out, build)
+    methods = {"DT": ("dt", None, ""), "LaMo": ("lamo", lm_dir, "")}
+    methods.update({f"LaMo ({Path(lm).name or lm})": ("lamo", lm, f"{Path(lm).name}-") for lm in _more_lms(cfg, s)})
     runs, cells, datasets = [], {}, dict(full)
     for env_id, data in full.items():
         for ratio in cfg.ratios:
             sub = ex.cached_subset(data, ratio) if build else data
             datasets[f"{env_id}/{ratio:g}"] = sub
-            for method, (recipe, backbone) in {"DT": ("dt", None), "LaMo": ("lamo", lm_dir)}.items():
-                names = [f"{env_id}/{recipe}-{ratio:g}-s{seed}" for seed in seeds]
+            for method, (recipe, backbone, tag) in methods.items():
+                names = [f"{env_id}/{recipe}-{tag}{ratio:g}-s{seed}" for seed in seeds]
                 runs += [_dt_run(n, cfg, s, sub, recipe, backbone, seed) for n, seed in zip(names, seeds)]
                 cells[(env_id, f"{ratio:g}", method)] = names
     return Plan(runs, cells, datasets)
@@ -325,6 +337,7 @@ def plan_lamo(cfg: ReproduceConfig, s: Scale, out: Path, build: bool) -> Plan:
 WSRL_MODES = {
     "WSRL": "wsrl",
     "no warmup": "no_warmup",
+    "keep offline data (appended)": "keep_offline_append",
     "keep offline data (50/50)": "keep_offline_mixed",
     "SAC from scratch": "scratch",
 }
