@@ -259,6 +259,20 @@ def test_train_without_resolve_and_resume_refuses_another_dataset(assets, tmp_pa
     assert torch.load(run / "checkpoint.pt", weights_only=False)["step"] == 1
 
 
+def test_unknown_evaluation_env_from_the_dataset_is_refused_before_training(assets, tmp_path):
+    pytest.importorskip("gymnasium")
+    from pyseqrl.algos.dt import train
+
+    cfg = TrainConfig(
+        dataset=assets["dataset"], run_dir=str(tmp_path / "run"), steps=2, batch_size=4, context_len=4,
+        hidden_size=16, n_layer=1, eval_every=1, progress=False, tensorboard=False, max_ep_len=64,
+    )  # fmt: skip
+    with pytest.raises(ValueError, match=r"toy.h5: its metadata names the evaluation environment 'Toy-v0'.*--env-id"):
+        train(cfg)
+    assert not (tmp_path / "run" / "checkpoint.pt").exists()
+    train(TrainConfig(**{**cfg.__dict__, "eval_every": 0}))  # without evaluation the name does not matter
+
+
 def test_lamo_data_ratio_counts_trajectories(assets, tmp_path):
     run = tmp_path / "ratio"
     assert main(["train", "lamo", *tiny_args(assets, run, "lamo", steps=1), "--data-ratio", "0.5"]) == 0

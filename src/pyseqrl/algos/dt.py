@@ -251,6 +251,22 @@ RECIPES: dict[str, dict[str, Any]] = {
 the checkpoint's own dropout, and a timestep table from the LM exactly when it has a learned one."""
 
 
+def _check_metadata_env_id(env_id: str, dataset: str) -> None:
+    """An evaluation environment named by the dataset's metadata exists (before training, not at the first
+    evaluation); without the environment packages evaluation is skipped later with a warning."""
+    try:
+        from pyseqrl.envs import check_env_id
+
+        check_env_id(env_id)
+    except ImportError:
+        return
+    except ValueError as e:
+        raise ValueError(
+            f"{dataset}: its metadata names the evaluation environment {env_id!r}, which is not available ({e}); "
+            "pass --env-id, or --eval-every 0 to train without evaluation"
+        ) from None
+
+
 def resolve(cfg: TrainConfig) -> TrainConfig:
     """Fill the fields left at None from the recipe and check the combination (idempotent)."""
     if cfg.recipe not in RECIPES:
@@ -551,6 +567,8 @@ def train(cfg: TrainConfig) -> dict[str, float]:
         else pyseqrl.SegmentSampler(ds, **sampling)
     )
     env_id = cfg.env_id or (ds.metadata or {}).get("env_id")
+    if env_id and not cfg.env_id and cfg.eval_every:  # (--env-id was checked in resolve)
+        _check_metadata_env_id(env_id, cfg.dataset)
     targets = list(cfg.target_returns) or [float(ds.episode_returns().max())]
 
     # ---- model (+ [lamo] LoRA)
