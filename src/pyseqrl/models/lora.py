@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pyseqrl.models.backbone import LORA_TARGETS
+from pyseqrl.ops.dropout import Dropout
 
 
 @dataclass
@@ -72,7 +73,7 @@ class LoRALinear(nn.Module):
         cols = torch.arange(n * cfg.r, device=w.device) // cfg.r  # (n r,) group of each rank column
         self.mask: torch.Tensor
         self.register_buffer("mask", (groups.to(w.device)[:, None] == cols[None, :]).to(w.dtype), persistent=False)
-        self.dropout = nn.Dropout(cfg.dropout)
+        self.dropout = Dropout(cfg.dropout)  # native CPU masks (ops.dropout)
         base.weight.requires_grad_(False)
         if getattr(base, "bias", None) is not None:
             base.bias.requires_grad_(cfg.train_bias)
