@@ -280,3 +280,21 @@ def test_output_file_rule() -> None:
     with pytest.raises(ValueError, match="must be a file path, got an empty string"):
         checks.output_file("--out", "")
     checks.output_file("--out", "/nonexistent-dir-for-sure/x.h5")  # created when written
+
+
+def test_a_closed_stdout_stops_quietly() -> None:
+    """``pyseqrl ... | head``: when the reader goes away, the command stops without an error message."""
+    code = (
+        "import sys, pyseqrl.reproduce as r\n"
+        "def spam(argv):\n"
+        "    for _ in range(200_000):\n"
+        "        print('x' * 60)\n"
+        "r.main = spam\n"
+        "from pyseqrl.cli import main\n"
+        "sys.exit(main(['reproduce']))\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stdout.read(100)
+    proc.stdout.close()
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 141 and err == b""

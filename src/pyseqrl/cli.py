@@ -94,6 +94,9 @@ def main(argv: list[str] | None = None) -> int:
         again = " (run the same command again to resume)" if key in TRAINERS else ""
         print(f"pyseqrl {key}: interrupted{again}", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader of stdout went away (`pyseqrl ... | head`): stop quietly, as Unix tools do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error when Python flushes stdout
+        return 141
     except (ValueError, OSError, ImportError, MemoryError) as e:
         if os.environ.get("PYSEQRL_DEBUG"):
             raise
