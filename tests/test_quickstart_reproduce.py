@@ -57,6 +57,10 @@ def test_reproduce_suite_tiny(tmp_path, suite, capsys):
         assert {f"Hopper-v4/{r}/{m}" for r in ("0.01", "0.1", "1") for m in ("DT", "LaMo")} <= set(results)
     else:
         assert {"Hopper-v4/WSRL", "Hopper-v4/no warmup", "Hopper-v4/SAC from scratch"} <= set(results)
+        assert "lowest Q after it" in report
+        wsrl = results["Hopper-v4/WSRL"]
+        assert wsrl["q_lowest"]["n"] == 1 and wsrl["q_lowest"]["mean"] <= wsrl["q_first_update"]["mean"]
+        assert (out / f"{suite}-tiny" / "wsrl_q_Hopper-v4.png").exists()
 
 
 def test_reproduce_rejects_unknown_suite(capsys):

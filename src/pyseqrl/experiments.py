@@ -298,12 +298,14 @@ def train_wsrl(
     min_buffer: int | None = None,
     checkpoint_every: int | None = None,
     progress: bool = True,
+    log_every: int | None = None,
     **agent: Any,
 ) -> dict[str, Any]:
     """One WSRL run (or a baseline ``mode``); returns the online episode returns and the switch metrics.
 
     ``min_buffer``: online transitions before the first update (None: the official rule, a UTD round's worth).
     ``checkpoint_every``: checkpoint period (None: only at the end; every checkpoint cuts the running episodes).
+    ``log_every``: metrics period in environment steps (None: 20 rows per run).
     """
     from pyseqrl.algos.wsrl import WSRLConfig
     from pyseqrl.algos.wsrl import train_wsrl as _train
@@ -320,7 +322,7 @@ def train_wsrl(
         eval_every=eval_every,
         eval_episodes=5,
         checkpoint_every=checkpoint_every or total_steps,
-        log_every=max(1, total_steps // 20),
+        log_every=log_every or max(1, total_steps // 20),
         tensorboard=False,
         dataset=offline,
         min_buffer=min_buffer,

@@ -231,11 +231,24 @@ def wsrl_job(run_dir: Path, calql: str | None, eval_episodes: int, **kwargs: Any
     policy = load_policy(f"sac:{run_dir / 'checkpoint.pt'}")
     final = evaluate(policy, kwargs["env_id"], episodes=eval_episodes, seed=10_000 + kwargs["seed"]).normalized_score
     _, after_switch = ex.curve(run_dir, "switch/episode_return")  # the first online episodes
+    switch_step, _ = ex.curve(run_dir, "switch/q_pi_mean")
+    q_steps, q_pi = ex.curve(run_dir, "actor/q_pi")  # Q of the policy's actions on the training batches
     return {
         "final": final,
         "first_online_return": float(after_switch.mean()) if len(after_switch) else None,
         "episode_returns": r["episode_returns"],
+        "switch_step": float(switch_step[0]) if len(switch_step) else None,
+        "q_pi": [q_steps.tolist(), q_pi.tolist()],
     }
+
+
+def q_dip(result: dict[str, Any]) -> tuple[float, float, float] | None:
+    """(Q at the first update, lowest Q after it, Q at the end) of a WSRL-suite run's ``actor/q_pi`` curve:
+    the dip of the Q-values after the switch to online learning, and where they ended."""
+    steps, q = (np.asarray(v, dtype=float) for v in result.get("q_pi", ([], [])))
+    if not len(q):
+        return None
+    return float(q[0]), float(q.min()), float(q[-1])
 
 
 # ------------------------------------------------------------------------------------------------ plans
@@ -368,6 +381,7 @@ def plan_wsrl(cfg: ReproduceConfig, s: Scale, out: Path, build: bool) -> Plan:
                     "min_buffer": s.wsrl_min_buffer,
                     "eval_episodes": s.eval_episodes,
                     "checkpoint_every": _every(s.wsrl_steps, max(1, s.checkpoints // 2)),  # each cuts the episodes
+                    "log_every": _every(s.wsrl_steps, 100),  # Q-values around the switch
                 }
                 if mode == "scratch":
                     args["num_critics"] = critics
@@ -430,19 +444,35 @@ def report_dt(suite: str, plan: Plan, states: dict[str, sw.RunState], out: Path)
 
 
 def report_wsrl(plan: Plan, states: dict[str, sw.RunState], out: Path) -> tuple[str, dict]:
-    headers = ["env", "method", "seeds", "return of the first online episodes", "final score"]
-    rows, results, plots = [], {}, {}
+    """The WSRL table: the first online episodes' return, the policy's Q-values at the first update, at their
+    lowest after it (the dip) and at the end, and the final score; return and Q curves with seed bands."""
+    headers = ["env", "method", "seeds", "return of the first online episodes", "Q(s, π(s)) at the first update"]
+    headers += ["lowest Q after it", "Q at the end", "final score"]
+    rows, results, plots, q_plots = [], {}, {}, {}
     for (env_id, method), names in plan.cells.items():
         row_states = [states[n] for n in names]
         res = [st.result for st in row_states if st.result]
         firsts = sw.summarize([r["first_online_return"] for r in res])
         finals = sw.summarize([r["final"] for r in res])
-        rows.append([env_id, method, _seeds_cell(row_states), firsts, finals])
-        results[f"{env_id}/{method}"] = {"final": finals, "first_online_return": firsts, "runs": res}
+        dips = [d for d in map(q_dip, res) if d is not None]
+        q_first, q_low, q_end = (sw.summarize([d[i] for d in dips]) for i in range(3))
+        rows.append([env_id, method, _seeds_cell(row_states), firsts, q_first, q_low, q_end, finals])
+        results[f"{env_id}/{method}"] = {
+            "final": finals,
+            "first_online_return": firsts,
+            "q_first_update": q_first,
+            "q_lowest": q_low,
+            "q_end": q_end,
+            "runs": res,
+        }
         returns = [np.asarray(r["episode_returns"]) for r in res]
         plots.setdefault(env_id, {})[method] = [(np.arange(len(y)), y) for y in returns]
+        q_plots.setdefault(env_id, {})[method] = [tuple(map(np.asarray, r["q_pi"])) for r in res if r.get("q_pi")]
     for env_id, curves in plots.items():
         ex.plot_curves(curves, out / f"wsrl_{env_id}.png", f"Online fine-tuning, {env_id}", "online episode", "return")
+    for env_id, curves in q_plots.items():
+        title = f"Q(s, π(s)) during online fine-tuning, {env_id}"
+        ex.plot_curves(curves, out / f"wsrl_q_{env_id}.png", title, "environment step", "Q")
     return ex.markdown_table(headers, rows), results
 
 
