@@ -31,7 +31,8 @@ Wiki-RL from ChibiT about the same, LaMo ~1.5-2x (co-training on 2 x 128-token b
 * ``cpu``   -- each suite in about 2.5-3 hours on 2 cores (the first sweep on a machine also pretrains ChibiT,
   ~30 min, cached): datasets of 1M steps (D4RL's medium size); wikirl 18 runs (Hopper, HalfCheetah, Walker2d x DT,
   Wiki-RL x 3 seeds) of 10,000 DT steps at batch 32 with 10 evaluations of 10 episodes (~15 min per run; DT from
-  random init first stands at the Hopper dataset's average after 7,000-9,000 steps); lamo 18 runs (Hopper x 1%,
+  random init first reaches the Hopper dataset's level after 5,000-9,000 steps, and still falls in some later
+  evaluations); lamo 18 runs (Hopper x 1%,
   10%, 100% x DT, LaMo x 3 seeds) of the same budget; wsrl on Hopper, 3 Cal-QL runs of 5,000 steps and 15 online
   runs of 20,000 environment steps (5 modes x 3 seeds), 2 critics. SmolLM2-135M is left out (one fine-tuning step
   takes ~5 s on one core); add it with ``--lm smollm2`` at a smaller ``--seeds`` / ``--envs``.
@@ -172,6 +173,8 @@ class ReproduceConfig:
     """budget preset (see SCALES; cpu: each suite in about 3 hours on 2 cores)"""
     status: bool = False
     """print where every run of the sweep stands (finished / at step N of M / not started / failed) and exit"""
+    report: bool = False
+    """write results.md, results.json and the plots from the runs finished so far, without running anything"""
     envs: list[str] | None = None
     """environments (default: the scale's; Hopper-v4, HalfCheetah-v4, Walker2d-v4, ...)"""
     seeds: list[int] | None = None
@@ -338,7 +341,7 @@ def plan_lamo(cfg: ReproduceConfig, s: Scale, out: Path, build: bool) -> Plan:
     runs, cells, datasets = [], {}, dict(full)
     for env_id, data in full.items():
         for ratio in cfg.ratios:
-            sub = ex.cached_subset(data, ratio) if build else data
+            sub = ex.cached_subset(data, ratio) if build else ex.subset_path(data, ratio)
             datasets[f"{env_id}/{ratio:g}"] = sub
             for method, (recipe, backbone, tag) in methods.items():
                 names = [f"{env_id}/{recipe}-{tag}{ratio:g}-s{seed}" for seed in seeds]
@@ -498,32 +501,47 @@ def run(cfg: ReproduceConfig) -> dict:
     t0 = time.perf_counter()
     plan = PLANS[cfg.suite](cfg, s, out, True)  # datasets and ChibiT are built here, before the runs fan out
     states = sw.run_sweep(out, plan.runs, workers=cfg.workers, retries=cfg.retries, threads=cfg.threads)
+    return write_report(cfg, plan, states, f"This call: {(time.perf_counter() - t0) / 60:.1f} min.")
+
+
+def report(cfg: ReproduceConfig) -> dict:
+    """``--report``: the table, results.json and plots of the runs finished so far; runs nothing."""
+    out = sweep_dir(cfg)
+    if not out.is_dir():
+        raise ValueError(f"{out}: no sweep there yet (run `pyseqrl reproduce {cfg.suite} --scale {cfg.scale}`)")
+    plan = PLANS[cfg.suite](cfg, SCALES[cfg.scale], out, False)
+    states = {run.name: sw.inspect(out, run) for run in plan.runs}
+    return write_report(cfg, plan, states, "Report of the runs finished so far (`--report`); nothing was run.")
+
+
+def write_report(cfg: ReproduceConfig, plan: Plan, states: dict[str, sw.RunState], when: str) -> dict:
+    """Write ``results.md``, ``results.json`` and the plots of a suite into its sweep directory."""
+    s, out = SCALES[cfg.scale], sweep_dir(cfg)
     if cfg.suite == "wsrl":
         table, results = report_wsrl(plan, states, out)
     else:
         table, results = report_dt(cfg.suite, plan, states, out)
     failed = [st for st in states.values() if st.state != "finished"]
-    scores = {k: round(ex.dataset_score(p), 1) for k, p in plan.datasets.items() if "/" not in k}
-    seconds = time.perf_counter() - t0
-    report = (
+    scores = {k: round(ex.dataset_score(p), 1) for k, p in plan.datasets.items() if "/" not in k and p.exists()}
+    text = (
         f"# pyseqrl reproduce {cfg.suite} (scale {cfg.scale})\n\n{table}\n\n"
         f"Seeds {cfg.seeds if cfg.seeds is not None else s.seeds}; budgets {asdict(s)}.\n"
         f"Datasets' average D4RL score (the behaviour policy's level): {scores}.\n"
         "Scores: D4RL-normalised; final = last evaluation, last 3 = mean of each run's last three evaluations, "
         "best = best of the evaluations of each run; "
         "mean ± std (population) over the seeds that finished.\n"
-        f"This call: {seconds / 60:.1f} min.\n"
+        f"{when}\n"
     )
     if failed:
-        report += "\nUnfinished runs (rerun the command to retry them):\n\n" + "\n".join(
+        text += "\nUnfinished runs (rerun the command to continue or retry them):\n\n" + "\n".join(
             f"- {st.name}: {st.describe()}" for st in failed
         )
-        report += "\n"
-    (out / "results.md").write_text(report)
-    record = {"config": asdict(cfg), "scale": asdict(s), "seconds": seconds, "results": sw.as_json(results)}
+        text += "\n"
+    (out / "results.md").write_text(text)
+    record = {"config": asdict(cfg), "scale": asdict(s), "results": sw.as_json(results)}
     record["runs"] = {n: {"state": st.state, "error": st.error} for n, st in states.items()}
     (out / "results.json").write_text(json.dumps(record, indent=2, default=float))
-    print("\n" + report)
+    print("\n" + text)
     return record
 
 
@@ -535,6 +553,9 @@ def main(argv: list[str] | None = None) -> int:
     cfg = tyro.cli(ReproduceConfig, args=argv, prog="pyseqrl reproduce", description=__doc__)
     if cfg.status:
         print(status(cfg))
+        return 0
+    if cfg.report:
+        report(cfg)
         return 0
     try:
         record = run(cfg)
