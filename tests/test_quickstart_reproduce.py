@@ -53,6 +53,12 @@ def test_reproduce_suite_tiny(tmp_path, suite, capsys):
         status = capsys.readouterr().out
         assert ["Hopper-v4/dt-random-s0", "finished"] in [line.split() for line in status.splitlines()]
         assert "2 runs: 2 finished" in status
+        (out / f"{suite}-tiny" / "results.md").unlink()
+        assert main(["reproduce", suite, "--scale", "tiny", "--seeds", "0", "--out", str(out), "--report"]) == 0
+        again = (out / f"{suite}-tiny" / "results.md").read_text()
+        assert "nothing was run" in again and "| 1/1 |" in again
+        assert main(["reproduce", suite, "--scale", "tiny", "--out", str(tmp_path / "none"), "--report"]) == 1
+        assert "no sweep there yet" in capsys.readouterr().err
     elif suite == "lamo":
         assert {f"Hopper-v4/{r}/{m}" for r in ("0.01", "0.1", "1") for m in ("DT", "LaMo")} <= set(results)
     else:

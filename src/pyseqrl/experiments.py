@@ -106,14 +106,21 @@ def cached_dataset(env_id: str, policy: str, steps: int, seed: int = 0, noise_st
     return path
 
 
+def subset_path(path: Path, ratio: float, seed: int = 0) -> Path:
+    """Where :func:`cached_subset` keeps a ``ratio`` of the dataset at ``path`` (built or not)."""
+    if ratio >= 1.0:
+        return Path(path)
+    return Path(path).with_name(f"{Path(path).stem}-ratio{ratio:g}-s{seed}.hdf5")
+
+
 def cached_subset(path: Path, ratio: float, seed: int = 0) -> Path:
     """A random ``ratio`` of the trajectories of the dataset at ``path``, by count (LaMo's data ratios), saved next
     to it once (atomic, locked like :func:`cached_dataset`); ``ratio >= 1`` is the dataset itself."""
     from pyseqrl.data import load
 
-    if ratio >= 1.0:
-        return Path(path)
-    sub = Path(path).with_name(f"{Path(path).stem}-ratio{ratio:g}-s{seed}.hdf5")
+    sub = subset_path(path, ratio, seed)
+    if sub == Path(path):
+        return sub
     with _file_lock(sub):
         if not sub.exists():
             load(path).subset_episodes(ratio, seed=seed).save(sub)
