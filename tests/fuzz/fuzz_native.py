@@ -1,10 +1,11 @@
 """Fuzz target (atheris) for the argument checking of the compiled core's entry points.
 
 Each input drives one call of ``pyseqrl._core``: ``returns_to_go``, ``SegmentSampler`` (construction, sampling,
-positions, ``sample_into``) or ``ReplayBuffer`` (construction, ``add``, ``sample``, priorities, ``set_state``)
-with arrays of fuzzed shapes, dtypes, layouts and values (NaN, infinities, huge sizes, negative counts). A call may
-succeed or raise ValueError / TypeError / IndexError / OverflowError; anything else -- another exception, a crash,
-a hang -- is a finding. Run it under AddressSanitizer to catch out-of-bounds accesses as well (.ci/run does).
+positions, ``sample_into``), ``ReplayBuffer`` (construction, ``add``, ``sample``, priorities, ``set_state``) or
+``dropout_keep_mask``, with arrays of fuzzed shapes, dtypes, layouts and values (NaN, infinities, huge sizes,
+negative counts). A call may succeed or raise ValueError / TypeError / IndexError / OverflowError; anything else --
+another exception, a crash, a hang -- is a finding. Run it under AddressSanitizer to catch out-of-bounds accesses
+as well (.ci/run does).
 
     python tests/fuzz/fuzz_native.py -atheris_runs=20000            # a fixed number of inputs
     python tests/fuzz/fuzz_native.py -max_total_time=60              # or a time budget
@@ -132,7 +133,11 @@ def fuzz_replay_buffer(fdp: atheris.FuzzedDataProvider) -> None:
             rb.set_state(state)
 
 
-TARGETS = [fuzz_returns_to_go, fuzz_sampler, fuzz_replay_buffer]
+def fuzz_dropout_mask(fdp: atheris.FuzzedDataProvider) -> None:
+    _core.dropout_keep_mask(array(fdp, max_dims=2), fdp.ConsumeRegularFloat(), integer(fdp))
+
+
+TARGETS = [fuzz_returns_to_go, fuzz_sampler, fuzz_replay_buffer, fuzz_dropout_mask]
 
 
 def test_one_input(data: bytes) -> None:
