@@ -234,13 +234,11 @@ def wsrl_job(run_dir: Path, calql: str | None, eval_episodes: int, **kwargs: Any
     policy = load_policy(f"sac:{run_dir / 'checkpoint.pt'}")
     final = evaluate(policy, kwargs["env_id"], episodes=eval_episodes, seed=10_000 + kwargs["seed"]).normalized_score
     _, after_switch = ex.curve(run_dir, "switch/episode_return")  # the first online episodes
-    switch_step, _ = ex.curve(run_dir, "switch/q_pi_mean")
     q_steps, q_pi = ex.curve(run_dir, "actor/q_pi")  # Q of the policy's actions on the training batches
     return {
         "final": final,
         "first_online_return": float(after_switch.mean()) if len(after_switch) else None,
         "episode_returns": r["episode_returns"],
-        "switch_step": float(switch_step[0]) if len(switch_step) else None,
         "q_pi": [q_steps.tolist(), q_pi.tolist()],
     }
 
@@ -248,7 +246,7 @@ def wsrl_job(run_dir: Path, calql: str | None, eval_episodes: int, **kwargs: Any
 def q_dip(result: dict[str, Any]) -> tuple[float, float, float] | None:
     """(Q at the first update, lowest Q after it, Q at the end) of a WSRL-suite run's ``actor/q_pi`` curve:
     the dip of the Q-values after the switch to online learning, and where they ended."""
-    steps, q = (np.asarray(v, dtype=float) for v in result.get("q_pi", ([], [])))
+    q = np.asarray(result.get("q_pi", ([], []))[1], dtype=float)
     if not len(q):
         return None
     return float(q[0]), float(q.min()), float(q[-1])
@@ -501,7 +499,7 @@ def run(cfg: ReproduceConfig) -> dict:
     t0 = time.perf_counter()
     plan = PLANS[cfg.suite](cfg, s, out, True)  # datasets and ChibiT are built here, before the runs fan out
     states = sw.run_sweep(out, plan.runs, workers=cfg.workers, retries=cfg.retries, threads=cfg.threads)
-    return write_report(cfg, plan, states, f"This call: {(time.perf_counter() - t0) / 60:.1f} min.")
+    return write_report(cfg, plan, states, time.perf_counter() - t0)
 
 
 def report(cfg: ReproduceConfig) -> dict:
@@ -511,11 +509,12 @@ def report(cfg: ReproduceConfig) -> dict:
         raise ValueError(f"{out}: no sweep there yet (run `pyseqrl reproduce {cfg.suite} --scale {cfg.scale}`)")
     plan = PLANS[cfg.suite](cfg, SCALES[cfg.scale], out, False)
     states = {run.name: sw.inspect(out, run) for run in plan.runs}
-    return write_report(cfg, plan, states, "Report of the runs finished so far (`--report`); nothing was run.")
+    return write_report(cfg, plan, states, None)
 
 
-def write_report(cfg: ReproduceConfig, plan: Plan, states: dict[str, sw.RunState], when: str) -> dict:
-    """Write ``results.md``, ``results.json`` and the plots of a suite into its sweep directory."""
+def write_report(cfg: ReproduceConfig, plan: Plan, states: dict[str, sw.RunState], seconds: float | None) -> dict:
+    """Write ``results.md``, ``results.json`` and the plots of a suite into its sweep directory; ``seconds``: how
+    long this call ran the sweep (None: a ``--report`` that ran nothing)."""
     s, out = SCALES[cfg.scale], sweep_dir(cfg)
     if cfg.suite == "wsrl":
         table, results = report_wsrl(plan, states, out)
@@ -530,7 +529,11 @@ def write_report(cfg: ReproduceConfig, plan: Plan, states: dict[str, sw.RunState
         "Scores: D4RL-normalised; final = last evaluation, last 3 = mean of each run's last three evaluations, "
         "best = best of the evaluations of each run; "
         "mean ± std (population) over the seeds that finished.\n"
-        f"{when}\n"
+        + (
+            "Report of the runs finished so far (`--report`); nothing was run.\n"
+            if seconds is None
+            else f"This call: {seconds / 60:.1f} min.\n"
+        )
     )
     if failed:
         text += "\nUnfinished runs (rerun the command to continue or retry them):\n\n" + "\n".join(
@@ -538,7 +541,7 @@ def write_report(cfg: ReproduceConfig, plan: Plan, states: dict[str, sw.RunState
         )
         text += "\n"
     (out / "results.md").write_text(text)
-    record = {"config": asdict(cfg), "scale": asdict(s), "results": sw.as_json(results)}
+    record = {"config": asdict(cfg), "scale": asdict(s), "seconds": seconds, "results": sw.as_json(results)}
     record["runs"] = {n: {"state": st.state, "error": st.error} for n, st in states.items()}
     (out / "results.json").write_text(json.dumps(record, indent=2, default=float))
     print("\n" + text)

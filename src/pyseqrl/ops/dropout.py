@@ -49,10 +49,14 @@ class _NativeDropout(torch.autograd.Function):
         return grad * mask * ctx.scale, None
 
 
-def dropout(x: torch.Tensor, p: float = 0.5, training: bool = True) -> torch.Tensor:
-    """``torch.nn.functional.dropout`` with the native keep-mask for CPU tensors (see the module docstring)."""
+def _check_probability(p: float) -> None:
     if not 0.0 <= p <= 1.0:
         raise ValueError(f"dropout probability must be in [0, 1], got {p}")
+
+
+def dropout(x: torch.Tensor, p: float = 0.5, training: bool = True) -> torch.Tensor:
+    """``torch.nn.functional.dropout`` with the native keep-mask for CPU tensors (see the module docstring)."""
+    _check_probability(p)
     if not training or p == 0.0:
         return x
     if x.device.type != "cpu" or p == 1.0 or not x.is_floating_point():
@@ -65,8 +69,7 @@ class Dropout(nn.Module):
 
     def __init__(self, p: float = 0.5):
         super().__init__()
-        if not 0.0 <= p <= 1.0:
-            raise ValueError(f"dropout probability must be in [0, 1], got {p}")
+        _check_probability(p)
         self.p = float(p)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
