@@ -222,6 +222,8 @@ def test_recipe_defaults_yaml_and_errors(assets, tmp_path, capsys):
     assert "config.json" in capsys.readouterr().err
     with pytest.raises(ValueError, match="data_ratio"):
         resolve(TrainConfig(recipe="lamo", dataset="x.h5", data_ratio=0.0))
+    with pytest.raises(ValueError, match="backbone_weights must be 'pretrained' or 'untrained', got 'random'"):
+        resolve(TrainConfig(recipe="wiki", dataset="x.h5", backbone_weights="random"))  # type: ignore[arg-type]
 
 
 def test_train_without_resolve_and_resume_refuses_another_dataset(assets, tmp_path):

@@ -320,6 +320,36 @@ def test_timestep_from_lm_extends_the_table(lm_dirs):
         small(backbone=str(lm_dirs["llama"]), timestep_from_lm=True)
 
 
+@pytest.mark.parametrize("family", ["gpt2", "llama"])
+def test_untrained_backbone_has_the_architecture_and_fresh_weights(lm_dirs, family, tmp_path):
+    """backbone_weights='untrained': the checkpoint's architecture, transformers' initialisation, seeded by torch."""
+    from transformers import AutoModelForCausalLM
+
+    ref = AutoModelForCausalLM.from_pretrained(lm_dirs[family])
+    loaded = small(backbone=str(lm_dirs[family]), dropout=None)
+    fresh = small(backbone=str(lm_dirs[family]), backbone_weights="untrained", dropout=None)
+    again = small(backbone=str(lm_dirs[family]), backbone_weights="untrained", dropout=None)  # small() seeds torch
+    assert loaded.pretrained and not fresh.pretrained
+    assert fresh.lm.config.to_dict() | {"architectures": None} == ref.config.to_dict() | {"architectures": None}
+    ref_sd, fresh_sd = ref.state_dict(), fresh.lm.state_dict()
+    assert ref_sd.keys() == fresh_sd.keys()
+    for name, w in ref_sd.items():
+        assert fresh_sd[name].shape == w.shape and fresh_sd[name].dtype == torch.float32
+        if "wpe" not in name:  # (positions='none' zeroes a learned position table)
+            torch.testing.assert_close(loaded.lm.state_dict()[name], w)
+    emb = "transformer.wte.weight" if family == "gpt2" else "model.embed_tokens.weight"
+    assert not torch.equal(fresh_sd[emb], ref_sd[emb])  # not the checkpoint's
+    torch.testing.assert_close(again.lm.state_dict()[emb], fresh_sd[emb])  # drawn from torch's seeded generator
+    assert fresh.lm.config.tie_word_embeddings == ref.config.tie_word_embeddings
+    s, a, r, t = segment(2, K)
+    assert fresh(s, a, r, t).shape == (2, K, A)
+    export_dt(fresh, tmp_path / "export")  # an export of it reloads to the same policy
+    m2, _ = load_dt(tmp_path / "export")
+    torch.testing.assert_close(m2(s, a, r, t), fresh(s, a, r, t))
+    with pytest.raises(ValueError, match="backbone_weights must be one of"):
+        small(backbone=str(lm_dirs[family]), backbone_weights="random")
+
+
 @pytest.mark.parametrize("family", FAMILIES)
 def test_dropout_is_honoured(lm_dirs, family):
     m = small(backbone=str(lm_dirs[family]), dropout=0.5).train()

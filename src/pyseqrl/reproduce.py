@@ -4,9 +4,10 @@ Suites (each writes ``<out>/<suite>-<scale>/results.md``, ``results.json``, PNG 
 one directory per run):
 
 * ``wikirl`` -- Reid et al. 2022: DT from random init vs Wiki-RL from ChibiT (and from any backbone given with
-  ``--lm``, e.g. ``smollm2``) on medium datasets. Reports the final evaluation, the mean of the last three, the best
-  evaluation, the steps to reach 90% of the final score (the paper's convergence measure) and the steps to reach
-  the dataset's own average score.
+  ``--lm``, e.g. ``smollm2``) on medium datasets, and on ``--ablation-envs`` Wiki-RL's recipe on an untrained
+  backbone of ChibiT's architecture (what the pretrained weights add beyond the recipe). Reports the final
+  evaluation, the mean of the last three, the best evaluation, the steps to reach 90% of the final score (the
+  paper's convergence measure) and the steps to reach the dataset's own average score.
 * ``lamo`` -- Shi et al. 2023: DT vs LaMo on 1%, 10% and 100% of a medium dataset's trajectories (by count).
 * ``wsrl`` -- Zhou et al. 2024: Cal-QL pretraining, then WSRL vs no warmup vs keeping the offline data (appended to
   the online buffer, or in 50/50 batches) vs SAC from scratch, with the return curve of the online episodes.
@@ -29,13 +30,13 @@ Wiki-RL from ChibiT about the same, LaMo ~1.5-2x (co-training on 2 x 128-token b
 * ``tiny``  -- seconds per run; what the tests run.
 * ``small`` -- minutes per run; Hopper, 2 seeds.
 * ``cpu``   -- each suite in about 2.5-3 hours on 2 cores (the first sweep on a machine also pretrains ChibiT,
-  ~30 min, cached): datasets of 1M steps (D4RL's medium size); wikirl 18 runs (Hopper, HalfCheetah, Walker2d x DT,
-  Wiki-RL x 3 seeds) of 10,000 DT steps at batch 32 with 10 evaluations of 10 episodes (~15 min per run; DT from
-  random init first reaches the Hopper dataset's level after 5,000-9,000 steps, and still falls in some later
-  evaluations); lamo 18 runs (Hopper x 1%,
-  10%, 100% x DT, LaMo x 3 seeds) of the same budget; wsrl on Hopper, 3 Cal-QL runs of 5,000 steps and 15 online
-  runs of 20,000 environment steps (5 modes x 3 seeds), 2 critics. SmolLM2-135M is left out (one fine-tuning step
-  takes ~5 s on one core); add it with ``--lm smollm2`` at a smaller ``--seeds`` / ``--envs``.
+  ~30 min, cached): datasets of 1M steps (D4RL's medium size); wikirl 21 runs (Hopper, HalfCheetah, Walker2d x DT,
+  Wiki-RL x 3 seeds, and the untrained-ChibiT ablation on HalfCheetah) of 10,000 DT steps at batch 32 with 10
+  evaluations of 10 episodes (~15 min per run; DT from random init first reaches the Hopper dataset's level after
+  5,000-9,000 steps, and still falls in some later evaluations); lamo 18 runs (Hopper x 1%, 10%, 100% x DT,
+  LaMo x 3 seeds) of the same budget; wsrl on Hopper, 3 Cal-QL runs of 5,000 steps and 15 online runs of 20,000
+  environment steps (5 modes x 3 seeds), 2 critics. SmolLM2-135M is left out (one fine-tuning step takes ~5 s on
+  one core); add it with ``--lm smollm2`` at a smaller ``--seeds`` / ``--envs``.
 * ``gpu``   -- the papers' budgets: 100k DT steps at batch 64, 1M Cal-QL steps, 300k online steps, 10 critics,
   5 seeds; wikirl and lamo also compare SmolLM2-135M.
 
@@ -90,6 +91,8 @@ class Scale:
     """LaMo's LM co-training block length (None: the recipe's 1,024 tokens, capped at the backbone's positions)"""
     lms: list[str] = field(default_factory=list)
     """LM backbones the wikirl and lamo suites compare besides ChibiT (``--lm`` adds more)"""
+    ablation_envs: list[str] = field(default_factory=list)
+    """environments where wikirl also trains Wiki-RL's recipe on an untrained backbone of ChibiT's architecture"""
 
 
 HOPPER = ["Hopper-v4"]
@@ -111,6 +114,7 @@ SCALES = {
         num_critics=2,
         checkpoints=2,
         wsrl_min_buffer=60,  # so that the few online steps of the tiny scale do update
+        ablation_envs=HOPPER,
     ),
     "small": Scale(
         envs=HOPPER,
@@ -143,6 +147,7 @@ SCALES = {
         num_critics=2,
         envs_lamo_wsrl=HOPPER,
         lamo_lm_seq_len=128,  # LM co-training on 2 x 1,024 tokens would make a LaMo step ~8x a DT step
+        ablation_envs=["HalfCheetah-v4"],  # where Wiki-RL and DT differ at this budget
     ),
     "gpu": Scale(
         envs=MEDIUM,
@@ -159,6 +164,7 @@ SCALES = {
         wsrl_steps=300_000,
         num_critics=10,
         lms=["smollm2"],
+        ablation_envs=MEDIUM,
     ),
 }
 
@@ -184,6 +190,9 @@ class ReproduceConfig:
     lm: list[str] = field(default_factory=list)
     """[wikirl, lamo] more LM backbones to compare ('smollm2', local Hugging Face directories or hub names; the gpu
     scale compares smollm2 already)"""
+    ablation_envs: list[str] | None = None
+    """[wikirl] environments where Wiki-RL's recipe also runs on an untrained backbone of ChibiT's architecture, which
+    separates the pretrained weights from the rest of the recipe (default: the scale's; cpu: HalfCheetah-v4)"""
     lm_text: list[str] = field(default_factory=lambda: ["ovos-wiki"])
     """Wikipedia text for ChibiT pretraining and LM co-training"""
     ratios: list[float] = field(default_factory=lambda: [0.01, 0.1, 1.0])
@@ -290,7 +299,16 @@ def _chibit(cfg: ReproduceConfig, s: Scale, out: Path, build: bool) -> str:
     return str(ex.chibit(cfg.lm_text, s.lm_steps, out=out / "chibit", max_chars=s.lm_max_chars)[0])
 
 
-def _dt_run(name: str, cfg: ReproduceConfig, s: Scale, data: Path, recipe: str, backbone: str | None, seed: int):
+def _dt_run(
+    name: str,
+    cfg: ReproduceConfig,
+    s: Scale,
+    data: Path,
+    recipe: str,
+    backbone: str | None,
+    seed: int,
+    untrained: bool = False,
+):
     args = {
         "recipe": recipe,
         "dataset": str(data),
@@ -306,6 +324,8 @@ def _dt_run(name: str, cfg: ReproduceConfig, s: Scale, data: Path, recipe: str, 
     }
     if recipe == "lamo" and s.lamo_lm_seq_len:
         args["lm_seq_len"] = s.lamo_lm_seq_len
+    if untrained:
+        args["backbone_weights"] = "untrained"
     return sw.Run(name, "pyseqrl.reproduce:dt_job", args, steps=s.dt_steps)
 
 
@@ -318,16 +338,26 @@ def plan_wikirl(cfg: ReproduceConfig, s: Scale, out: Path, build: bool) -> Plan:
     envs, seeds = cfg.envs or s.envs, cfg.seeds if cfg.seeds is not None else s.seeds
     datasets = _datasets(cfg, s, envs, build)
     lm_dir = _chibit(cfg, s, out, build)
-    methods = {"DT (random init)": ("dt", None), "Wiki-RL (ChibiT)": ("wiki", lm_dir)}
-    methods.update({f"Wiki-RL ({Path(lm).name or lm})": ("wiki", lm) for lm in _more_lms(cfg, s)})
+    ablate = set(cfg.ablation_envs if cfg.ablation_envs is not None else s.ablation_envs)
+    # method -> (recipe, backbone, its weights untrained?)
+    methods = {"DT (random init)": ("dt", None, False), "Wiki-RL (ChibiT)": ("wiki", lm_dir, False)}
+    methods.update({f"Wiki-RL ({Path(lm).name or lm})": ("wiki", lm, False) for lm in _more_lms(cfg, s)})
+    methods[ABLATION] = ("wiki", lm_dir, True)
     runs, cells = [], {}
     for env_id, data in datasets.items():
-        for method, (recipe, backbone) in methods.items():
+        for method, (recipe, backbone, untrained) in methods.items():
+            if untrained and env_id not in ablate:
+                continue
             tag = "random" if backbone is None else "chibit" if backbone == lm_dir else Path(backbone).name
+            tag = f"untrained-{tag}" if untrained else tag
             names = [f"{env_id}/{recipe}-{tag}-s{seed}" for seed in seeds]
-            runs += [_dt_run(n, cfg, s, data, recipe, backbone, seed) for n, seed in zip(names, seeds)]
+            runs += [_dt_run(n, cfg, s, data, recipe, backbone, seed, untrained) for n, seed in zip(names, seeds)]
             cells[(env_id, method)] = names
     return Plan(runs, cells, datasets)
+
+
+ABLATION = "Wiki-RL recipe, untrained ChibiT architecture"
+"""The wikirl method that keeps everything of Wiki-RL (ChibiT) but the pretrained weights."""
 
 
 def plan_lamo(cfg: ReproduceConfig, s: Scale, out: Path, build: bool) -> Plan:

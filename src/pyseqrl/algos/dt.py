@@ -70,6 +70,9 @@ class TrainConfig(RunOptions):
     backbone: str | None = None
     """'random', 'smollm2', a .gguf file, a save_pretrained directory (ChibiT) or a hub name ('gpt2').
     Recipe default: dt random, else gpt2."""
+    backbone_weights: Literal["pretrained", "untrained"] = "pretrained"
+    """'untrained' builds the named backbone's architecture with fresh weights and keeps every other part of the
+    recipe: the ablation that shows what the pretrained weights themselves contribute."""
     hidden_size: int = 128
     """Width of a random backbone."""
     n_layer: int = 3
@@ -277,6 +280,8 @@ def resolve(cfg: TrainConfig) -> TrainConfig:
         raise ValueError("--dataset is required (a file readable by pyseqrl.data.load)")
     if cfg.backbone == "random" and (cfg.lm_weight or cfg.align_weight or cfg.lora):
         raise ValueError(f"recipe {cfg.recipe!r} with lm_weight/align_weight/lora needs a pretrained --backbone")
+    if cfg.backbone_weights not in ("pretrained", "untrained"):
+        raise ValueError(f"backbone_weights must be 'pretrained' or 'untrained', got {cfg.backbone_weights!r}")
     if not 0.0 < cfg.data_ratio <= 1.0:
         raise ValueError(f"data_ratio must be in (0, 1], got {cfg.data_ratio}")
     if cfg.precision not in ("fp32", "bf16", "auto"):
@@ -424,6 +429,7 @@ def build_model(cfg: TrainConfig, state_dim: int, act_dim: int) -> DecisionTrans
             state_dim=state_dim,
             act_dim=act_dim,
             backbone=cfg.backbone or "random",
+            backbone_weights=cfg.backbone_weights,
             hidden_size=cfg.hidden_size,
             n_layer=cfg.n_layer,
             n_head=cfg.n_head,

