@@ -320,6 +320,22 @@ def test_timestep_from_lm_extends_the_table(lm_dirs):
         small(backbone=str(lm_dirs["llama"]), timestep_from_lm=True)
 
 
+def test_timestep_init_std_sets_the_scale_of_a_new_table(lm_dirs):
+    default = small().embed_timestep.weight.detach()  # nn.Embedding's N(0, 1), as the official DT
+    assert 0.95 < default.std().item() < 1.05
+    m = small(timestep_init_std=0.02, max_ep_len=1000)
+    w = m.embed_timestep.weight.detach()
+    assert w.shape == (1000, 16) and 0.019 < w.std().item() < 0.021 and abs(w.mean().item()) < 0.002
+    # on a backbone with a learned table the auto choice (None) copies it, unless a scale is given
+    gpt2 = str(lm_dirs["gpt2"])
+    scaled = small(backbone=gpt2, timestep_from_lm=None, timestep_init_std=0.5).embed_timestep.weight.detach()
+    assert 0.45 < scaled.std().item() < 0.55
+    with pytest.raises(ValueError, match="timestep_from_lm copies the backbone's position table"):
+        small(backbone=gpt2, timestep_from_lm=True, timestep_init_std=0.02)
+    with pytest.raises(ValueError, match="timestep_init_std must be a finite number > 0, got 0.0"):
+        small(timestep_init_std=0.0)
+
+
 @pytest.mark.parametrize("family", ["gpt2", "llama"])
 def test_untrained_backbone_has_the_architecture_and_fresh_weights(lm_dirs, family, tmp_path):
     """backbone_weights='untrained': the checkpoint's architecture, transformers' initialisation, seeded by torch."""

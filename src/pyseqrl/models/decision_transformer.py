@@ -33,6 +33,7 @@ from torch import nn
 
 from pyseqrl.models import backbone as bb
 from pyseqrl.ops.dropout import use_native_dropout
+from pyseqrl.utils import checks
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +88,11 @@ class DTConfig:
     """Where the timestep embedding is added: "before_ln" (DT) or "after_ln" (Wiki-RL and LaMo)."""
     timestep_from_lm: bool | None = False
     """Initialise the timestep embedding from the backbone's learned position table, extended by repetition to
-    max_ep_len (Wiki-RL's --extend_positions); True needs a learned table, None = exactly when there is one."""
+    max_ep_len (Wiki-RL's --extend_positions); True needs a learned table, None = exactly when there is one (and
+    timestep_init_std is None)."""
+    timestep_init_std: float | None = None
+    """Standard deviation of a new timestep table's normal initialisation; None keeps nn.Embedding's N(0, 1), as the
+    official DT. A table copied from the LM (timestep_from_lm) has the LM's scale instead (GPT-2 family: ~0.02)."""
     attn_implementation: str = "sdpa"
     """transformers attention implementation: "sdpa", "eager" or "pyseqrl" (the fused kernel)."""
 
@@ -194,7 +199,8 @@ class DecisionTransformer(nn.Module):
 
         # --- the boxes of the DT figure: input embeddings, LayerNorm, action head
         self.embed_timestep = nn.Embedding(cfg.max_ep_len, H)
-        from_lm = cfg.timestep_from_lm if cfg.timestep_from_lm is not None else table is not None
+        auto = table is not None and cfg.timestep_init_std is None  # None: copy a learned table unless a scale is set
+        from_lm = cfg.timestep_from_lm if cfg.timestep_from_lm is not None else auto
         if from_lm and backbone_config is None:  # (an export brings its trained table)
             if table is None:
                 raise ValueError(
@@ -203,6 +209,14 @@ class DecisionTransformer(nn.Module):
                 )
             with torch.no_grad():
                 self.embed_timestep.weight.copy_(bb.extend_table(table.weight, cfg.max_ep_len))
+        if cfg.timestep_init_std is not None:
+            checks.positive("timestep_init_std", cfg.timestep_init_std)
+            if from_lm:
+                raise ValueError(
+                    "timestep_init_std sets the scale of a new timestep table, but timestep_from_lm copies the "
+                    "backbone's position table: use one of them"
+                )
+            nn.init.normal_(self.embed_timestep.weight, 0.0, cfg.timestep_init_std)
         if table is not None and cfg.positions == "none":  # no token positions: zero the table and keep it frozen
             with torch.no_grad():
                 table.weight.zero_()
