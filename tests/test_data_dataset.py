@@ -27,6 +27,34 @@ def test_from_arrays_splits_at_terminals_and_timeouts_and_keeps_trailing():
     assert ds.observations.dtype == np.float32 and ds.terminals.dtype == bool
 
 
+def test_complete_episodes_leave_out_the_ones_cut_by_the_budget():
+    # lengths 2 (terminal), 4 (time limit), 1 (terminal), 4 (time limit), 3 (cut by the end of the collection)
+    term = [0, 1, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0]
+    tout = [0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 1, 0, 0, 0]
+    ds = EpisodeDataset.from_arrays(np.zeros((14, 1)), np.zeros((14, 1)), np.arange(14), term, tout)
+    assert ds.episode_lengths().tolist() == [2, 4, 1, 4, 3]
+    assert ds.complete_episodes().tolist() == [True, True, True, True, False]
+    # no episode at a time limit: every one that did not terminate was cut, the longest of them too
+    term, tout = [0, 1, 0, 0, 0, 0, 0, 0], [0, 0, 0, 0, 0, 1, 0, 0]
+    cut = EpisodeDataset.from_arrays(np.zeros((8, 1)), np.zeros((8, 1)), np.ones(8), term, tout)
+    assert cut.episode_lengths().tolist() == [2, 4, 2] and cut.complete_episodes().tolist() == [True, False, False]
+
+
+def test_collected_dataset_scores_its_complete_episodes():
+    """The behaviour level of a collected dataset: its complete episodes, as the collector's own statistics."""
+    pytest.importorskip("envpool")
+    from pyseqrl import experiments as ex
+    from pyseqrl.collect import collect
+    from pyseqrl.scores import normalized_score
+
+    ds = collect("random", "Hopper-v4", num_envs=4, steps=300, seed=0, progress=False)
+    complete = ds.complete_episodes()
+    assert complete.sum() == ds.metadata["num_complete_episodes"] and not complete.all()  # 4 cut, one per env
+    level = normalized_score(ds.metadata["return_mean"], *ds.reference_scores())
+    assert ex.dataset_score(ds) == pytest.approx(level)
+    assert ex.behaviour_scores(ds).shape == (complete.sum(),)
+
+
 def test_from_episodes_with_t_plus_one_observations_and_flags():
     eps = [
         {"observations": np.zeros((4, 2)), "actions": np.zeros((3, 1)), "rewards": np.ones(3), "terminated": True},

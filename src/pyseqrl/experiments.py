@@ -127,11 +127,19 @@ def cached_subset(path: Path, ratio: float, seed: int = 0) -> Path:
     return sub
 
 
-def dataset_score(path: Path) -> float:
-    """The average D4RL-normalised score of a dataset's episodes (its behaviour policy's level)."""
+def behaviour_scores(data: Any) -> np.ndarray:
+    """D4RL-normalised scores of a dataset's complete episodes (those cut short by the end of the collection
+    budget are left out; all episodes if none is complete). ``data``: a path or an EpisodeDataset."""
     from pyseqrl.data import load
 
-    return float(np.mean(load(path).normalized_scores()))
+    ds = load(data) if isinstance(data, (str, Path)) else data
+    scores, complete = ds.normalized_scores(), ds.complete_episodes()
+    return scores[complete] if complete.any() else scores
+
+
+def dataset_score(data: Any) -> float:
+    """The behaviour policy's level: the average of :func:`behaviour_scores`."""
+    return float(np.mean(behaviour_scores(data)))
 
 
 @contextlib.contextmanager

@@ -125,7 +125,7 @@ def run(cfg: QuickstartConfig) -> dict:
     )
     data_path = out / f"{cfg.env_id}-quickstart.hdf5"
     ds = ex.build_dataset(cfg.env_id, policy, b.dataset_steps, data_path, seed=cfg.seed)
-    scores = ds.normalized_scores()
+    scores = ex.behaviour_scores(ds)  # of the complete episodes: the behaviour policy's level
     stage("dataset")
 
     # 2. ChibiT --------------------------------------------------------------------------------------------
@@ -203,7 +203,7 @@ def run(cfg: QuickstartConfig) -> dict:
         [
             "dataset",
             f"{ds.num_episodes} episodes, {len(ds)} steps",
-            f"D4RL score {ex.mean_std(scores)}",
+            f"D4RL score {ex.mean_std(scores)} ({len(scores)} complete episodes)",
             f"{timings['dataset']:.0f} s",
         ],
         [

@@ -5,7 +5,8 @@ one directory per run):
 
 * ``wikirl`` -- Reid et al. 2022: DT from random init vs Wiki-RL from ChibiT (and from any backbone given with
   ``--lm``, e.g. ``smollm2``) on medium datasets, and on ``--ablation-envs`` Wiki-RL's recipe on an untrained
-  backbone of ChibiT's architecture (what the pretrained weights add beyond the recipe). Reports the final
+  backbone of ChibiT's architecture (what the pretrained weights add beyond the recipe) and DT with its timestep
+  table initialised at Wiki-RL's scale (what that one recipe difference does). Reports the final
   evaluation, the mean of the last three, the best evaluation, the steps to reach 90% of the final score (the
   paper's convergence measure) and the steps to reach the dataset's own average score.
 * ``lamo`` -- Shi et al. 2023: DT vs LaMo on 1%, 10% and 100% of a medium dataset's trajectories (by count).
@@ -30,8 +31,8 @@ Wiki-RL from ChibiT about the same, LaMo ~1.5-2x (co-training on 2 x 128-token b
 * ``tiny``  -- seconds per run; what the tests run.
 * ``small`` -- minutes per run; Hopper, 2 seeds.
 * ``cpu``   -- each suite in about 2.5-3 hours on 2 cores (the first sweep on a machine also pretrains ChibiT,
-  ~30 min, cached): datasets of 1M steps (D4RL's medium size); wikirl 21 runs (Hopper, HalfCheetah, Walker2d x DT,
-  Wiki-RL x 3 seeds, and the untrained-ChibiT ablation on HalfCheetah) of 10,000 DT steps at batch 32 with 10
+  ~30 min, cached): datasets of 1M steps (D4RL's medium size); wikirl 24 runs (Hopper, HalfCheetah, Walker2d x DT,
+  Wiki-RL x 3 seeds, and the two ablations on HalfCheetah) of 10,000 DT steps at batch 32 with 10
   evaluations of 10 episodes (~15 min per run; DT from random init first reaches the Hopper dataset's level after
   5,000-9,000 steps, and still falls in some later evaluations); lamo 18 runs (Hopper x 1%, 10%, 100% x DT,
   LaMo x 3 seeds) of the same budget; wsrl on Hopper, 3 Cal-QL runs of 5,000 steps and 15 online runs of 20,000
@@ -92,7 +93,8 @@ class Scale:
     lms: list[str] = field(default_factory=list)
     """LM backbones the wikirl and lamo suites compare besides ChibiT (``--lm`` adds more)"""
     ablation_envs: list[str] = field(default_factory=list)
-    """environments where wikirl also trains Wiki-RL's recipe on an untrained backbone of ChibiT's architecture"""
+    """environments where wikirl also runs its two ablations: Wiki-RL's recipe on an untrained backbone of ChibiT's
+    architecture, and DT with a timestep table initialised at Wiki-RL's scale (N(0, 0.02) instead of N(0, 1))"""
 
 
 HOPPER = ["Hopper-v4"]
@@ -191,8 +193,9 @@ class ReproduceConfig:
     """[wikirl, lamo] more LM backbones to compare ('smollm2', local Hugging Face directories or hub names; the gpu
     scale compares smollm2 already)"""
     ablation_envs: list[str] | None = None
-    """[wikirl] environments where Wiki-RL's recipe also runs on an untrained backbone of ChibiT's architecture, which
-    separates the pretrained weights from the rest of the recipe (default: the scale's; cpu: HalfCheetah-v4)"""
+    """[wikirl] environments where two ablations also run: Wiki-RL's recipe on an untrained backbone of ChibiT's
+    architecture (separates the pretrained weights from the rest of the recipe) and DT with its timestep table
+    initialised at N(0, 0.02) (default: the scale's; cpu: HalfCheetah-v4)"""
     lm_text: list[str] = field(default_factory=lambda: ["ovos-wiki"])
     """Wikipedia text for ChibiT pretraining and LM co-training"""
     ratios: list[float] = field(default_factory=lambda: [0.01, 0.1, 1.0])
@@ -307,7 +310,7 @@ def _dt_run(
     recipe: str,
     backbone: str | None,
     seed: int,
-    untrained: bool = False,
+    extra: dict[str, Any] | None = None,
 ):
     args = {
         "recipe": recipe,
@@ -324,8 +327,7 @@ def _dt_run(
     }
     if recipe == "lamo" and s.lamo_lm_seq_len:
         args["lm_seq_len"] = s.lamo_lm_seq_len
-    if untrained:
-        args["backbone_weights"] = "untrained"
+    args.update(extra or {})  # a method's own options (only when it has some: the other runs keep their specs)
     return sw.Run(name, "pyseqrl.reproduce:dt_job", args, steps=s.dt_steps)
 
 
@@ -339,25 +341,31 @@ def plan_wikirl(cfg: ReproduceConfig, s: Scale, out: Path, build: bool) -> Plan:
     datasets = _datasets(cfg, s, envs, build)
     lm_dir = _chibit(cfg, s, out, build)
     ablate = set(cfg.ablation_envs if cfg.ablation_envs is not None else s.ablation_envs)
-    # method -> (recipe, backbone, its weights untrained?)
-    methods = {"DT (random init)": ("dt", None, False), "Wiki-RL (ChibiT)": ("wiki", lm_dir, False)}
-    methods.update({f"Wiki-RL ({Path(lm).name or lm})": ("wiki", lm, False) for lm in _more_lms(cfg, s)})
-    methods[ABLATION] = ("wiki", lm_dir, True)
+    # method -> (recipe, backbone, run-name tag, its own options, ablation only)
+    methods: dict[str, tuple[str, str | None, str, dict[str, Any], bool]] = {
+        "DT (random init)": ("dt", None, "random", {}, False),
+        "Wiki-RL (ChibiT)": ("wiki", lm_dir, "chibit", {}, False),
+    }
+    methods.update(
+        {f"Wiki-RL ({Path(lm).name or lm})": ("wiki", lm, Path(lm).name, {}, False) for lm in _more_lms(cfg, s)}
+    )
+    methods[UNTRAINED] = ("wiki", lm_dir, "untrained-chibit", {"backbone_weights": "untrained"}, True)
+    methods[SMALL_TIMESTEPS] = ("dt", None, "random-ts0.02", {"timestep_init_std": 0.02}, True)
     runs, cells = [], {}
     for env_id, data in datasets.items():
-        for method, (recipe, backbone, untrained) in methods.items():
-            if untrained and env_id not in ablate:
+        for method, (recipe, backbone, tag, extra, ablation) in methods.items():
+            if ablation and env_id not in ablate:
                 continue
-            tag = "random" if backbone is None else "chibit" if backbone == lm_dir else Path(backbone).name
-            tag = f"untrained-{tag}" if untrained else tag
             names = [f"{env_id}/{recipe}-{tag}-s{seed}" for seed in seeds]
-            runs += [_dt_run(n, cfg, s, data, recipe, backbone, seed, untrained) for n, seed in zip(names, seeds)]
+            runs += [_dt_run(n, cfg, s, data, recipe, backbone, seed, extra) for n, seed in zip(names, seeds)]
             cells[(env_id, method)] = names
     return Plan(runs, cells, datasets)
 
 
-ABLATION = "Wiki-RL recipe, untrained ChibiT architecture"
-"""The wikirl method that keeps everything of Wiki-RL (ChibiT) but the pretrained weights."""
+UNTRAINED = "Wiki-RL recipe, untrained ChibiT architecture"
+"""Ablation: everything of Wiki-RL (ChibiT) but the pretrained weights."""
+SMALL_TIMESTEPS = "DT (random init), timestep table N(0, 0.02)"
+"""Ablation: DT with only its timestep table's initial scale changed to that of the table Wiki-RL copies from its LM."""
 
 
 def plan_lamo(cfg: ReproduceConfig, s: Scale, out: Path, build: bool) -> Plan:

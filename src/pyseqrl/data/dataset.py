@@ -251,6 +251,23 @@ class EpisodeDataset:
         """int64 [E]."""
         return np.diff(self.episode_ends, prepend=0).astype(np.int64)
 
+    def complete_episodes(self) -> np.ndarray:
+        """bool [E]: episodes that really ended -- in a terminal state, or at the time limit. An episode cut shorter
+        by the end of a collection budget (each environment's last one) is not complete: its return says nothing
+        about the policy's level.
+
+        The time limit is read from the data: the longest length among episodes that did not terminate, when at
+        least two of them have it (episodes cut by a budget stop at scattered lengths); otherwise no episode
+        reached a time limit.
+        """
+        terminal = self.terminals[self.episode_ends - 1]
+        lengths = self.episode_lengths()
+        open_lengths = lengths[~terminal]
+        limit = open_lengths.max() if len(open_lengths) else -1
+        if (open_lengths == limit).sum() < 2:
+            limit = -1
+        return terminal | (lengths == limit)
+
     def episode_returns(self) -> np.ndarray:
         """float64 [E], undiscounted return of each episode."""
         return np.add.reduceat(self.rewards.astype(np.float64), self.episode_starts)
