@@ -229,6 +229,18 @@ def test_a_run_directory_of_another_configuration_is_not_reused(tmp_path):
     assert st.state == "failed" and "another configuration" in st.error and "steps" in st.error
 
 
+def test_clear_stale_starts_only_the_changed_runs_over(tmp_path):
+    states = sw.run_sweep(tmp_path, runs(2, steps=2), workers=1)
+    assert states["env/toy-s0"].seconds is not None and states["env/toy-s0"].seconds >= 0
+    changed = [runs(2, steps=3)[0], runs(2, steps=2)[1]]  # s0's options changed, s1's did not
+    assert sw.clear_stale(tmp_path, changed) == ["env/toy-s0"]
+    assert not (tmp_path / "env/toy-s0").exists() and (tmp_path / "env/toy-s1" / sw.FINISHED).exists()
+    states = sw.run_sweep(tmp_path, changed, workers=1)
+    assert {s.state for s in states.values()} == {"finished"}
+    assert states["env/toy-s0"].result["scores"] == [1.0, 2.0, 3.0] and len(starts(tmp_path, "env/toy-s1")) == 1
+    assert sw.clear_stale(tmp_path, changed) == []
+
+
 def test_run_names_must_be_unique_and_dependencies_known(tmp_path):
     with pytest.raises(ValueError, match="unique"):
         sw.run_sweep(tmp_path, runs(1) + runs(1))

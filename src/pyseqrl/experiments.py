@@ -217,6 +217,12 @@ def train_dt(
     """
     from pyseqrl.algos.dt import TrainConfig, resolve, train
 
+    short_run = {  # schedules scaled to the run's length; ``overrides`` may set them too
+        "warmup_steps": max(1, min(1000, steps // 10)),
+        "tensorboard": False,
+        "log_every": max(1, steps // 20),
+        "align_anneal_steps": max(1, steps // 5),
+    }
     cfg = TrainConfig(
         recipe=recipe,
         dataset=str(dataset),
@@ -228,11 +234,7 @@ def train_dt(
         eval_episodes=eval_episodes,
         lm_text=list(lm_text),
         checkpoint_every=checkpoint_every or steps,
-        warmup_steps=max(1, min(1000, steps // 10)),
-        tensorboard=False,
-        log_every=max(1, steps // 20),
-        align_anneal_steps=max(1, steps // 5),
-        **overrides,
+        **{**short_run, **overrides},
     )
     return train(resolve(cfg))
 

@@ -94,6 +94,8 @@ class RunState:
     steps: int = 0
     error: str | None = None
     result: dict[str, Any] | None = None
+    seconds: float | None = None
+    """how long the finished run took (its last start)"""
 
     def describe(self) -> str:
         at = f"at step {self.step} of {self.steps}" if self.step is not None else None
@@ -157,6 +159,18 @@ def _spec_error(root: Path, run: Run) -> str | None:
     return f"{d} holds a run of another configuration (differs in {diff}): move it away, or use another --out"
 
 
+def clear_stale(root: str | os.PathLike, runs: Sequence[Run]) -> list[str]:
+    """Delete the directories of the runs whose saved options differ from ``runs``' (for a caller that owns
+    ``root`` and wants changed runs started over, not refused); returns their names."""
+    import shutil
+
+    root = Path(root)
+    stale = [run.name for run in runs if _spec_error(root, run) is not None and not _locked(root / run.name)]
+    for name in stale:
+        shutil.rmtree(root / name)
+    return stale
+
+
 def _locked(run_dir: Path) -> bool:
     """Whether a run process holds the lock of ``run_dir`` now."""
     import fcntl
@@ -180,6 +194,7 @@ def inspect(root: Path, run: Run) -> RunState:
     done = _read_json(d / FINISHED)
     if done is not None:
         st.state, st.result, st.step = "finished", done.get("result", {}), run.steps
+        st.seconds = done.get("seconds")
         return st
     ckpt = d / CHECKPOINT
     if ckpt.exists():
