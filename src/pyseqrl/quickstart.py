@@ -111,14 +111,13 @@ class QuickstartConfig:
     seed: int = 0
     """seed of every stage"""
     threads: int = 1
-    """torch CPU threads of each run"""
+    """torch CPU threads of each run of stages 3-4 (the dataset and ChibiT stages use torch's default)"""
     workers: int = 0
     """runs at a time in stages 3-4 (0: one per CPU core)"""
 
 
 def run(cfg: QuickstartConfig) -> dict:
     """Run every stage; returns the results written to ``<out>/results.json``."""
-    import torch
 
     from pyseqrl.utils import checks
 
@@ -126,7 +125,6 @@ def run(cfg: QuickstartConfig) -> dict:
     checks.integer("workers", cfg.workers, 0)
     checks.positive("lr", cfg.lr)
     checks.optional(checks.positive, "timestep_init_std", cfg.timestep_init_std)
-    torch.set_num_threads(cfg.threads)  # (the dataset and ChibiT stages; the runs set their own)
     b = BUDGETS[cfg.budget]
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
