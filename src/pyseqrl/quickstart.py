@@ -29,6 +29,7 @@ import numpy as np
 
 from pyseqrl import experiments as ex
 from pyseqrl import sweep as sw
+from pyseqrl.utils import checks
 
 
 @dataclass
@@ -118,9 +119,6 @@ class QuickstartConfig:
 
 def run(cfg: QuickstartConfig) -> dict:
     """Run every stage; returns the results written to ``<out>/results.json``."""
-
-    from pyseqrl.utils import checks
-
     checks.integer("threads", cfg.threads, 1)
     checks.integer("workers", cfg.workers, 0)
     checks.positive("lr", cfg.lr)
