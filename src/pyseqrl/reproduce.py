@@ -30,7 +30,7 @@ Wiki-RL from ChibiT about the same, LaMo ~1.5-2x (co-training on 2 x 128-token b
 
 * ``tiny``  -- seconds per run; what the tests run.
 * ``small`` -- minutes per run; Hopper, 2 seeds.
-* ``cpu``   -- each suite in about 2.5-3 hours on 2 cores (the first sweep on a machine also pretrains ChibiT,
+* ``cpu``   -- each suite in about 2.5-3.5 hours on 2 cores (the first sweep on a machine also pretrains ChibiT,
   ~30 min, cached): datasets of 1M steps (D4RL's medium size); wikirl 24 runs (Hopper, HalfCheetah, Walker2d x DT,
   Wiki-RL x 3 seeds, and the two ablations on HalfCheetah) of 10,000 DT steps at batch 32 with 10
   evaluations of 10 episodes (~15 min per run; DT from random init first reaches the Hopper dataset's level after
@@ -178,7 +178,7 @@ class ReproduceConfig:
     suite: Literal["wikirl", "lamo", "wsrl"] = "wikirl"
     """which comparison to run"""
     scale: Literal["tiny", "small", "cpu", "gpu"] = "small"
-    """budget preset (see SCALES; cpu: each suite in about 3 hours on 2 cores)"""
+    """budget preset (see SCALES; cpu: each suite in about 3 hours on 2 cores, resumable)"""
     status: bool = False
     """print where every run of the sweep stands (finished / at step N of M / not started / failed) and exit"""
     report: bool = False
