@@ -61,7 +61,7 @@ class Budget:
 
 
 BUDGETS = {
-    # about 5 minutes on 2 CPU cores once ChibiT is cached (docs/RESULTS.md, section 6)
+    # about 6 minutes on 2 CPU cores once ChibiT is cached (docs/RESULTS.md, section 6)
     "default": Budget(
         dataset_steps=200_000,
         lm_steps=None,
@@ -100,7 +100,7 @@ class QuickstartConfig:
     env_id: str = "HalfCheetah-v4"
     """environment (EnvPool MuJoCo)"""
     budget: Literal["default", "ci"] = "default"
-    """size preset: default (~5 min on 2 cores) or ci (~1-2 min)"""
+    """size preset: default (~6 min on 2 cores) or ci (~1-2 min)"""
     lr: float = 3e-4
     """learning rate of the Decision Transformers (the recipes' 1e-4 suits their 100k-step schedules)"""
     timestep_init_std: float | None = 0.02
