@@ -38,7 +38,7 @@ from pyseqrl.data import load, torch_batches
 from pyseqrl.lm.corpus import TokenBlocks, encode_texts, read_texts
 from pyseqrl.lm.pretrain import cache_dir
 from pyseqrl.models.alignment import alignment_loss, anneal_weight, kmeans
-from pyseqrl.models.backbone import load_tokenizer, max_positions
+from pyseqrl.models.backbone import BACKBONE_WEIGHTS, load_tokenizer, max_positions
 from pyseqrl.models.decision_transformer import DecisionTransformer, DTConfig
 from pyseqrl.models.export import export_dt
 from pyseqrl.models.lora import LoRAConfig, apply_lora, merge_lora
@@ -284,7 +284,7 @@ def resolve(cfg: TrainConfig) -> TrainConfig:
         raise ValueError("--dataset is required (a file readable by pyseqrl.data.load)")
     if cfg.backbone == "random" and (cfg.lm_weight or cfg.align_weight or cfg.lora):
         raise ValueError(f"recipe {cfg.recipe!r} with lm_weight/align_weight/lora needs a pretrained --backbone")
-    if cfg.backbone_weights not in ("pretrained", "untrained"):
+    if cfg.backbone_weights not in BACKBONE_WEIGHTS:
         raise ValueError(f"backbone_weights must be 'pretrained' or 'untrained', got {cfg.backbone_weights!r}")
     if not 0.0 < cfg.data_ratio <= 1.0:
         raise ValueError(f"data_ratio must be in (0, 1], got {cfg.data_ratio}")
