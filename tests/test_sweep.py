@@ -256,6 +256,7 @@ def test_summarize_mean_and_population_std_over_the_seeds_that_have_a_value():
     assert str(s) == "20.0 ± 8.2"
     assert str(sw.summarize([4.25])) == "4.2"
     assert str(sw.summarize([None])) == "n/a" and sw.summarize([]).n == 0
+    assert f"{sw.summarize([6000.0, 5000.0, 7000.0]):.0f}" == "6000 ± 816" and f"{sw.summarize([]):.0f}" == "n/a"
 
 
 def test_first_step_at_threshold():

@@ -28,6 +28,7 @@ from typing import Literal
 import numpy as np
 
 from pyseqrl import experiments as ex
+from pyseqrl import reproduce as rp
 from pyseqrl import sweep as sw
 from pyseqrl.utils import checks
 
@@ -162,26 +163,18 @@ def run(cfg: QuickstartConfig) -> dict:
     }
     runs = []
     for recipe, backbone in dt_runs.values():
-        args = {
-            "recipe": recipe,
-            "dataset": str(data_path),
-            "steps": b.dt_steps,
-            "seed": cfg.seed,
-            "backbone": backbone,
-            "eval_every": max(1, b.dt_steps // b.dt_evals),
-            "eval_episodes": b.eval_episodes,
-            "lm_text": list(cfg.lm_text),
-            "lm_max_chars": b.lm_max_chars,
+        options = {
             "kmeans_clusters": 64,
-            "batch_size": b.dt_batch_size,
             "lm_batch_size": max(1, b.dt_batch_size // 4),
             "lm_seq_len": 64,
             "lr": cfg.lr,
             "warmup_steps": max(1, b.dt_steps // 10),
         }
         if recipe != "wiki":  # (Wiki-RL copies its timestep table from ChibiT's position table)
-            args["timestep_init_std"] = cfg.timestep_init_std
-        runs.append(sw.Run(recipe, "pyseqrl.reproduce:dt_job", args, steps=b.dt_steps))
+            options["timestep_init_std"] = cfg.timestep_init_std
+        common = {"evals": b.dt_evals, "eval_episodes": b.eval_episodes, "batch_size": b.dt_batch_size}
+        lm = {"lm_text": cfg.lm_text, "lm_max_chars": b.lm_max_chars}
+        runs.append(rp.dt_run(recipe, recipe, data_path, backbone, cfg.seed, b.dt_steps, **common, **lm, **options))
     # 2 critics instead of WSRL's 10 (the `pyseqrl train wsrl` default): with 10, Cal-QL runs ~1 step/s on 2 cores
     calql = {"dataset": str(data_path), "steps": b.calql_steps, "seed": cfg.seed, "num_critics": 2}
     runs.append(sw.Run("calql", "pyseqrl.reproduce:calql_job", {**calql, "checkpoint_every": b.calql_steps}))
@@ -290,7 +283,8 @@ def run(cfg: QuickstartConfig) -> dict:
 
 
 def _sum(*values: float | None) -> float | None:
-    return None if any(v is None for v in values) else float(sum(v for v in values if v is not None))
+    known = [v for v in values if v is not None]
+    return float(sum(known)) if len(known) == len(values) else None
 
 
 def _secs(seconds: float | None) -> str:

@@ -302,6 +302,38 @@ def _chibit(cfg: ReproduceConfig, s: Scale, out: Path, build: bool) -> str:
     return str(ex.chibit(cfg.lm_text, s.lm_steps, out=out / "chibit", max_chars=s.lm_max_chars)[0])
 
 
+def dt_run(
+    name: str,
+    recipe: str,
+    dataset: str | Path,
+    backbone: str | None,
+    seed: int,
+    steps: int,
+    evals: int,
+    eval_episodes: int,
+    lm_text: list[str],
+    lm_max_chars: int,
+    batch_size: int,
+    **options: Any,
+) -> sw.Run:
+    """The sweep run of one Decision Transformer (:func:`dt_job`): ``evals`` evaluations spread over ``steps``;
+    ``options`` are further ``ex.train_dt`` arguments."""
+    args = {
+        "recipe": recipe,
+        "dataset": str(dataset),
+        "steps": steps,
+        "seed": seed,
+        "backbone": backbone,
+        "eval_every": _every(steps, evals),
+        "eval_episodes": eval_episodes,
+        "lm_text": list(lm_text),
+        "lm_max_chars": lm_max_chars,
+        "batch_size": batch_size,
+        **options,
+    }
+    return sw.Run(name, "pyseqrl.reproduce:dt_job", args, steps=steps)
+
+
 def _dt_run(
     name: str,
     cfg: ReproduceConfig,
@@ -311,24 +343,14 @@ def _dt_run(
     backbone: str | None,
     seed: int,
     extra: dict[str, Any] | None = None,
-):
-    args = {
-        "recipe": recipe,
-        "dataset": str(data),
-        "steps": s.dt_steps,
-        "seed": seed,
-        "backbone": backbone,
-        "eval_every": _every(s.dt_steps, s.evals),
-        "eval_episodes": s.eval_episodes,
-        "lm_text": list(cfg.lm_text),
-        "lm_max_chars": s.lm_max_chars,
-        "batch_size": s.dt_batch_size,
-        "checkpoint_every": _every(s.dt_steps, s.checkpoints),
-    }
+) -> sw.Run:
+    options: dict[str, Any] = {"checkpoint_every": _every(s.dt_steps, s.checkpoints)}
     if recipe == "lamo" and s.lamo_lm_seq_len:
-        args["lm_seq_len"] = s.lamo_lm_seq_len
-    args.update(extra or {})  # a method's own options (only when it has some: the other runs keep their specs)
-    return sw.Run(name, "pyseqrl.reproduce:dt_job", args, steps=s.dt_steps)
+        options["lm_seq_len"] = s.lamo_lm_seq_len
+    options.update(extra or {})  # a method's own options (only when it has some: the other runs keep their specs)
+    common = {"evals": s.evals, "eval_episodes": s.eval_episodes, "batch_size": s.dt_batch_size}
+    lm = {"lm_text": cfg.lm_text, "lm_max_chars": s.lm_max_chars}
+    return dt_run(name, recipe, data, backbone, seed, s.dt_steps, **common, **lm, **options)
 
 
 def _more_lms(cfg: ReproduceConfig, s: Scale) -> list[str]:
@@ -466,8 +488,9 @@ def report_dt(suite: str, plan: Plan, states: dict[str, sw.RunState], out: Path)
         summary = sw.curve_summary(curves, threshold)
         to90 = sw.summarize([ex.steps_to_fraction(np.asarray(c[0]), np.asarray(c[1])) for c in curves if c])
         level = "n/a" if threshold is None else f"{threshold:.1f}"
-        reached = f"{summary['to_threshold']} ({summary['reached']}/{len(names)} reached {level})"
-        row = [env_id, key[-1], _seeds_cell(row_states), summary["final"], summary["last"], summary["best"], to90]
+        reached = f"{summary['to_threshold']:.0f} ({summary['reached']}/{len(names)} reached {level})"
+        row = [env_id, key[-1], _seeds_cell(row_states), summary["final"], summary["last"], summary["best"]]
+        row.append(f"{to90:.0f}")  # (steps: whole numbers)
         row.append(reached)
         if suite == "lamo":
             from pyseqrl.data import load

@@ -484,10 +484,15 @@ class Summary:
     std: float
     n: int
 
-    def __str__(self) -> str:
+    def __format__(self, spec: str) -> str:
+        """``f"{s:.0f}"`` formats mean and std alike (default ``.1f``)."""
+        spec = spec or ".1f"
         if self.n == 0:
             return "n/a"
-        return f"{self.mean:.1f} ± {self.std:.1f}" if self.n > 1 else f"{self.mean:.1f}"
+        return f"{self.mean:{spec}} ± {self.std:{spec}}" if self.n > 1 else f"{self.mean:{spec}}"
+
+    def __str__(self) -> str:
+        return format(self)
 
 
 def summarize(values: Sequence[float | None]) -> Summary:
