@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import json
 
+import numpy as np
 import pytest
 
 pytest.importorskip("envpool")
@@ -75,9 +76,13 @@ def test_reproduce_suite_tiny(tmp_path, suite, capsys):
         assert {f"Hopper-v4/{r}/{m}" for r in ("0.01", "0.1", "1") for m in ("DT", "LaMo")} <= set(results)
     else:
         assert {"Hopper-v4/WSRL", "Hopper-v4/no warmup", "Hopper-v4/SAC from scratch"} <= set(results)
-        assert "lowest Q after it" in report
+        assert "lowest Q after it" in report and "worst of them" in report
         wsrl = results["Hopper-v4/WSRL"]
         assert wsrl["q_lowest"]["n"] == 1 and wsrl["q_lowest"]["mean"] <= wsrl["q_first_update"]["mean"]
+        assert wsrl["pretrained"]["n"] == 1 and results["Hopper-v4/SAC from scratch"]["pretrained"]["n"] == 0
+        assert wsrl["worst_first"]["mean"] <= wsrl["first"]["mean"]
+        steps, scores = wsrl["runs"][0]["online_scores"]
+        assert len(steps) == len(scores) > 0 and steps == sorted(steps)  # every episode after the first update
         assert (out / f"{suite}-tiny" / "wsrl_q_Hopper-v4.png").exists()
 
 
@@ -112,3 +117,24 @@ def test_gpu_scale_compares_smollm2_and_every_wsrl_mode(tmp_path):
     wsrl = rp.plan_wsrl(rp.ReproduceConfig(scale="cpu"), rp.SCALES["cpu"], tmp_path, build=False)
     modes = {cell[-1] for cell in wsrl.cells}
     assert len(modes) == 5 and "keep offline data (appended)" in modes
+
+
+def test_return_dip_reads_the_online_episodes_around_the_switch():
+    import math
+
+    from pyseqrl import reproduce as rp
+
+    steps = [100, 200, 300, 400, 500, 600, 700, 800, 900, 1000]
+    scores = [50.0, 20.0, 10.0, 30.0, 60.0, 70.0, 80.0, 80.0, 90.0, 95.0]
+    d = rp.return_dip({"online_scores": [steps, scores]}, reference=60.0, total_steps=1000, first=4, window=3)
+    assert d["first"] == pytest.approx(27.5) and d["worst_first"] == 10.0
+    assert d["end"] == 92.5  # the episodes that ended at steps >= 900
+    assert d["recovered_at"] == 700  # the first 3 episodes averaging >= 60: those ending at 500, 600, 700
+    never = rp.return_dip({"online_scores": [steps, scores]}, reference=99.0, total_steps=1000, window=3)
+    assert math.isnan(never["recovered_at"]) and never["first"] == pytest.approx(np.mean(scores))
+    assert math.isnan(rp.return_dip({"online_scores": [steps, scores]}, None, 1000)["recovered_at"])
+    assert all(math.isnan(v) for v in rp.return_dip({}, 60.0, 1000).values())
+    # seeds whose episodes end at different steps share one x axis for the band
+    grid = rp._episodes_on_grid([[steps, scores], [[150, 450, 650, 950], [0.0, 10.0, 20.0, 30.0]], None], window=2)
+    assert len(grid) == 2 and all(np.array_equal(g[0], grid[0][0]) for g in grid)
+    assert grid[0][0][0] == 450 and grid[0][0][-1] == 950  # the steps both smoothed curves cover

@@ -316,6 +316,7 @@ def train_wsrl(
     checkpoint_every: int | None = None,
     progress: bool = True,
     log_every: int | None = None,
+    log_episodes: int = 10,
     **agent: Any,
 ) -> dict[str, Any]:
     """One WSRL run (or a baseline ``mode``); returns the online episode returns and the switch metrics.
@@ -323,6 +324,8 @@ def train_wsrl(
     ``min_buffer``: online transitions before the first update (None: the official rule, a UTD round's worth).
     ``checkpoint_every``: checkpoint period (None: only at the end; every checkpoint cuts the running episodes).
     ``log_every``: metrics period in environment steps (None: 20 rows per run).
+    ``log_episodes``: episodes after the first update whose returns are logged one by one, with the step at which
+    each ended (``switch/episode_return``).
     """
     from pyseqrl.algos.wsrl import WSRLConfig
     from pyseqrl.algos.wsrl import train_wsrl as _train
@@ -344,6 +347,7 @@ def train_wsrl(
         dataset=offline,
         min_buffer=min_buffer,
         progress=progress,
+        first_episodes_to_log=log_episodes,
     )
     if mode == "scratch":  # the other modes take their agent from the checkpoint
         cfg = replace(cfg, agent=replace(cfg.agent, **agent))

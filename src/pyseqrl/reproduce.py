@@ -221,8 +221,19 @@ def dt_job(run_dir: Path, dataset: str, **kwargs: Any) -> dict[str, Any]:
     return {"steps": steps.tolist(), "scores": scores.tolist()}
 
 
-def calql_job(run_dir: Path, dataset: str, steps: int, seed: int, num_critics: int, checkpoint_every: int) -> dict:
-    """Cal-QL pretraining of the WSRL suite."""
+def calql_job(
+    run_dir: Path,
+    dataset: str,
+    steps: int,
+    seed: int,
+    num_critics: int,
+    checkpoint_every: int,
+    env_id: str | None = None,
+    eval_episodes: int = 0,
+) -> dict:
+    """Cal-QL pretraining of the WSRL suite; with ``env_id`` and ``eval_episodes``, also the D4RL score of the
+    pretrained policy, deterministic (``score``) and sampling its actions as the online episodes do
+    (``sampled_score``): the level the online phase starts from."""
     ex.train_calql(
         Path(dataset),
         run_dir,
@@ -232,24 +243,40 @@ def calql_job(run_dir: Path, dataset: str, steps: int, seed: int, num_critics: i
         progress=False,
         num_critics=num_critics,
     )
-    return {}
+    if not (env_id and eval_episodes):
+        return {}
+    return {
+        f"{name}score": _evaluate_sac(run_dir, env_id, eval_episodes, seed, deterministic)
+        for name, deterministic in (("", True), ("sampled_", False))
+    }
 
 
-def wsrl_job(run_dir: Path, calql: str | None, eval_episodes: int, **kwargs: Any) -> dict[str, Any]:
-    """One online run (``ex.train_wsrl`` arguments) after the Cal-QL run ``calql`` (a sibling directory)."""
+def _evaluate_sac(run_dir: Path, env_id: str, episodes: int, seed: int, deterministic: bool = True) -> float:
+    """D4RL score of the actor in ``run_dir``'s checkpoint over ``episodes`` episodes (seeds apart from training)."""
     from pyseqrl.evaluation import evaluate
     from pyseqrl.policies import load_policy
 
+    policy = load_policy(f"sac:{run_dir / 'checkpoint.pt'}", deterministic=deterministic)
+    return float(evaluate(policy, env_id, episodes=episodes, seed=10_000 + seed).normalized_score)
+
+
+def wsrl_job(run_dir: Path, calql: str | None, eval_episodes: int, **kwargs: Any) -> dict[str, Any]:
+    """One online run (``ex.train_wsrl`` arguments) after the Cal-QL run ``calql`` (a sibling directory): the
+    final policy's score, every online episode after the first update (its return, as a D4RL score, and the step
+    at which it ended) and the policy's Q-values."""
+    from pyseqrl.scores import normalized_score, reference_scores
+
     ckpt = run_dir.parent / calql / "checkpoint.pt" if calql else Path()
     dataset = Path(kwargs.pop("dataset"))
-    r = ex.train_wsrl(ckpt, run_dir, dataset=dataset, progress=False, **kwargs)
-    policy = load_policy(f"sac:{run_dir / 'checkpoint.pt'}")
-    final = evaluate(policy, kwargs["env_id"], episodes=eval_episodes, seed=10_000 + kwargs["seed"]).normalized_score
-    _, after_switch = ex.curve(run_dir, "switch/episode_return")  # the first online episodes
+    env_id = kwargs["env_id"]
+    r = ex.train_wsrl(ckpt, run_dir, dataset=dataset, progress=False, log_episodes=kwargs["total_steps"], **kwargs)
+    final = _evaluate_sac(run_dir, env_id, eval_episodes, kwargs["seed"])
+    ep_steps, after_switch = ex.curve(run_dir, "switch/episode_return")  # the online episodes after the switch
     q_steps, q_pi = ex.curve(run_dir, "actor/q_pi")  # Q of the policy's actions on the training batches
     return {
         "final": final,
-        "first_online_return": float(after_switch.mean()) if len(after_switch) else None,
+        "first_online_return": float(after_switch[:10].mean()) if len(after_switch) else None,
+        "online_scores": [ep_steps.tolist(), normalized_score(after_switch, *reference_scores(env_id)).tolist()],
         "episode_returns": r["episode_returns"],
         "q_pi": [q_steps.tolist(), q_pi.tolist()],
     }
@@ -262,6 +289,32 @@ def q_dip(result: dict[str, Any]) -> tuple[float, float, float] | None:
     if not len(q):
         return None
     return float(q[0]), float(q.min()), float(q[-1])
+
+
+def return_dip(
+    result: dict[str, Any], reference: float | None, total_steps: int, first: int = 10, window: int = 5
+) -> dict[str, float]:
+    """What a WSRL-suite run's online episodes (``online_scores``: end steps and D4RL scores, after the first
+    update) show around the switch: the mean and the worst of the ``first`` episodes (the dip), the mean of the
+    episodes that ended in the last 10% of the run (the return after its online steps), and the first step at
+    which the mean of ``window`` consecutive episodes reached ``reference`` (the pretrained policy's score with
+    sampled actions: the recovery; NaN if never, or without a reference)."""
+    steps, scores = (np.asarray(v, dtype=float) for v in result.get("online_scores", ([], [])))
+    nan = math.nan
+    if not len(scores):
+        return {"first": nan, "worst_first": nan, "end": nan, "recovered_at": nan}
+    late = scores[steps >= 0.9 * total_steps]
+    recovered_at = nan
+    if reference is not None and len(scores) >= window:
+        means = np.convolve(scores, np.ones(window) / window, mode="valid")  # means[i]: episodes i .. i+window-1
+        hit = np.flatnonzero(means >= reference)
+        recovered_at = float(steps[hit[0] + window - 1]) if len(hit) else nan
+    return {
+        "first": float(scores[:first].mean()),
+        "worst_first": float(scores[:first].min()),
+        "end": float(late.mean()) if len(late) else nan,
+        "recovered_at": recovered_at,
+    }
 
 
 # ------------------------------------------------------------------------------------------------ plans
@@ -426,6 +479,7 @@ def plan_wsrl(cfg: ReproduceConfig, s: Scale, out: Path, build: bool) -> Plan:
         for seed in seeds:
             args = {"dataset": str(data), "steps": s.calql_steps, "seed": seed, "num_critics": critics}
             args["checkpoint_every"] = _every(s.calql_steps, s.checkpoints)
+            args.update(env_id=env_id, eval_episodes=s.eval_episodes)  # the pretrained policy's score
             runs.append(sw.Run(f"{env_id}/calql-s{seed}", "pyseqrl.reproduce:calql_job", args, steps=s.calql_steps))
         for method, mode in WSRL_MODES.items():
             names = []
@@ -505,33 +559,60 @@ def report_dt(suite: str, plan: Plan, states: dict[str, sw.RunState], out: Path)
     return ex.markdown_table(headers, rows), results
 
 
+def _episodes_on_grid(curves: list, window: int = 5, points: int = 100) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Seeds' episode curves (end steps, scores), each smoothed over ``window`` episodes, interpolated onto the
+    steps that all of them cover (episodes end at different steps in each seed; a seed band needs one x axis)."""
+    smooth = []
+    for c in curves:
+        if c is None or len(c[1]) < window:
+            continue
+        x, y = np.asarray(c[0], dtype=float), np.asarray(c[1], dtype=float)
+        smooth.append((x[window - 1 :], np.convolve(y, np.ones(window) / window, mode="valid")))
+    if not smooth:
+        return []
+    lo, hi = max(x[0] for x, _ in smooth), min(x[-1] for x, _ in smooth)
+    grid = np.linspace(lo, hi, points) if hi > lo else np.asarray([lo])
+    return [(grid, np.interp(grid, x, y)) for x, y in smooth]
+
+
 def report_wsrl(plan: Plan, states: dict[str, sw.RunState], out: Path) -> tuple[str, dict]:
-    """The WSRL table: the first online episodes' return, the policy's Q-values at the first update, at their
-    lowest after it (the dip) and at the end, and the final score; return and Q curves with seed bands."""
-    headers = ["env", "method", "seeds", "return of the first online episodes", "Q(s, π(s)) at the first update"]
-    headers += ["lowest Q after it", "Q at the end", "final score"]
+    """The WSRL table, about the switch to online learning: the pretrained (Cal-QL) policy's score, the online
+    episodes' scores after the first update (the first ten, their worst, those at the end of the run, and the step at
+    which they reached the pretrained policy's level), the policy's Q-values at the first update, at their lowest
+    after it and at the end, and the final policy's score; score and Q curves with seed bands."""
+    headers = ["env", "method", "seeds", "pretrained policy", "first 10 online episodes", "worst of them"]
+    headers += ["online episodes, last 10% of steps", "step when 5 episodes average the pretrained level (seeds)"]
+    headers += ["Q(s, π(s)) at the first update", "lowest Q after it", "Q at the end", "final score"]
     rows, results, plots, q_plots = [], {}, {}, {}
     for (env_id, method), names in plan.cells.items():
         row_states = [states[n] for n in names]
-        res = [st.result for st in row_states if st.result]
-        firsts = sw.summarize([r["first_online_return"] for r in res])
-        finals = sw.summarize([r["final"] for r in res])
-        dips = [d for d in map(q_dip, res) if d is not None]
-        q_first, q_low, q_end = (sw.summarize([d[i] for d in dips]) for i in range(3))
-        rows.append([env_id, method, _seeds_cell(row_states), firsts, q_first, q_low, q_end, finals])
-        results[f"{env_id}/{method}"] = {
-            "final": finals,
-            "first_online_return": firsts,
-            "q_first_update": q_first,
-            "q_lowest": q_low,
-            "q_end": q_end,
-            "runs": res,
-        }
-        returns = [np.asarray(r["episode_returns"]) for r in res]
-        plots.setdefault(env_id, {})[method] = [(np.arange(len(y)), y) for y in returns]
+        dips, pretrained, res = [], [], []
+        for st in row_states:
+            if not st.result:
+                continue
+            spec = next(r for r in plan.runs if r.name == st.name)
+            calql = states.get(f"{env_id}/calql-s{spec.args['seed']}")
+            scores = (calql.result or {}) if calql else {}
+            dips.append(return_dip(st.result, scores.get("sampled_score"), spec.steps))
+            pretrained.append(scores.get("score") if spec.args.get("calql") else None)
+            res.append(st.result)
+        cell = {k: sw.summarize([d[k] for d in dips]) for k in ("first", "worst_first", "end", "recovered_at")}
+        reached = sum(not math.isnan(d["recovered_at"]) for d in dips)
+        cell["pretrained"] = sw.summarize(pretrained)
+        cell["final"] = sw.summarize([r["final"] for r in res])
+        qs = [d for d in map(q_dip, res) if d is not None]
+        cell["q_first_update"], cell["q_lowest"], cell["q_end"] = (sw.summarize([d[i] for d in qs]) for i in range(3))
+        rows.append(
+            [env_id, method, _seeds_cell(row_states), cell["pretrained"], cell["first"], cell["worst_first"]]
+            + [cell["end"], f"{cell['recovered_at']:.0f} ({reached}/{len(names)})"]
+            + [cell["q_first_update"], cell["q_lowest"], cell["q_end"], cell["final"]]
+        )
+        results[f"{env_id}/{method}"] = {**cell, "recovered": reached, "runs": res}
+        plots.setdefault(env_id, {})[method] = _episodes_on_grid([r.get("online_scores") for r in res])
         q_plots.setdefault(env_id, {})[method] = [tuple(map(np.asarray, r["q_pi"])) for r in res if r.get("q_pi")]
     for env_id, curves in plots.items():
-        ex.plot_curves(curves, out / f"wsrl_{env_id}.png", f"Online fine-tuning, {env_id}", "online episode", "return")
+        title = f"Online episodes after the first update, {env_id}"
+        ex.plot_curves(curves, out / f"wsrl_{env_id}.png", title, "environment step", "D4RL score")
     for env_id, curves in q_plots.items():
         title = f"Q(s, π(s)) during online fine-tuning, {env_id}"
         ex.plot_curves(curves, out / f"wsrl_q_{env_id}.png", title, "environment step", "Q")
@@ -573,6 +654,18 @@ def report(cfg: ReproduceConfig) -> dict:
     return write_report(cfg, plan, states, None)
 
 
+DT_LEGEND = (
+    "Scores: D4RL-normalised; final = last evaluation, last 3 = mean of each run's last three evaluations, "
+    "best = best of the evaluations of each run.\n"
+)
+WSRL_LEGEND = (
+    "Scores: D4RL-normalised. Pretrained policy: the Cal-QL policy, deterministic, before any online step. Online "
+    "episodes: the training episodes after the first update (actions sampled), the recovery step compared with the "
+    "pretrained policy evaluated with sampled actions. Q: the critics' mean Q(s, π(s)) on the training batches. "
+    "Final score: the final policy, deterministic.\n"
+)
+
+
 def write_report(cfg: ReproduceConfig, plan: Plan, states: dict[str, sw.RunState], seconds: float | None) -> dict:
     """Write ``results.md``, ``results.json`` and the plots of a suite into its sweep directory; ``seconds``: how
     long this call ran the sweep (None: a ``--report`` that ran nothing)."""
@@ -587,9 +680,8 @@ def write_report(cfg: ReproduceConfig, plan: Plan, states: dict[str, sw.RunState
         f"# pyseqrl reproduce {cfg.suite} (scale {cfg.scale})\n\n{table}\n\n"
         f"Seeds {cfg.seeds if cfg.seeds is not None else s.seeds}; budgets {asdict(s)}.\n"
         f"Datasets' average D4RL score (the behaviour policy's level): {scores}.\n"
-        "Scores: D4RL-normalised; final = last evaluation, last 3 = mean of each run's last three evaluations, "
-        "best = best of the evaluations of each run; "
-        "mean ± std (population) over the seeds that finished.\n"
+        + (WSRL_LEGEND if cfg.suite == "wsrl" else DT_LEGEND)
+        + "Mean ± std (population) over the seeds that finished.\n"
         + (
             "Report of the runs finished so far (`--report`); nothing was run.\n"
             if seconds is None
