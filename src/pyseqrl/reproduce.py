@@ -25,18 +25,18 @@ runs start. Scores are D4RL-normalised; mean ± std (population) over the seeds 
 
 Budgets (:data:`SCALES`), from step times measured with one torch thread on a 2-core machine whose other core was
 busy: a DT step of the 128x3 model ~0.07 s at batch 32 (bf16 autocast on a CPU with AVX512-BF16; ~0.15 s in fp32),
-Wiki-RL from ChibiT about the same, LaMo ~1.5-2x (co-training on 2 x 128-token blocks; LaMo's 2 x 1,024 would be
+Wiki-RL from ChibiT about the same, LaMo ~2.4x (co-training on 2 x 128-token blocks; LaMo's 2 x 1,024 would be
 ~8x), a Cal-QL step with 2 critics ~0.45 s (~0.87 s with both cores busy); 100k dataset steps collect in 15 s.
 
 * ``tiny``  -- seconds per run; what the tests run.
 * ``small`` -- minutes per run; Hopper, 2 seeds.
-* ``cpu``   -- each suite in about 2.5-3.5 hours on 2 cores (the first sweep on a machine also pretrains ChibiT,
+* ``cpu``   -- each suite in about 3-4 hours on 2 cores (the first sweep on a machine also pretrains ChibiT,
   ~30 min, cached): datasets of 1M steps (D4RL's medium size); wikirl 24 runs (Hopper, HalfCheetah, Walker2d x DT,
   Wiki-RL x 3 seeds, and the two ablations on HalfCheetah) of 10,000 DT steps at batch 32 with 10
   evaluations of 10 episodes (~15 min per run; DT from random init first reaches the Hopper dataset's level after
   5,000-9,000 steps, and still falls in some later evaluations); lamo 18 runs (Hopper x 1%, 10%, 100% x DT,
-  LaMo x 3 seeds) of the same budget; wsrl on Hopper, 3 Cal-QL runs of 5,000 steps and 15 online runs of 20,000
-  environment steps (5 modes x 3 seeds), 2 critics. SmolLM2-135M is left out (one fine-tuning step takes ~5 s on
+  LaMo x 3 seeds) of the same budget (~35-40 min per LaMo run); wsrl on Hopper, 3 Cal-QL runs of 5,000 steps
+  and 15 online runs of 20,000 environment steps (5 modes x 3 seeds), 2 critics. SmolLM2-135M is left out (one fine-tuning step takes ~5 s on
   one core); add it with ``--lm smollm2`` at a smaller ``--seeds`` / ``--envs``.
 * ``gpu``   -- the papers' budgets: 100k DT steps at batch 64, 1M Cal-QL steps, 300k online steps, 10 critics,
   5 seeds; wikirl and lamo also compare SmolLM2-135M.
