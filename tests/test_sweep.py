@@ -241,6 +241,21 @@ def test_clear_stale_starts_only_the_changed_runs_over(tmp_path):
     assert sw.clear_stale(tmp_path, changed) == []
 
 
+def test_adopt_copies_identical_finished_runs_from_other_sweeps(tmp_path):
+    other, mine = tmp_path / "other", tmp_path / "mine"
+    sw.run_sweep(other, [*runs(2, steps=2), sw.Run("half", JOB, {"steps": 3}, steps=3)], workers=1)
+    (other / "half" / sw.FINISHED).unlink()  # not finished there: never copied
+    plan = [sw.Run("x/same-as-s0", JOB, {"steps": 2}, steps=2), *runs(2, steps=3)]
+    plan.append(sw.Run("h", JOB, {"steps": 3}, steps=3))
+    copied = sw.adopt(mine, plan, [other, tmp_path / "missing", mine])
+    assert copied == [("x/same-as-s0", other / "env/toy-s0")]  # the one run of the same job, arguments and steps
+    assert sw.inspect(mine, plan[0]).state == "finished" and not list(mine.rglob("*.adopting"))
+    assert sw.adopt(mine, plan, [other]) == []  # already there
+    states = sw.run_sweep(mine, plan, workers=1)
+    assert {st.state for st in states.values()} == {"finished"}
+    assert starts(mine, "x/same-as-s0") == starts(other, "env/toy-s0")  # run once, in the other sweep
+
+
 def test_run_names_must_be_unique_and_dependencies_known(tmp_path):
     with pytest.raises(ValueError, match="unique"):
         sw.run_sweep(tmp_path, runs(1) + runs(1))

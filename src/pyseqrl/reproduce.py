@@ -36,8 +36,10 @@ Wiki-RL from ChibiT about the same, LaMo ~2.4x (co-training on 2 x 128-token blo
   evaluations of 10 episodes (~15 min per run; DT from random init first reaches the Hopper dataset's level after
   5,000-9,000 steps, and still falls in some later evaluations); lamo 18 runs (Hopper x 1%, 10%, 100% x DT,
   LaMo x 3 seeds) of the same budget (~35-40 min per LaMo run); wsrl on Hopper, 3 Cal-QL runs of 5,000 steps
-  and 15 online runs of 20,000 environment steps (5 modes x 3 seeds), 2 critics. SmolLM2-135M is left out (one fine-tuning step takes ~5 s on
-  one core); add it with ``--lm smollm2`` at a smaller ``--seeds`` / ``--envs``.
+  and 15 online runs of 20,000 environment steps (5 modes x 3 seeds), 2 critics. The lamo suite's DT runs on the
+  full dataset are the wikirl suite's Hopper DT runs: a suite copies the finished runs it shares with another
+  sweep under the same ``--out`` instead of running them again. SmolLM2-135M is left out (one fine-tuning step
+  takes ~5 s on one core); add it with ``--lm smollm2`` at a smaller ``--seeds`` / ``--envs``.
 * ``gpu``   -- the papers' budgets: 100k DT steps at batch 64, 1M Cal-QL steps, 300k online steps, 10 critics,
   5 seeds; wikirl and lamo also compare SmolLM2-135M.
 
@@ -640,6 +642,8 @@ def run(cfg: ReproduceConfig) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     plan = PLANS[cfg.suite](cfg, s, out, True)  # datasets and ChibiT are built here, before the runs fan out
+    for name, src in sw.adopt(out, plan.runs, [p for p in Path(cfg.out).iterdir() if p.is_dir() and p != out]):
+        print(f"{name}: the same run finished in {src}; copied, not rerun")
     states = sw.run_sweep(out, plan.runs, workers=cfg.workers, retries=cfg.retries, threads=cfg.threads)
     return write_report(cfg, plan, states, time.perf_counter() - t0)
 

@@ -171,6 +171,33 @@ def clear_stale(root: str | os.PathLike, runs: Sequence[Run]) -> list[str]:
     return stale
 
 
+def adopt(root: str | os.PathLike, runs: Sequence[Run], sources: Sequence[str | os.PathLike]) -> list[tuple[str, Path]]:
+    """Copy into ``root`` the finished runs of other sweeps (``sources``: their root directories) whose spec is
+    that of a run of ``runs`` that ``root`` has not started: the same job with the same arguments is the same
+    experiment, so sweeps that share runs run them once. Each copy appears at once (copied beside, then renamed).
+    Returns (run name, the directory it came from) of each copied run."""
+    import shutil
+
+    root = Path(root)
+    todo = {json.dumps(r.spec(), sort_keys=True): r for r in runs if not (root / r.name).exists()}
+    copied = []
+    for src in map(Path, sources):
+        if not todo or not src.is_dir() or src.resolve() == root.resolve():
+            continue
+        for spec_file in sorted(src.rglob(SPEC)):
+            run = todo.get(json.dumps(_read_json(spec_file), sort_keys=True))
+            if run is None or _read_json(spec_file.parent / FINISHED) is None:
+                continue
+            dest = root / run.name
+            tmp = dest.with_name(dest.name + ".adopting")
+            shutil.rmtree(tmp, ignore_errors=True)
+            shutil.copytree(spec_file.parent, tmp, ignore=shutil.ignore_patterns(LOCK))
+            tmp.rename(dest)
+            copied.append((run.name, spec_file.parent))
+            del todo[json.dumps(run.spec(), sort_keys=True)]
+    return copied
+
+
 def _locked(run_dir: Path) -> bool:
     """Whether a run process holds the lock of ``run_dir`` now."""
     import fcntl
