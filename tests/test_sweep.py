@@ -256,6 +256,24 @@ def test_adopt_copies_identical_finished_runs_from_other_sweeps(tmp_path):
     assert starts(mine, "x/same-as-s0") == starts(other, "env/toy-s0")  # run once, in the other sweep
 
 
+def test_keep_records_finished_runs_and_restores_them_on_a_fresh_machine(tmp_path):
+    first, keep = tmp_path / "machine1", tmp_path / "record"
+    plan = [sw.Run(f"env/toy-s{i}", JOB, {"steps": 2 + i}, steps=2 + i) for i in range(2)]
+    sw.run_sweep(first, plan[:1], workers=1, keep=keep)  # s1 never ran here
+    kept = sorted(p.relative_to(keep).as_posix() for p in keep.rglob("*") if p.is_file())
+    assert kept == ["env/toy-s0/finished.json", "env/toy-s0/run.json"]  # no checkpoint, no log
+    assert json.loads((keep / "env/toy-s0" / sw.FINISHED).read_text()) == json.loads(
+        (first / "env/toy-s0" / sw.FINISHED).read_text()
+    )
+    assert not sw.keep_record(first, plan[1], keep)  # not finished: nothing recorded
+    fresh = tmp_path / "machine2"  # its run directories are gone; the record is all that is left
+    assert sw.adopt(fresh, plan, [keep]) == [("env/toy-s0", keep / "env/toy-s0")]
+    states = sw.run_sweep(fresh, plan, workers=1, keep=keep)
+    assert {st.state for st in states.values()} == {"finished"}
+    assert not (fresh / "env/toy-s0" / "checkpoint.pt").exists()  # restored, not rerun
+    assert (keep / "env/toy-s1" / sw.FINISHED).exists()  # recorded as it finished
+
+
 def test_run_names_must_be_unique_and_dependencies_known(tmp_path):
     with pytest.raises(ValueError, match="unique"):
         sw.run_sweep(tmp_path, runs(1) + runs(1))

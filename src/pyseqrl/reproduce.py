@@ -18,6 +18,10 @@ moment (Ctrl-C, ``kill``) and run the same command again: finished runs are kept
 their checkpoint, failed ones are tried again; a corrupt checkpoint is reported and its run restarted from scratch.
 ``--status`` prints where every run stands without running anything. A run that still fails is shown as failed in
 the status and in the results table (which counts the seeds behind every number), never left out silently.
+``--only`` runs a subset (shell patterns on the run names, e.g. ``'*/lamo-1-s*'``). ``--keep DIR`` records every
+finished run's options and results (a few kB, no checkpoints) in ``DIR/<suite>-<scale>/`` as it finishes; kept
+under version control, the record restores the finished runs on a fresh machine (they are copied in, not rerun)
+and ``--report`` rebuilds the tables from it.
 
 Datasets are D4RL-style medium sets collected with EnvPool from ``--policy`` (default: pyseqrl's built-in policy for
 the environment) with Gaussian action noise 0.1, built once per machine (cached by their parameters) before the
@@ -206,6 +210,12 @@ class ReproduceConfig:
     """[wsrl] critics in the ensemble of Cal-QL and SAC (default: the scale's)"""
     out: str = "runs/reproduce"
     """output directory (the sweep goes to <out>/<suite>-<scale>)"""
+    only: list[str] = field(default_factory=list)
+    """run only the runs whose names match one of these shell patterns (e.g. '*/lamo-1-s*'), and the runs they
+    need; the table still lists every run of the suite"""
+    keep: str | None = None
+    """a directory that keeps a record of every finished run (its options and results, a few kB, no checkpoint) in
+    <keep>/<suite>-<scale>/, e.g. under version control; finished runs recorded there are restored, not rerun"""
     workers: int = 0
     """runs at a time (0: one per CPU core)"""
     retries: int = 2
@@ -635,6 +645,43 @@ def status(cfg: ReproduceConfig) -> str:
     )
 
 
+def keep_dir(cfg: ReproduceConfig) -> Path | None:
+    return Path(cfg.keep) / f"{cfg.suite}-{cfg.scale}" if cfg.keep else None
+
+
+def select(runs: list[sw.Run], patterns: list[str]) -> list[sw.Run]:
+    """The runs whose names match one of the shell ``patterns`` (all of them when there is none), and every run
+    they wait for.
+
+    Raises:
+        ValueError: a pattern matches no run (the message lists the runs' names).
+    """
+    from fnmatch import fnmatchcase
+
+    if not patterns:
+        return list(runs)
+    for pattern in patterns:
+        if not any(fnmatchcase(r.name, pattern) for r in runs):
+            raise ValueError(f"--only {pattern!r} matches none of the suite's runs: {[r.name for r in runs]}")
+    by_name = {r.name: r for r in runs}
+    wanted = {r.name for r in runs if any(fnmatchcase(r.name, p) for p in patterns)}
+    todo = list(wanted)
+    while todo:
+        for dep in by_name[todo.pop()].after:
+            if dep not in wanted:
+                wanted.add(dep)
+                todo.append(dep)
+    return [r for r in runs if r.name in wanted]
+
+
+def _adopt(cfg: ReproduceConfig, plan: Plan, out: Path) -> None:
+    """Copy in the finished runs this sweep shares with its sibling sweeps under --out and with --keep's record."""
+    sources = [p for p in Path(cfg.out).iterdir() if p.is_dir() and p != out]
+    keep = keep_dir(cfg)
+    for name, src in sw.adopt(out, plan.runs, sources + ([keep] if keep else [])):
+        print(f"{name}: the same run finished in {src}; copied, not rerun")
+
+
 def run(cfg: ReproduceConfig) -> dict:
     """Build the datasets, run every unfinished run, then write the table; returns what results.json holds."""
     s = SCALES[cfg.scale]
@@ -642,19 +689,27 @@ def run(cfg: ReproduceConfig) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     plan = PLANS[cfg.suite](cfg, s, out, True)  # datasets and ChibiT are built here, before the runs fan out
-    for name, src in sw.adopt(out, plan.runs, [p for p in Path(cfg.out).iterdir() if p.is_dir() and p != out]):
-        print(f"{name}: the same run finished in {src}; copied, not rerun")
-    states = sw.run_sweep(out, plan.runs, workers=cfg.workers, retries=cfg.retries, threads=cfg.threads)
+    todo = select(plan.runs, cfg.only)
+    _adopt(cfg, plan, out)
+    ran = sw.run_sweep(out, todo, cfg.workers, cfg.retries, cfg.threads, keep=keep_dir(cfg))
+    states = {r.name: ran[r.name] if r.name in ran else sw.inspect(out, r) for r in plan.runs}
     return write_report(cfg, plan, states, time.perf_counter() - t0)
 
 
 def report(cfg: ReproduceConfig) -> dict:
-    """``--report``: the table, results.json and plots of the runs finished so far; runs nothing."""
+    """``--report``: the table, results.json and plots of the runs finished so far (with ``--keep``, also those
+    recorded there); runs nothing."""
     out = sweep_dir(cfg)
-    if not out.is_dir():
+    if not out.is_dir() and keep_dir(cfg) is None:
         raise ValueError(f"{out}: no sweep there yet (run `pyseqrl reproduce {cfg.suite} --scale {cfg.scale}`)")
+    out.mkdir(parents=True, exist_ok=True)
     plan = PLANS[cfg.suite](cfg, SCALES[cfg.scale], out, False)
+    _adopt(cfg, plan, out)
     states = {run.name: sw.inspect(out, run) for run in plan.runs}
+    keep = keep_dir(cfg)
+    if keep is not None:
+        for run in plan.runs:
+            sw.keep_record(out, run, keep)
     return write_report(cfg, plan, states, None)
 
 

@@ -17,6 +17,9 @@ corrupt) is reported, moved aside to ``checkpoint.pt.corrupt`` and the run resta
 process holds a lock on its directory, so two sweeps over the same directory never run the same run twice at
 once. Ctrl-C or SIGTERM stops the run processes (checkpoints are written atomically, so nothing half-written
 stays behind); running the sweep again continues where it stopped. :func:`status_table` says where each run is.
+With ``keep``, every finished run's ``run.json`` and ``finished.json`` (a few kB, no checkpoint) are also copied
+to ``<keep>/<run.name>``: a record small enough for version control, from which :func:`adopt` restores the
+finished runs on another machine.
 
 The numbers of a sweep (mean ± std over seeds, best of the evaluations, steps to a threshold) come from
 :func:`summarize` and :func:`first_step_at`.
@@ -198,6 +201,20 @@ def adopt(root: str | os.PathLike, runs: Sequence[Run], sources: Sequence[str | 
     return copied
 
 
+def keep_record(root: str | os.PathLike, run: Run, keep: str | os.PathLike) -> bool:
+    """Copy a finished run's ``run.json`` and ``finished.json`` to ``<keep>/<run.name>`` (each written atomically;
+    files that are already the same are left alone); returns whether ``run`` was finished."""
+    src, dest = Path(root) / run.name, Path(keep) / run.name
+    if _read_json(src / FINISHED) is None:
+        return False
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in (SPEC, FINISHED):
+        data = (src / name).read_bytes()
+        if not (dest / name).exists() or (dest / name).read_bytes() != data:
+            atomic_write(dest / name, lambda f, data=data: f.write(data))
+    return True
+
+
 def _locked(run_dir: Path) -> bool:
     """Whether a run process holds the lock of ``run_dir`` now."""
     import fcntl
@@ -327,6 +344,7 @@ def run_sweep(
     retries: int = 2,
     threads: int = 1,
     poll: float = 0.2,
+    keep: str | os.PathLike | None = None,
 ) -> dict[str, RunState]:
     """Run every unfinished run of ``runs`` to completion, ``workers`` at a time; returns each run's final state.
 
@@ -337,6 +355,7 @@ def run_sweep(
         retries: starts of a failed run after its first in this call (the first resumes, the second starts over).
         threads: torch / OpenMP threads of each run process.
         poll: seconds between checks of the run processes.
+        keep: a directory that receives the record of every finished run as it finishes (:func:`keep_record`).
 
     A run that fails every attempt is reported as failed (its error in ``failed.json`` and the returned state),
     and so is every run waiting for it; the others go on. Raises KeyboardInterrupt on Ctrl-C or SIGTERM after
@@ -365,6 +384,10 @@ def run_sweep(
             states[r.name] = RunState(r.name, "failed", steps=r.steps, error=error)
             given_up.add(r.name)
             say(f"FAILED {r.name}: {error}")
+    if keep is not None:
+        for r in runs:
+            if r.name not in given_up:
+                keep_record(root, r, keep)
     pending = [r for r in runs if states[r.name].state != "finished" and r.name not in given_up]
     attempts = dict.fromkeys(names, 0)
     running: dict[str, subprocess.Popen] = {}
@@ -423,6 +446,8 @@ def run_sweep(
                         say(f"FAILED {name}: {error} (see {root / name / LOG})")
                 states[name] = st
                 if st.state == "finished":
+                    if keep is not None:
+                        keep_record(root, r, keep)
                     n_done = sum(s.state == "finished" for s in states.values())
                     say(f"[{n_done}/{total}] finished {name} ({(time.perf_counter() - t0) / 60:.1f} min)")
             if running or pending:
