@@ -130,6 +130,17 @@ def test_only_selects_runs_by_pattern_with_the_runs_they_wait_for(tmp_path):
         rp.select(plan.runs, ["*/wrsl-s1"])
 
 
+@pytest.mark.parametrize("bad", [{"steps": 0}, {"evals": -1}, {"eval_episodes": 0}, {"batch_size": 2.5}])
+def test_dt_run_rejects_budgets_that_are_not_positive_integers(bad):
+    from pyseqrl import reproduce as rp
+
+    args = dict(steps=100, evals=2, eval_episodes=1, lm_text=["ovos-wiki"], lm_max_chars=1000, batch_size=8)
+    run = rp.dt_run("Hopper-v4/dt-s0", "dt", "data.npz", None, 0, **args)
+    assert run.args["eval_every"] == 50 and run.steps == 100
+    with pytest.raises(ValueError, match=f"run 'Hopper-v4/dt-s0': {next(iter(bad))} must be a positive integer"):
+        rp.dt_run("Hopper-v4/dt-s0", "dt", "data.npz", None, 0, **{**args, **bad})
+
+
 def test_return_dip_reads_the_online_episodes_around_the_switch():
     import math
 

@@ -303,6 +303,11 @@ def q_dip(result: dict[str, Any]) -> tuple[float, float, float] | None:
     return float(q[0]), float(q.min()), float(q[-1])
 
 
+def _moving_mean(y: np.ndarray, window: int) -> np.ndarray:
+    """``out[i]``: the mean of ``y[i : i + window]`` (``len(y) - window + 1`` values)."""
+    return np.convolve(y, np.ones(window) / window, mode="valid")
+
+
 def return_dip(
     result: dict[str, Any], reference: float | None, total_steps: int, first: int = 10, window: int = 5
 ) -> dict[str, float]:
@@ -318,7 +323,7 @@ def return_dip(
     late = scores[steps >= 0.9 * total_steps]
     recovered_at = nan
     if reference is not None and len(scores) >= window:
-        means = np.convolve(scores, np.ones(window) / window, mode="valid")  # means[i]: episodes i .. i+window-1
+        means = _moving_mean(scores, window)
         hit = np.flatnonzero(means >= reference)
         recovered_at = float(steps[hit[0] + window - 1]) if len(hit) else nan
     return {
@@ -339,6 +344,9 @@ class Plan:
     """(env, method[, ratio]) -> the run names behind that row, one per seed"""
     datasets: dict[str, Path]
     """environment (or ``env/ratio``) -> dataset path"""
+    reference: dict[str, str] = field(default_factory=dict)
+    """[wsrl] online run -> the Cal-QL run of its seed (the level it starts from, or for SAC from scratch the
+    level to reach)"""
 
 
 def _every(steps: int, times: int) -> int:
@@ -382,7 +390,16 @@ def dt_run(
     **options: Any,
 ) -> sw.Run:
     """The sweep run of one Decision Transformer (:func:`dt_job`): ``evals`` evaluations spread over ``steps``;
-    ``options`` are further ``ex.train_dt`` arguments."""
+    ``options`` are further ``ex.train_dt`` arguments.
+
+    Raises:
+        ValueError: ``steps``, ``evals``, ``eval_episodes`` or ``batch_size`` is not a positive integer.
+    """
+    for what, value in [("steps", steps), ("evals", evals), ("eval_episodes", eval_episodes)]:
+        if not isinstance(value, int) or value < 1:
+            raise ValueError(f"run {name!r}: {what} must be a positive integer, got {value!r}")
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"run {name!r}: batch_size must be a positive integer, got {batch_size!r}")
     args = {
         "recipe": recipe,
         "dataset": str(dataset),
@@ -486,7 +503,7 @@ def plan_wsrl(cfg: ReproduceConfig, s: Scale, out: Path, build: bool) -> Plan:
     envs, seeds = cfg.envs or s.envs_lamo_wsrl or s.envs, cfg.seeds if cfg.seeds is not None else s.seeds
     datasets = _datasets(cfg, s, envs, build)
     critics = cfg.num_critics or s.num_critics
-    runs, cells = [], {}
+    runs, cells, reference = [], {}, {}
     for env_id, data in datasets.items():
         for seed in seeds:
             args = {"dataset": str(data), "steps": s.calql_steps, "seed": seed, "num_critics": critics}
@@ -513,11 +530,12 @@ def plan_wsrl(cfg: ReproduceConfig, s: Scale, out: Path, build: bool) -> Plan:
                 if mode == "scratch":
                     args["num_critics"] = critics
                 name = f"{env_id}/{mode}-s{seed}"
-                after = (f"{env_id}/{calql}",) if calql else ()
+                reference[name] = f"{env_id}/calql-s{seed}"
+                after = (reference[name],) if calql else ()
                 runs.append(sw.Run(name, "pyseqrl.reproduce:wsrl_job", args, steps=s.wsrl_steps, after=after))
                 names.append(name)
             cells[(env_id, method)] = names
-    return Plan(runs, cells, datasets)
+    return Plan(runs, cells, datasets, reference)
 
 
 PLANS = {"wikirl": plan_wikirl, "lamo": plan_lamo, "wsrl": plan_wsrl}
@@ -579,7 +597,7 @@ def _episodes_on_grid(curves: list, window: int = 5, points: int = 100) -> list[
         if c is None or len(c[1]) < window:
             continue
         x, y = np.asarray(c[0], dtype=float), np.asarray(c[1], dtype=float)
-        smooth.append((x[window - 1 :], np.convolve(y, np.ones(window) / window, mode="valid")))
+        smooth.append((x[window - 1 :], _moving_mean(y, window)))
     if not smooth:
         return []
     lo, hi = max(x[0] for x, _ in smooth), min(x[-1] for x, _ in smooth)
@@ -596,17 +614,16 @@ def report_wsrl(plan: Plan, states: dict[str, sw.RunState], out: Path) -> tuple[
     headers += ["online episodes, last 10% of steps", "step when 5 episodes average the pretrained level (seeds)"]
     headers += ["Q(s, π(s)) at the first update", "lowest Q after it", "Q at the end", "final score"]
     rows, results, plots, q_plots = [], {}, {}, {}
+    by_name = {r.name: r for r in plan.runs}
     for (env_id, method), names in plan.cells.items():
         row_states = [states[n] for n in names]
         dips, pretrained, res = [], [], []
         for st in row_states:
             if not st.result:
                 continue
-            spec = next(r for r in plan.runs if r.name == st.name)
-            calql = states.get(f"{env_id}/calql-s{spec.args['seed']}")
-            scores = (calql.result or {}) if calql else {}
-            dips.append(return_dip(st.result, scores.get("sampled_score"), spec.steps))
-            pretrained.append(scores.get("score") if spec.args.get("calql") else None)
+            run, calql = by_name[st.name], states[plan.reference[st.name]].result or {}
+            dips.append(return_dip(st.result, calql.get("sampled_score"), run.steps))
+            pretrained.append(calql.get("score") if run.after else None)  # SAC from scratch starts from nothing
             res.append(st.result)
         cell = {k: sw.summarize([d[k] for d in dips]) for k in ("first", "worst_first", "end", "recovered_at")}
         reached = sum(not math.isnan(d["recovered_at"]) for d in dips)

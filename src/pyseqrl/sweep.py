@@ -188,7 +188,8 @@ def adopt(root: str | os.PathLike, runs: Sequence[Run], sources: Sequence[str | 
         if not todo or not src.is_dir() or src.resolve() == root.resolve():
             continue
         for spec_file in sorted(src.rglob(SPEC)):
-            run = todo.get(json.dumps(_read_json(spec_file), sort_keys=True))
+            key = json.dumps(_read_json(spec_file), sort_keys=True)
+            run = todo.get(key)
             if run is None or _read_json(spec_file.parent / FINISHED) is None:
                 continue
             dest = root / run.name
@@ -197,7 +198,7 @@ def adopt(root: str | os.PathLike, runs: Sequence[Run], sources: Sequence[str | 
             shutil.copytree(spec_file.parent, tmp, ignore=shutil.ignore_patterns(LOCK))
             tmp.rename(dest)
             copied.append((run.name, spec_file.parent))
-            del todo[json.dumps(run.spec(), sort_keys=True)]
+            del todo[key]
     return copied
 
 
