@@ -41,10 +41,9 @@ def test_quickstart_ci_budget(tmp_path):
     assert json.loads((out / "results.json").read_text())["decision_transformers"] == results["decision_transformers"]
 
 
-# every suite end to end at the tiny scale; lamo and wsrl (about a minute each on 2 cores) run with the slow tests
-@pytest.mark.parametrize(
-    "suite", ["wikirl", pytest.param("lamo", marks=pytest.mark.slow), pytest.param("wsrl", marks=pytest.mark.slow)]
-)
+# every suite end to end at the tiny scale (half a minute to a minute each on 2 cores): with the slow tests
+@pytest.mark.slow
+@pytest.mark.parametrize("suite", ["wikirl", "lamo", "wsrl"])
 def test_reproduce_suite_tiny(tmp_path, suite, capsys):
     out = tmp_path / "rp"
     assert main(["reproduce", suite, "--scale", "tiny", "--seeds", "0", "--out", str(out)]) == 0
