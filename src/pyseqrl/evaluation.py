@@ -230,13 +230,13 @@ class EvaluateConfig:
     seed: int = 0
     """environment i is seeded with seed + i"""
     num_envs: int | None = None
-    """parallel environments (default: one per episode)"""
+    """parallel environments (None: one per episode)"""
     target_returns: list[float] | None = None
     """target returns of a return-conditioned policy (Decision Transformer)"""
     ref_min: float | None = None
-    """reference min return of the normalised score (default: D4RL table)"""
+    """reference min return of the normalised score (None: the D4RL table)"""
     ref_max: float | None = None
-    """reference max return of the normalised score (default: D4RL table)"""
+    """reference max return of the normalised score (None: the D4RL table)"""
     backend: Literal["auto", "envpool", "gymnasium", "gymnasium-async"] = "auto"
     """environment backend (auto: EnvPool when it has the env)"""
     max_episode_steps: int | None = None

@@ -107,7 +107,7 @@ class QuickstartConfig:
     timestep_init_std: float | None = 0.02
     """scale of a new timestep table (DT, LaMo; Wiki-RL copies ChibiT's); None: N(0, 1), as the official code"""
     policy: str | None = None
-    """behaviour policy spec (default: pyseqrl's built-in policy for env_id, else a short SAC run)"""
+    """behaviour policy spec (None: pyseqrl's built-in policy for env_id, else a short SAC run)"""
     lm_text: list[str] = field(default_factory=lambda: ["ovos-wiki"])
     """Wikipedia text for ChibiT: 'ovos-wiki' (pip install 'pyseqrl[wiki]') or text files/directories"""
     seed: int = 0

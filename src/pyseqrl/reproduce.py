@@ -190,24 +190,24 @@ class ReproduceConfig:
     report: bool = False
     """write results.md, results.json and the plots from the runs finished so far, without running anything"""
     envs: list[str] | None = None
-    """environments (default: the scale's; Hopper-v4, HalfCheetah-v4, Walker2d-v4, ...)"""
+    """environments (None: the scale's; Hopper-v4, HalfCheetah-v4, Walker2d-v4, ...)"""
     seeds: list[int] | None = None
-    """seeds; every method runs with each (default: the scale's)"""
+    """seeds; every method runs with each (None: the scale's)"""
     policy: list[str] = field(default_factory=list)
-    """behaviour policy spec per environment (same order as envs); default: built-in, else a short SAC run"""
+    """behaviour policy spec per environment (same order as envs); none given: the built-in one, else a short SAC run"""
     lm: list[str] = field(default_factory=list)
     """[wikirl, lamo] more LM backbones to compare ('smollm2', local Hugging Face directories or hub names; the gpu
     scale compares smollm2 already)"""
     ablation_envs: list[str] | None = None
     """[wikirl] environments where two ablations also run: Wiki-RL's recipe on an untrained backbone of ChibiT's
     architecture (separates the pretrained weights from the rest of the recipe) and DT with its timestep table
-    initialised at N(0, 0.02) (default: the scale's; cpu: HalfCheetah-v4)"""
+    initialised at N(0, 0.02) (None: the scale's; cpu: HalfCheetah-v4)"""
     lm_text: list[str] = field(default_factory=lambda: ["ovos-wiki"])
     """Wikipedia text for ChibiT pretraining and LM co-training"""
     ratios: list[float] = field(default_factory=lambda: [0.01, 0.1, 1.0])
     """[lamo] data ratios"""
     num_critics: int | None = None
-    """[wsrl] critics in the ensemble of Cal-QL and SAC (default: the scale's)"""
+    """[wsrl] critics in the ensemble of Cal-QL and SAC (None: the scale's)"""
     out: str = "runs/reproduce"
     """output directory (the sweep goes to <out>/<suite>-<scale>)"""
     only: list[str] = field(default_factory=list)

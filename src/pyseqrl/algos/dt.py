@@ -154,7 +154,7 @@ class TrainConfig(RunOptions):
     lm_text: list[str] = field(default_factory=lambda: ["ovos-wiki"])
     """Text for LM co-training (see pyseqrl.lm.read_texts)."""
     lm_tokenizer: str | None = None
-    """Tokenizer for co-training (default: the backbone's own)."""
+    """Tokenizer for co-training (None: the backbone's own)."""
     lm_batch_size: int | None = None
     """LM blocks per step. Recipe default: 16; lamo 2 (official)."""
     lm_seq_len: int | None = None
@@ -171,7 +171,7 @@ class TrainConfig(RunOptions):
     """LoRA dropout."""
     # ---- evaluation, logging, checkpoints
     env_id: str | None = None
-    """Environment for evaluation (default: the dataset's metadata env_id)."""
+    """Environment for evaluation (None: the dataset's metadata env_id)."""
     eval_every: int = 10_000
     """Evaluate every this many steps and at the end (0 = never)."""
     eval_episodes: int = 10
