@@ -274,6 +274,23 @@ def test_keep_records_finished_runs_and_restores_them_on_a_fresh_machine(tmp_pat
     assert (keep / "env/toy-s1" / sw.FINISHED).exists()  # recorded as it finished
 
 
+def test_a_recorded_run_that_others_start_from_is_rerun_until_they_are_finished(tmp_path):
+    first, keep = tmp_path / "machine1", tmp_path / "record"
+    base = sw.Run("env/pretrain-s0", JOB, {"steps": 2}, steps=2)
+    plan = [
+        base,
+        *(sw.Run(f"env/online{i}-s0", JOB, {"steps": 3 + i}, steps=3 + i, after=(base.name,)) for i in (0, 1)),
+    ]
+    sw.run_sweep(first, plan[:2], workers=1, keep=keep)  # online1 never ran
+    fresh = tmp_path / "machine2"
+    # online1 needs pretrain's checkpoint, which the record does not hold: pretrain runs again
+    assert sw.adopt(fresh, plan, [keep]) == [("env/online0-s0", keep / "env/online0-s0")]
+    sw.run_sweep(fresh, plan, workers=1, keep=keep)
+    assert len(starts(fresh, "env/pretrain-s0")) == 1 and not starts(fresh, "env/online0-s0")
+    third = tmp_path / "machine3"  # every run that waits for pretrain is in the record now: nothing reruns
+    assert len(sw.adopt(third, plan, [keep])) == 3
+
+
 def test_run_names_must_be_unique_and_dependencies_known(tmp_path):
     with pytest.raises(ValueError, match="unique"):
         sw.run_sweep(tmp_path, runs(1) + runs(1))

@@ -175,15 +175,17 @@ def clear_stale(root: str | os.PathLike, runs: Sequence[Run]) -> list[str]:
 
 
 def adopt(root: str | os.PathLike, runs: Sequence[Run], sources: Sequence[str | os.PathLike]) -> list[tuple[str, Path]]:
-    """Copy into ``root`` the finished runs of other sweeps (``sources``: their root directories) whose spec is
-    that of a run of ``runs`` that ``root`` has not started: the same job with the same arguments is the same
-    experiment, so sweeps that share runs run them once. Each copy appears at once (copied beside, then renamed).
+    """Copy into ``root`` the finished runs of other sweeps (``sources``: their root directories, or records made
+    with ``keep``) whose spec is that of a run of ``runs`` that ``root`` has not started: the same job with the
+    same arguments is the same experiment, so sweeps that share runs run them once. A run that others wait for is
+    copied from a source without its checkpoint (a record) only when every run waiting for it is finished or
+    copied too: the others start from its checkpoint. Each copy appears at once (copied beside, then renamed).
     Returns (run name, the directory it came from) of each copied run."""
     import shutil
 
     root = Path(root)
     todo = {json.dumps(r.spec(), sort_keys=True): r for r in runs if not (root / r.name).exists()}
-    copied = []
+    found: dict[str, Path] = {}  # run name -> where it finished
     for src in map(Path, sources):
         if not todo or not src.is_dir() or src.resolve() == root.resolve():
             continue
@@ -192,13 +194,22 @@ def adopt(root: str | os.PathLike, runs: Sequence[Run], sources: Sequence[str | 
             run = todo.get(key)
             if run is None or _read_json(spec_file.parent / FINISHED) is None:
                 continue
-            dest = root / run.name
-            tmp = dest.with_name(dest.name + ".adopting")
-            shutil.rmtree(tmp, ignore_errors=True)
-            shutil.copytree(spec_file.parent, tmp, ignore=shutil.ignore_patterns(LOCK))
-            tmp.rename(dest)
-            copied.append((run.name, spec_file.parent))
+            found[run.name] = spec_file.parent
             del todo[key]
+    waiting = {r.name: [w.name for w in runs if r.name in w.after] for r in runs}
+    copied = []
+    for name, src in found.items():
+        usable = (src / CHECKPOINT).exists() or all(
+            w in found or _read_json(root / w / FINISHED) is not None for w in waiting[name]
+        )
+        if not usable:
+            continue
+        dest = root / name
+        tmp = dest.with_name(dest.name + ".adopting")
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.copytree(src, tmp, ignore=shutil.ignore_patterns(LOCK))
+        tmp.rename(dest)
+        copied.append((name, src))
     return copied
 
 
