@@ -39,7 +39,7 @@ Wiki-RL from ChibiT about the same, LaMo ~2.4x (co-training on 2 x 128-token blo
   Wiki-RL x 3 seeds, and the two ablations on HalfCheetah) of 10,000 DT steps at batch 32 with 10
   evaluations of 10 episodes (~15 min per run; DT from random init first reaches the Hopper dataset's level after
   5,000-9,000 steps, and still falls in some later evaluations); lamo 18 runs (Hopper x 1%, 10%, 100% x DT,
-  LaMo x 3 seeds) of the same budget (~35-40 min per LaMo run); wsrl on Hopper, 3 Cal-QL runs of 5,000 steps
+  LaMo x 3 seeds) of the same budget (~22 min per LaMo run beside another run); wsrl on Hopper, 3 Cal-QL runs of 5,000 steps
   and 15 online runs of 20,000 environment steps (5 modes x 3 seeds), 2 critics. The lamo suite's DT runs on the
   full dataset are the wikirl suite's Hopper DT runs: a suite copies the finished runs it shares with another
   sweep under the same ``--out`` instead of running them again. SmolLM2-135M is left out (one fine-tuning step
