@@ -199,6 +199,18 @@ def test_save_and_load_round_trip(tmp_path):
     assert not list(tmp_path.glob(".*tmp"))  # no temporary left behind
 
 
+def test_fingerprint_names_the_transitions_not_the_file(tmp_path):
+    from pyseqrl import experiments as ex
+
+    ds = random_dataset([3, 8, 2], metadata={"env_id": "Hopper-v4"})
+    fp = ex.dataset_fingerprint(ds)
+    assert len(fp) == 16 and ex.dataset_fingerprint(ds.save(tmp_path / "a.h5")) == fp  # a saved copy: the same
+    rewards = ds.rewards.copy()
+    rewards[5] += 1e-6  # one reward a hair apart: another sample
+    other = EpisodeDataset(ds.observations, ds.actions, rewards, ds.terminals, ds.timeouts, ds.episode_ends)
+    assert ex.dataset_fingerprint(other) != fp
+
+
 @pytest.mark.parametrize(
     "kwargs, exc, match",
     [

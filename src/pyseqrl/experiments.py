@@ -92,6 +92,20 @@ def dataset_path(env_id: str, policy: str, steps: int, seed: int = 0, noise_std:
     return CACHE / "datasets" / f"{env_id}-medium-{steps}-s{seed}-{key}.hdf5"
 
 
+def dataset_fingerprint(data: Any) -> str:
+    """The first 16 hex digits of the SHA-256 of a dataset's transitions (observations, actions, rewards,
+    terminals, timeouts): which sample of its behaviour policy a run trained on. Datasets of the same parameters
+    built on two machines may differ (floating-point differences grow through the physics); so do their
+    fingerprints. ``data``: a path or an EpisodeDataset."""
+    from pyseqrl.data import load
+
+    ds = load(data) if isinstance(data, (str, Path)) else data
+    h = hashlib.sha256()
+    for a in (ds.observations, ds.actions, ds.rewards, ds.terminals, ds.timeouts):
+        h.update(np.ascontiguousarray(a).tobytes())
+    return h.hexdigest()[:16]
+
+
 def cached_dataset(env_id: str, policy: str, steps: int, seed: int = 0, noise_std: float = 0.1) -> Path:
     """A D4RL-style dataset (:func:`build_dataset`), built once per machine and kept in ``CACHE/datasets``.
 

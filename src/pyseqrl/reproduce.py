@@ -21,7 +21,9 @@ the status and in the results table (which counts the seeds behind every number)
 ``--only`` runs a subset (shell patterns on the run names, e.g. ``'*/lamo-1-s*'``). ``--keep DIR`` records every
 finished run's options and results (a few kB, no checkpoints) in ``DIR/<suite>-<scale>/`` as it finishes; kept
 under version control, the record restores the finished runs on a fresh machine (they are copied in, not rerun)
-and ``--report`` rebuilds the tables from it.
+and ``--report`` rebuilds the tables from it. Runs match by their options; a dataset rebuilt from the same
+parameters on another machine can be another sample of the same policy, so every result names its dataset's
+fingerprint (``dataset_sha256``).
 
 Datasets are D4RL-style medium sets collected with EnvPool from ``--policy`` (default: pyseqrl's built-in policy for
 the environment) with Gaussian action noise 0.1, built once per machine (cached by their parameters) before the
@@ -39,11 +41,11 @@ Wiki-RL from ChibiT about the same, LaMo ~2.4x (co-training on 2 x 128-token blo
   Wiki-RL x 3 seeds, and the two ablations on HalfCheetah) of 10,000 DT steps at batch 32 with 10
   evaluations of 10 episodes (~15 min per run; DT from random init first reaches the Hopper dataset's level after
   5,000-9,000 steps, and still falls in some later evaluations); lamo 18 runs (Hopper x 1%, 10%, 100% x DT,
-  LaMo x 3 seeds) of the same budget (~22 min per LaMo run beside another run); wsrl on Hopper, 3 Cal-QL runs of 5,000 steps
-  and 15 online runs of 20,000 environment steps (5 modes x 3 seeds), 2 critics. The lamo suite's DT runs on the
-  full dataset are the wikirl suite's Hopper DT runs: a suite copies the finished runs it shares with another
-  sweep under the same ``--out`` instead of running them again. SmolLM2-135M is left out (one fine-tuning step
-  takes ~5 s on one core); add it with ``--lm smollm2`` at a smaller ``--seeds`` / ``--envs``.
+  LaMo x 3 seeds) of the same budget (~22 min per LaMo run beside another run); wsrl on Hopper, 3 Cal-QL runs of
+  5,000 steps and 15 online runs of 20,000 environment steps (5 modes x 3 seeds), 2 critics. The lamo suite's DT
+  runs on the full dataset are the wikirl suite's Hopper DT runs: a suite copies the finished runs it shares with
+  another sweep under the same ``--out`` instead of running them again. SmolLM2-135M is left out (one fine-tuning
+  step takes ~5 s on one core); add it with ``--lm smollm2`` at a smaller ``--seeds`` / ``--envs``.
 * ``gpu``   -- the papers' budgets: 100k DT steps at batch 64, 1M Cal-QL steps, 300k online steps, 10 critics,
   5 seeds; wikirl and lamo also compare SmolLM2-135M.
 
@@ -230,7 +232,7 @@ def dt_job(run_dir: Path, dataset: str, **kwargs: Any) -> dict[str, Any]:
     recipe, steps = kwargs.pop("recipe"), kwargs.pop("steps")
     ex.train_dt(recipe, Path(dataset), run_dir, steps, resume=True, progress=False, **kwargs)
     steps, scores = ex.curve(run_dir, "eval/score_")
-    return {"steps": steps.tolist(), "scores": scores.tolist()}
+    return {"steps": steps.tolist(), "scores": scores.tolist(), "dataset_sha256": ex.dataset_fingerprint(dataset)}
 
 
 def calql_job(
@@ -255,12 +257,11 @@ def calql_job(
         progress=False,
         num_critics=num_critics,
     )
-    if not (env_id and eval_episodes):
-        return {}
-    return {
-        f"{name}score": _evaluate_sac(run_dir, env_id, eval_episodes, seed, deterministic)
-        for name, deterministic in (("", True), ("sampled_", False))
-    }
+    result: dict[str, Any] = {"dataset_sha256": ex.dataset_fingerprint(dataset)}
+    if env_id and eval_episodes:
+        for name, deterministic in (("", True), ("sampled_", False)):
+            result[f"{name}score"] = _evaluate_sac(run_dir, env_id, eval_episodes, seed, deterministic)
+    return result
 
 
 def _evaluate_sac(run_dir: Path, env_id: str, episodes: int, seed: int, deterministic: bool = True) -> float:
@@ -291,6 +292,7 @@ def wsrl_job(run_dir: Path, calql: str | None, eval_episodes: int, **kwargs: Any
         "online_scores": [ep_steps.tolist(), normalized_score(after_switch, *reference_scores(env_id)).tolist()],
         "episode_returns": r["episode_returns"],
         "q_pi": [q_steps.tolist(), q_pi.tolist()],
+        "dataset_sha256": ex.dataset_fingerprint(dataset),
     }
 
 
