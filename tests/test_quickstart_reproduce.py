@@ -136,7 +136,7 @@ def test_dt_run_rejects_budgets_that_are_not_positive_integers(bad):
     args = dict(steps=100, evals=2, eval_episodes=1, lm_text=["ovos-wiki"], lm_max_chars=1000, batch_size=8)
     run = rp.dt_run("Hopper-v4/dt-s0", "dt", "data.npz", None, 0, **args)
     assert run.args["eval_every"] == 50 and run.steps == 100
-    with pytest.raises(ValueError, match=f"run 'Hopper-v4/dt-s0': {next(iter(bad))} must be a positive integer"):
+    with pytest.raises(ValueError, match=f"run 'Hopper-v4/dt-s0': {next(iter(bad))} must be an integer >= 1"):
         rp.dt_run("Hopper-v4/dt-s0", "dt", "data.npz", None, 0, **{**args, **bad})
 
 

@@ -68,6 +68,7 @@ import numpy as np
 
 from pyseqrl import experiments as ex
 from pyseqrl import sweep as sw
+from pyseqrl.utils import checks
 
 
 @dataclass
@@ -395,13 +396,11 @@ def dt_run(
     ``options`` are further ``ex.train_dt`` arguments.
 
     Raises:
-        ValueError: ``steps``, ``evals``, ``eval_episodes`` or ``batch_size`` is not a positive integer.
+        ValueError: ``steps``, ``evals``, ``eval_episodes`` or ``batch_size`` is not an integer >= 1.
     """
-    for what, value in [("steps", steps), ("evals", evals), ("eval_episodes", eval_episodes)]:
-        if not isinstance(value, int) or value < 1:
-            raise ValueError(f"run {name!r}: {what} must be a positive integer, got {value!r}")
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"run {name!r}: batch_size must be a positive integer, got {batch_size!r}")
+    budgets = {"steps": steps, "evals": evals, "eval_episodes": eval_episodes, "batch_size": batch_size}
+    for what, value in budgets.items():
+        checks.integer(f"run {name!r}: {what}", value, 1)
     args = {
         "recipe": recipe,
         "dataset": str(dataset),
