@@ -129,6 +129,13 @@ def test_only_selects_runs_by_pattern_with_the_runs_they_wait_for(tmp_path):
         rp.select(plan.runs, ["*/wrsl-s1"])
 
 
+def test_keep_must_be_a_directory(tmp_path, capsys):
+    (tmp_path / "record").write_text("")
+    args = ["reproduce", "lamo", "--scale", "tiny", "--out", str(tmp_path / "rp"), "--keep", str(tmp_path / "record")]
+    assert main(args + ["--report"]) == 1
+    assert "--keep must be a directory" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("bad", [{"steps": 0}, {"evals": -1}, {"eval_episodes": 0}, {"batch_size": 2.5}])
 def test_dt_run_rejects_budgets_that_are_not_positive_integers(bad):
     from pyseqrl import reproduce as rp

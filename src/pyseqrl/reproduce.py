@@ -664,7 +664,16 @@ def status(cfg: ReproduceConfig) -> str:
 
 
 def keep_dir(cfg: ReproduceConfig) -> Path | None:
-    return Path(cfg.keep) / f"{cfg.suite}-{cfg.scale}" if cfg.keep else None
+    """Where ``--keep`` records this suite's runs (None without ``--keep``).
+
+    Raises:
+        ValueError: ``--keep`` names something that is not a directory.
+    """
+    if not cfg.keep:
+        return None
+    if Path(cfg.keep).exists() and not Path(cfg.keep).is_dir():
+        raise ValueError(f"--keep must be a directory, got {cfg.keep!r}, which is a file")
+    return Path(cfg.keep) / f"{cfg.suite}-{cfg.scale}"
 
 
 def select(runs: list[sw.Run], patterns: list[str]) -> list[sw.Run]:
@@ -702,14 +711,14 @@ def _adopt(cfg: ReproduceConfig, plan: Plan, out: Path) -> None:
 
 def run(cfg: ReproduceConfig) -> dict:
     """Build the datasets, run every unfinished run, then write the table; returns what results.json holds."""
-    s = SCALES[cfg.scale]
+    s, keep = SCALES[cfg.scale], keep_dir(cfg)
     out = sweep_dir(cfg)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     plan = PLANS[cfg.suite](cfg, s, out, True)  # datasets and ChibiT are built here, before the runs fan out
     todo = select(plan.runs, cfg.only)
     _adopt(cfg, plan, out)
-    ran = sw.run_sweep(out, todo, cfg.workers, cfg.retries, cfg.threads, keep=keep_dir(cfg))
+    ran = sw.run_sweep(out, todo, cfg.workers, cfg.retries, cfg.threads, keep=keep)
     states = {r.name: ran[r.name] if r.name in ran else sw.inspect(out, r) for r in plan.runs}
     return write_report(cfg, plan, states, time.perf_counter() - t0)
 
