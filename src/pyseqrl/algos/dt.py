@@ -759,7 +759,8 @@ def train(cfg: TrainConfig) -> dict[str, float]:
         )
     if logger is not None:
         logger.close()
-    if world > 1:
+    if world > 1:  # every rank waits for rank 0's evaluation and export before the group goes away
+        torch.distributed.barrier()
         torch.distributed.destroy_process_group()
     if rank == 0:
         summary = ", ".join(f"{k}={v:.4g}" for k, v in metrics.items())
