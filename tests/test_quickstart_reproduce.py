@@ -123,7 +123,7 @@ def test_only_selects_runs_by_pattern_with_the_runs_they_wait_for(tmp_path):
 
     plan = rp.plan_wsrl(rp.ReproduceConfig(scale="cpu"), rp.SCALES["cpu"], tmp_path, build=False)
     picked = [run.name for run in rp.select(plan.runs, ["*/wsrl-s1", "*/scratch-s*"])]
-    assert picked == ["Hopper-v4/calql-s1", "Hopper-v4/wsrl-s1"] + [f"Hopper-v4/scratch-s{i}" for i in range(3)]
+    assert picked == ["Hopper-v4/cql-s1", "Hopper-v4/wsrl-s1"] + [f"Hopper-v4/scratch-s{i}" for i in range(3)]
     assert rp.select(plan.runs, []) == plan.runs
     with pytest.raises(ValueError, match=r"'\*/wrsl-s1' matches none of the suite's runs"):
         rp.select(plan.runs, ["*/wrsl-s1"])

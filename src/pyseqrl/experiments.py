@@ -290,12 +290,16 @@ def train_calql(
     seed: int = 0,
     checkpoint_every: int | None = None,
     progress: bool = True,
+    calql: bool = True,
+    eval_every: int = 0,
+    eval_episodes: int = 10,
     **agent: Any,
 ) -> Path:
-    """Cal-QL offline pretraining; returns the checkpoint path.
+    """Cal-QL (``calql=False``: CQL) offline pretraining; returns the checkpoint path.
 
     Resumes from ``run_dir/checkpoint.pt`` (a finished run is not trained again); ``checkpoint_every``: checkpoint
-    period (None: only at the end).
+    period (None: only at the end); ``eval_every``: evaluate the policy on the dataset's environment every this many
+    steps with ``eval_episodes`` episodes (0: never); ``agent``: :class:`AgentConfig` fields.
     """
     from pyseqrl.algos.calql import CalQLConfig
     from pyseqrl.algos.calql import train_calql as _train
@@ -305,13 +309,14 @@ def train_calql(
         steps=steps,
         seed=seed,
         run_dir=str(run_dir),
-        eval_every=0,
+        eval_every=eval_every,
+        eval_episodes=eval_episodes,
         checkpoint_every=checkpoint_every or steps,
         log_every=max(1, steps // 10),
         tensorboard=False,
         progress=progress,
     )
-    cfg = replace(cfg, agent=replace(cfg.agent, **agent))
+    cfg = replace(cfg, cql=replace(cfg.cql, calql=calql), agent=replace(cfg.agent, **agent))
     _train(cfg)
     return Path(run_dir) / "checkpoint.pt"
 

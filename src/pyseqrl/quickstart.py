@@ -179,7 +179,7 @@ def run(cfg: QuickstartConfig) -> dict:
     calql = {"dataset": str(data_path), "steps": b.calql_steps, "seed": cfg.seed, "num_critics": 2}
     runs.append(sw.Run("calql", "pyseqrl.reproduce:calql_job", {**calql, "checkpoint_every": b.calql_steps}))
     wsrl_args = {
-        "calql": "calql",
+        "pretrained": "calql",
         "mode": "wsrl",
         "env_id": cfg.env_id,
         "dataset": str(data_path),

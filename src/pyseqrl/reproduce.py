@@ -152,7 +152,7 @@ SCALES = {
         eval_episodes=10,
         lm_steps=None,
         lm_max_chars=5_000_000,
-        calql_steps=5000,
+        calql_steps=30_000,
         wsrl_warmup=2000,
         wsrl_steps=20_000,
         num_critics=2,
@@ -210,7 +210,10 @@ class ReproduceConfig:
     ratios: list[float] = field(default_factory=lambda: [0.01, 0.1, 1.0])
     """[lamo] data ratios"""
     num_critics: int | None = None
-    """[wsrl] critics in the ensemble of Cal-QL and SAC (None: the scale's)"""
+    """[wsrl] critics in the ensemble of the pretraining and SAC (None: the scale's)"""
+    pretrain: Literal["cql", "calql"] = "cql"
+    """[wsrl] offline pretraining: CQL (the official locomotion runs: Monte-Carlo returns are hard to estimate
+    there) or Cal-QL (the official runs on the other domains)"""
     out: str = "runs/reproduce"
     """output directory (the sweep goes to <out>/<suite>-<scale>)"""
     only: list[str] = field(default_factory=list)
@@ -245,10 +248,13 @@ def calql_job(
     checkpoint_every: int,
     env_id: str | None = None,
     eval_episodes: int = 0,
+    calql: bool = True,
+    eval_every: int = 0,
 ) -> dict:
-    """Cal-QL pretraining of the WSRL suite; with ``env_id`` and ``eval_episodes``, also the D4RL score of the
-    pretrained policy, deterministic (``score``) and sampling its actions as the online episodes do
-    (``sampled_score``): the level the online phase starts from."""
+    """Offline pretraining of the WSRL suite (Cal-QL, or CQL with ``calql=False``); with ``env_id`` and
+    ``eval_episodes``, also the D4RL score of the pretrained policy, deterministic (``score``) and sampling its
+    actions as the online episodes do (``sampled_score``): the level the online phase starts from. With
+    ``eval_every``, the evaluation curve of the pretraining (``steps``, ``scores``)."""
     ex.train_calql(
         Path(dataset),
         run_dir,
@@ -256,9 +262,14 @@ def calql_job(
         seed=seed,
         checkpoint_every=checkpoint_every,
         progress=False,
+        calql=calql,
         num_critics=num_critics,
+        **({"eval_every": eval_every, "eval_episodes": eval_episodes} if eval_every else {}),
     )
     result: dict[str, Any] = {"dataset_sha256": ex.dataset_fingerprint(dataset)}
+    if eval_every:
+        curve_steps, scores = ex.curve(run_dir, "eval/normalized_score")
+        result.update(steps=curve_steps.tolist(), scores=scores.tolist())
     if env_id and eval_episodes:
         for name, deterministic in (("", True), ("sampled_", False)):
             result[f"{name}score"] = _evaluate_sac(run_dir, env_id, eval_episodes, seed, deterministic)
@@ -274,13 +285,13 @@ def _evaluate_sac(run_dir: Path, env_id: str, episodes: int, seed: int, determin
     return float(evaluate(policy, env_id, episodes=episodes, seed=10_000 + seed).normalized_score)
 
 
-def wsrl_job(run_dir: Path, calql: str | None, eval_episodes: int, **kwargs: Any) -> dict[str, Any]:
-    """One online run (``ex.train_wsrl`` arguments) after the Cal-QL run ``calql`` (a sibling directory): the
+def wsrl_job(run_dir: Path, pretrained: str | None, eval_episodes: int, **kwargs: Any) -> dict[str, Any]:
+    """One online run (``ex.train_wsrl`` arguments) after the pretraining run ``pretrained`` (a sibling directory): the
     final policy's score, every online episode after the first update (its return, as a D4RL score, and the step
     at which it ended) and the policy's Q-values."""
     from pyseqrl.scores import normalized_score, reference_scores
 
-    ckpt = run_dir.parent / calql / "checkpoint.pt" if calql else Path()
+    ckpt = run_dir.parent / pretrained / "checkpoint.pt" if pretrained else Path()
     dataset = Path(kwargs.pop("dataset"))
     env_id = kwargs["env_id"]
     r = ex.train_wsrl(ckpt, run_dir, dataset=dataset, progress=False, log_episodes=kwargs["total_steps"], **kwargs)
@@ -510,13 +521,15 @@ def plan_wsrl(cfg: ReproduceConfig, s: Scale, out: Path, build: bool) -> Plan:
             args = {"dataset": str(data), "steps": s.calql_steps, "seed": seed, "num_critics": critics}
             args["checkpoint_every"] = _every(s.calql_steps, s.checkpoints)
             args.update(env_id=env_id, eval_episodes=s.eval_episodes)  # the pretrained policy's score
-            runs.append(sw.Run(f"{env_id}/calql-s{seed}", "pyseqrl.reproduce:calql_job", args, steps=s.calql_steps))
+            args.update(calql=cfg.pretrain == "calql", eval_every=_every(s.calql_steps, s.evals))
+            name = f"{env_id}/{cfg.pretrain}-s{seed}"
+            runs.append(sw.Run(name, "pyseqrl.reproduce:calql_job", args, steps=s.calql_steps))
         for method, mode in WSRL_MODES.items():
             names = []
             for seed in seeds:
-                calql = None if mode == "scratch" else f"calql-s{seed}"
+                pretrained = None if mode == "scratch" else f"{cfg.pretrain}-s{seed}"
                 args = {
-                    "calql": calql,
+                    "pretrained": pretrained,
                     "mode": mode,
                     "env_id": env_id,
                     "dataset": str(data),
@@ -531,8 +544,8 @@ def plan_wsrl(cfg: ReproduceConfig, s: Scale, out: Path, build: bool) -> Plan:
                 if mode == "scratch":
                     args["num_critics"] = critics
                 name = f"{env_id}/{mode}-s{seed}"
-                reference[name] = f"{env_id}/calql-s{seed}"
-                after = (reference[name],) if calql else ()
+                reference[name] = f"{env_id}/{cfg.pretrain}-s{seed}"
+                after = (reference[name],) if pretrained else ()
                 runs.append(sw.Run(name, "pyseqrl.reproduce:wsrl_job", args, steps=s.wsrl_steps, after=after))
                 names.append(name)
             cells[(env_id, method)] = names
@@ -646,6 +659,17 @@ def report_wsrl(plan: Plan, states: dict[str, sw.RunState], out: Path) -> tuple[
     for env_id, curves in q_plots.items():
         title = f"Q(s, π(s)) during online fine-tuning, {env_id}"
         ex.plot_curves(curves, out / f"wsrl_q_{env_id}.png", title, "environment step", "Q")
+    pretraining: dict[str, dict[str, list]] = {}
+    for run in plan.runs:
+        result = states[run.name].result or {}
+        if run.job.endswith(":calql_job") and result.get("steps"):
+            env_id, name = run.name.split("/")
+            method = name.rsplit("-s", 1)[0].replace("calql", "Cal-QL").replace("cql", "CQL")
+            curve = (np.asarray(result["steps"]), np.asarray(result["scores"]))
+            pretraining.setdefault(env_id, {}).setdefault(method, []).append(curve)
+    for env_id, curves in pretraining.items():
+        title = f"Offline pretraining (deterministic policy), {env_id}"
+        ex.plot_curves(curves, out / f"wsrl_pretrain_{env_id}.png", title, "gradient step", "D4RL score")
     return ex.markdown_table(headers, rows), results
 
 
