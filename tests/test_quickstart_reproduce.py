@@ -83,6 +83,11 @@ def test_reproduce_suite_tiny(tmp_path, suite, capsys):
         steps, scores = wsrl["runs"][0]["online_scores"]
         assert len(steps) == len(scores) > 0 and steps == sorted(steps)  # every episode after the first update
         assert (out / f"{suite}-tiny" / "wsrl_q_Hopper-v4.png").exists()
+        finished = out / f"{suite}-tiny" / "Hopper-v4" / "cql-s0" / "finished.json"
+        pretraining = json.loads(finished.read_text())["result"]
+        assert pretraining["steps"][-1] == 10 and len(pretraining["scores"]) == len(pretraining["steps"])
+        assert (out / f"{suite}-tiny" / "wsrl_pretrain_Hopper-v4.png").exists()
+        assert "calql: false" in (out / f"{suite}-tiny" / "Hopper-v4" / "cql-s0" / "config.yaml").read_text()
 
 
 def test_reproduce_rejects_unknown_suite(capsys):

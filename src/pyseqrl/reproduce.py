@@ -10,8 +10,9 @@ one directory per run):
   evaluation, the mean of the last three, the best evaluation, the steps to reach 90% of the final score (the
   paper's convergence measure) and the steps to reach the dataset's own average score.
 * ``lamo`` -- Shi et al. 2023: DT vs LaMo on 1%, 10% and 100% of a medium dataset's trajectories (by count).
-* ``wsrl`` -- Zhou et al. 2024: Cal-QL pretraining, then WSRL vs no warmup vs keeping the offline data (appended to
-  the online buffer, or in 50/50 batches) vs SAC from scratch, with the return curve of the online episodes.
+* ``wsrl`` -- Zhou et al. 2024: CQL pretraining (``--pretrain calql``: Cal-QL), then WSRL vs no warmup vs keeping
+  the offline data (appended to the online buffer, or in 50/50 batches) vs SAC from scratch, with the return curve
+  of the online episodes.
 
 Every run is a separate process (one per core; torch threads 1) that checkpoints as it goes. Stop the sweep at any
 moment (Ctrl-C, ``kill``) and run the same command again: finished runs are kept, half-finished ones resume from
@@ -32,7 +33,7 @@ runs start. Scores are D4RL-normalised; mean ± std (population) over the seeds 
 Budgets (:data:`SCALES`), from step times measured with one torch thread on a 2-core machine whose other core was
 busy: a DT step of the 128x3 model ~0.07 s at batch 32 (bf16 autocast on a CPU with AVX512-BF16; ~0.15 s in fp32),
 Wiki-RL from ChibiT about the same, LaMo ~2.4x (co-training on 2 x 128-token blocks; LaMo's 2 x 1,024 would be
-~8x), a Cal-QL step with 2 critics ~0.45 s (~0.87 s with both cores busy); 100k dataset steps collect in 15 s.
+~8x), a CQL step with 2 critics ~0.16 s; 100k dataset steps collect in 15 s.
 
 * ``tiny``  -- seconds per run; what the tests run.
 * ``small`` -- minutes per run; Hopper, 2 seeds.
@@ -41,13 +42,14 @@ Wiki-RL from ChibiT about the same, LaMo ~2.4x (co-training on 2 x 128-token blo
   Wiki-RL x 3 seeds, and the two ablations on HalfCheetah) of 10,000 DT steps at batch 32 with 10
   evaluations of 10 episodes (~15 min per run; DT from random init first reaches the Hopper dataset's level after
   5,000-9,000 steps, and still falls in some later evaluations); lamo 18 runs (Hopper x 1%, 10%, 100% x DT,
-  LaMo x 3 seeds) of the same budget (~22 min per LaMo run beside another run); wsrl on Hopper, 3 Cal-QL runs of
-  5,000 steps and 15 online runs of 20,000 environment steps (5 modes x 3 seeds), 2 critics. The lamo suite's DT
+  LaMo x 3 seeds) of the same budget (~22 min per LaMo run beside another run); wsrl on Hopper, 3 CQL runs of
+  30,000 steps (~80 min each beside another run; 5,000 left policies at D4RL 2-4) and 15 online runs of 20,000
+  environment steps (5 modes x 3 seeds), 2 critics, about 4 hours in all. The lamo suite's DT
   runs on the full dataset are the wikirl suite's Hopper DT runs: a suite copies the finished runs it shares with
   another sweep under the same ``--out`` instead of running them again. SmolLM2-135M is left out (one fine-tuning
   step takes ~5 s on one core); add it with ``--lm smollm2`` at a smaller ``--seeds`` / ``--envs``.
-* ``gpu``   -- the papers' budgets: 100k DT steps at batch 64, 1M Cal-QL steps, 300k online steps, 10 critics,
-  5 seeds; wikirl and lamo also compare SmolLM2-135M.
+* ``gpu``   -- the papers' budgets: 100k DT steps at batch 64, 250k CQL steps (the official locomotion runs), 300k
+  online steps, 10 critics, 5 seeds; wikirl and lamo also compare SmolLM2-135M.
 
 Start a suite in the background (resumable: the same command continues it) and look at it at any time::
 
@@ -91,7 +93,7 @@ class Scale:
     wsrl_warmup: int
     wsrl_steps: int
     num_critics: int
-    """critics of Cal-QL and SAC (WSRL uses 10; 2 are ~4x cheaper on a CPU)"""
+    """critics of the pretraining and SAC (WSRL uses 10; 2 are ~4x cheaper on a CPU)"""
     checkpoints: int = 10
     """checkpoints per run (what a stopped run loses is at most 1/checkpoints of it)"""
     wsrl_min_buffer: int | None = None  # None: official first update after a UTD round of online data (1,024)
@@ -170,7 +172,7 @@ SCALES = {
         eval_episodes=10,
         lm_steps=None,
         lm_max_chars=50_000_000,
-        calql_steps=1_000_000,
+        calql_steps=250_000,
         wsrl_warmup=5000,
         wsrl_steps=300_000,
         num_critics=10,
@@ -359,7 +361,7 @@ class Plan:
     datasets: dict[str, Path]
     """environment (or ``env/ratio``) -> dataset path"""
     reference: dict[str, str] = field(default_factory=dict)
-    """[wsrl] online run -> the Cal-QL run of its seed (the level it starts from, or for SAC from scratch the
+    """[wsrl] online run -> the pretraining run of its seed (the level it starts from, or for SAC from scratch the
     level to reach)"""
 
 
@@ -620,7 +622,7 @@ def _episodes_on_grid(curves: list, window: int = 5, points: int = 100) -> list[
 
 
 def report_wsrl(plan: Plan, states: dict[str, sw.RunState], out: Path) -> tuple[str, dict]:
-    """The WSRL table, about the switch to online learning: the pretrained (Cal-QL) policy's score, the online
+    """The WSRL table, about the switch to online learning: the pretrained (CQL / Cal-QL) policy's score, the online
     episodes' scores after the first update (the first ten, their worst, those at the end of the run, and the step at
     which they reached the pretrained policy's level), the policy's Q-values at the first update, at their lowest
     after it and at the end, and the final policy's score; score and Q curves with seed bands."""
@@ -769,10 +771,10 @@ DT_LEGEND = (
     "best = best of the evaluations of each run.\n"
 )
 WSRL_LEGEND = (
-    "Scores: D4RL-normalised. Pretrained policy: the Cal-QL policy, deterministic, before any online step. Online "
-    "episodes: the training episodes after the first update (actions sampled), the recovery step compared with the "
-    "pretrained policy evaluated with sampled actions. Q: the critics' mean Q(s, π(s)) on the training batches. "
-    "Final score: the final policy, deterministic.\n"
+    "Scores: D4RL-normalised. Pretrained policy: the CQL (or Cal-QL) policy, deterministic, before any online step. "
+    "Online episodes: the training episodes after the first update (actions sampled), the recovery step compared "
+    "with the pretrained policy evaluated with sampled actions. Q: the critics' mean Q(s, π(s)) on the training "
+    "batches. Final score: the final policy, deterministic.\n"
 )
 
 
