@@ -120,6 +120,22 @@ def test_td_target_uses_min_of_two_target_critics(replace: bool) -> None:
     torch.testing.assert_close(y, ref.detach())
 
 
+def test_td_target_of_a_two_critic_agent_is_the_min_of_both() -> None:
+    # critic_subsample == num_critics: no draw (the official agent without an ensemble), so a draw with
+    # replacement can never pick the same critic twice and lose the clipped double-Q
+    torch.manual_seed(0)
+    agent = SACAgent(3, 1, AgentConfig(hidden_dims=(16,), num_critics=2, gamma=0.9))
+    assert all(agent.target_members().tolist() == [0, 1] for _ in range(20))
+    b = _batch()
+    torch.manual_seed(3)
+    y = agent.td_target(b)
+    torch.manual_seed(3)
+    next_a, _ = agent.actor(b["next_observations"])
+    q_all = agent.target_critic(b["next_observations"], next_a)
+    ref = b["rewards"] + 0.9 * (1 - b["terminals"]) * q_all.amin(0)
+    torch.testing.assert_close(y, ref.detach())
+
+
 def test_max_target_backup_takes_the_best_of_k_next_actions() -> None:
     torch.manual_seed(0)
     agent = SACAgent(

@@ -5,7 +5,8 @@ optimizers. Its update is the SAC update with the REDQ/WSRL ensemble rule, as in
 (``wsrl/agents/sac.py``):
 
 * critic: ``y = s * r + b + gamma * (1 - d) * (min_{i in M} Q'_i(s', a') - [alpha * log pi(a'|s')])`` where
-  ``M`` is a random draw of ``critic_subsample`` (default 2) of the ``N`` target critics and ``a' ~ pi(s')``;
+  ``M`` is a random draw of ``critic_subsample`` (default 2) of the ``N`` target critics (all ``N`` when
+  ``critic_subsample == N``, as the official agent without an ensemble) and ``a' ~ pi(s')``;
   every critic regresses onto the same ``y``. With ``max_target_backup`` the target takes the best of
   ``backup_actions`` sampled ``a'`` (CQL's max-target backup). Cal-QL/CQL add a regulariser to this loss (see
   ``pyseqrl.algos.calql``).
@@ -66,7 +67,8 @@ class AgentConfig:
     num_critics: int = 10
     """number of critics in the ensemble (official wsrl_config.py)"""
     critic_subsample: int = 2
-    """the TD target takes the min over this many randomly drawn target critics (official wsrl_config.py)"""
+    """the TD target takes the min over this many randomly drawn target critics (official wsrl_config.py); equal
+    to num_critics: the min over all of them, no draw (the official agent without --use_redq, 2 critics)"""
     critic_subsample_replace: bool = True
     """draw the target critics with replacement, as the official sac.py (jax.random.randint); False: distinct
     critics, as the REDQ paper"""
@@ -244,8 +246,11 @@ class SACAgent(nn.Module):
 
     # ---------------------------------------------------------------------------------------------- critic
     def target_members(self) -> torch.Tensor:
-        """int64 ``(critic_subsample,)``: the target critics of one TD target."""
+        """int64 ``(critic_subsample,)``: the target critics of one TD target (all of them, in order, when
+        ``critic_subsample == num_critics``)."""
         cfg = self.config
+        if cfg.critic_subsample == cfg.num_critics:  # no draw: the official agent without an ensemble
+            return torch.arange(cfg.num_critics)
         if cfg.critic_subsample_replace:
             return torch.randint(cfg.num_critics, (cfg.critic_subsample,))
         return torch.randperm(cfg.num_critics)[: cfg.critic_subsample]
