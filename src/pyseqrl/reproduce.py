@@ -44,7 +44,7 @@ Wiki-RL from ChibiT about the same, LaMo ~2.4x (co-training on 2 x 128-token blo
   5,000-9,000 steps, and still falls in some later evaluations); lamo 18 runs (Hopper x 1%, 10%, 100% x DT,
   LaMo x 3 seeds) of the same budget (~22 min per LaMo run beside another run); wsrl on Hopper, 3 CQL runs of
   30,000 steps (~80 min each beside another run; 5,000 left policies at D4RL 2-4) and 15 online runs of 20,000
-  environment steps (5 modes x 3 seeds), 2 critics, about 4 hours in all. The lamo suite's DT
+  environment steps (5 modes x 3 seeds, 11-33 min each), 2 critics, about 4-5 hours in all. The lamo suite's DT
   runs on the full dataset are the wikirl suite's Hopper DT runs: a suite copies the finished runs it shares with
   another sweep under the same ``--out`` instead of running them again. SmolLM2-135M is left out (one fine-tuning
   step takes ~5 s on one core); add it with ``--lm smollm2`` at a smaller ``--seeds`` / ``--envs``.
