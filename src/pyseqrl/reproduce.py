@@ -665,10 +665,9 @@ def report_wsrl(plan: Plan, states: dict[str, sw.RunState], out: Path) -> tuple[
     for run in plan.runs:
         result = states[run.name].result or {}
         if run.job.endswith(":calql_job") and result.get("steps"):
-            env_id, name = run.name.split("/")
-            method = name.rsplit("-s", 1)[0].replace("calql", "Cal-QL").replace("cql", "CQL")
+            method = "Cal-QL" if run.args["calql"] else "CQL"
             curve = (np.asarray(result["steps"]), np.asarray(result["scores"]))
-            pretraining.setdefault(env_id, {}).setdefault(method, []).append(curve)
+            pretraining.setdefault(run.args["env_id"], {}).setdefault(method, []).append(curve)
     for env_id, curves in pretraining.items():
         title = f"Offline pretraining (deterministic policy), {env_id}"
         ex.plot_curves(curves, out / f"wsrl_pretrain_{env_id}.png", title, "gradient step", "D4RL score")
