@@ -95,6 +95,14 @@ def test_reproduce_rejects_unknown_suite(capsys):
         main(["reproduce", "--suite", "atari"])
 
 
+def test_reproduce_rejects_unknown_pretraining(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["reproduce", "wsrl", "--pretrain", "iql", "--status"])
+    assert exc.value.code != 0
+    err = capsys.readouterr()
+    assert "'iql'" in err.out + err.err and "calql" in err.out + err.err
+
+
 def test_gpu_scale_compares_smollm2_and_every_wsrl_mode(tmp_path):
     from pyseqrl import reproduce as rp
 
