@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -45,8 +46,8 @@ def test_quickstart_ci_budget(tmp_path):
 @pytest.mark.slow
 @pytest.mark.parametrize("suite", ["wikirl", "lamo", "wsrl"])
 def test_reproduce_suite_tiny(tmp_path, suite, capsys):
-    out = tmp_path / "rp"
-    assert main(["reproduce", suite, "--scale", "tiny", "--seeds", "0", "--out", str(out)]) == 0
+    out, keep = tmp_path / "rp", tmp_path / "record"
+    assert main(["reproduce", suite, "--scale", "tiny", "--seeds", "0", "--out", str(out), "--keep", str(keep)]) == 0
     report = (out / f"{suite}-tiny" / "results.md").read_text()
     assert "| Hopper-v4 |" in report and "| 1/1 |" in report  # every row counts its seeds
     assert "Unfinished runs" not in report
@@ -88,6 +89,21 @@ def test_reproduce_suite_tiny(tmp_path, suite, capsys):
         assert pretraining["steps"][-1] == 10 and len(pretraining["scores"]) == len(pretraining["steps"])
         assert (out / f"{suite}-tiny" / "wsrl_pretrain_Hopper-v4.png").exists()
         assert "calql: false" in (out / f"{suite}-tiny" / "Hopper-v4" / "cql-s0" / "config.yaml").read_text()
+
+        def per_run(text: str, method: str) -> list[str]:
+            row = next(line for line in text.splitlines() if line.startswith(f"| Hopper-v4 | {method} | 0 |"))
+            return [c.strip() for c in row.strip("|").split("|")]
+
+        start = f"{pretraining['score']:.1f} / {pretraining['sampled_score']:.1f}"
+        assert per_run(report, "WSRL")[3] == start and per_run(report, "SAC from scratch")[3] == "-"
+        # on another machine, from the record, with one online run of seed 0 missing: the pretraining run is not
+        # copied in (the missing run would start from its checkpoint), yet the table still shows where seed 0 began
+        shutil.rmtree(keep / f"{suite}-tiny" / "Hopper-v4" / "no_warmup-s0")
+        fresh = ["reproduce", suite, "--scale", "tiny", "--seeds", "0", "--out", str(tmp_path / "m2")]
+        assert main([*fresh, "--keep", str(keep), "--report"]) == 0
+        again = (tmp_path / "m2" / f"{suite}-tiny" / "results.md").read_text()
+        assert not (tmp_path / "m2" / f"{suite}-tiny" / "Hopper-v4" / "cql-s0").exists()
+        assert per_run(again, "WSRL")[3] == start and "no_warmup-s0: not started" in again
 
 
 def test_reproduce_rejects_unknown_suite(capsys):
@@ -169,7 +185,8 @@ def test_return_dip_reads_the_online_episodes_around_the_switch():
     scores = [50.0, 20.0, 10.0, 30.0, 60.0, 70.0, 80.0, 80.0, 90.0, 95.0]
     d = rp.return_dip({"online_scores": [steps, scores]}, reference=60.0, total_steps=1000, first=4, window=3)
     assert d["first"] == pytest.approx(27.5) and d["worst_first"] == 10.0
-    assert d["end"] == 92.5  # the episodes that ended at steps >= 900
+    assert d["end"] == 92.5 and d["end_episodes"] == 2  # the episodes that ended at steps >= 900
+    assert d["first_episode"] == 50.0 and d["next_episodes"] == pytest.approx(20.0)  # 20, 10, 30
     assert d["recovered_at"] == 700  # the first 3 episodes averaging >= 60: those ending at 500, 600, 700
     never = rp.return_dip({"online_scores": [steps, scores]}, reference=99.0, total_steps=1000, window=3)
     assert math.isnan(never["recovered_at"]) and never["first"] == pytest.approx(np.mean(scores))

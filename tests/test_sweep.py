@@ -291,6 +291,19 @@ def test_a_recorded_run_that_others_start_from_is_rerun_until_they_are_finished(
     assert len(sw.adopt(third, plan, [keep])) == 3
 
 
+def test_find_finished_sees_a_recorded_run_that_adopt_keeps_back(tmp_path):
+    first, keep, fresh = tmp_path / "machine1", tmp_path / "record", tmp_path / "machine2"
+    base = sw.Run("env/pretrain-s0", JOB, {"steps": 2}, steps=2)
+    plan = [base, sw.Run("env/online-s0", JOB, {"steps": 3}, steps=3, after=(base.name,))]
+    sw.run_sweep(first, plan[:1], workers=1, keep=keep)
+    assert sw.adopt(fresh, plan, [keep]) == []  # online-s0 would start from pretrain's checkpoint
+    found = sw.find_finished(fresh, plan, [keep])
+    assert found == {"env/pretrain-s0": keep / "env/pretrain-s0"}  # finished, though not copied
+    st = sw.inspect_dir(found["env/pretrain-s0"], base)
+    assert st.state == "finished" and st.result == sw.inspect(first, base).result
+    assert sw.inspect(fresh, base).state == "not started"
+
+
 def test_run_names_must_be_unique_and_dependencies_known(tmp_path):
     with pytest.raises(ValueError, match="unique"):
         sw.run_sweep(tmp_path, runs(1) + runs(1))

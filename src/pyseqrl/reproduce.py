@@ -328,14 +328,16 @@ def return_dip(
     result: dict[str, Any], reference: float | None, total_steps: int, first: int = 10, window: int = 5
 ) -> dict[str, float]:
     """What a WSRL-suite run's online episodes (``online_scores``: end steps and D4RL scores, after the first
-    update) show around the switch: the mean and the worst of the ``first`` episodes (the dip), the mean of the
-    episodes that ended in the last 10% of the run (the return after its online steps), and the first step at
-    which the mean of ``window`` consecutive episodes reached ``reference`` (the pretrained policy's score with
-    sampled actions: the recovery; NaN if never, or without a reference)."""
+    update) show around the switch: the mean and the worst of the ``first`` episodes (the dip), the first of them
+    and the mean of the others, the mean and the number of the episodes that ended in the last 10% of the run (the
+    return after its online steps), and the first step at which the mean of ``window`` consecutive episodes reached
+    ``reference`` (the pretrained policy's score with sampled actions: the recovery; NaN if never, or without a
+    reference)."""
     steps, scores = (np.asarray(v, dtype=float) for v in result.get("online_scores", ([], [])))
     nan = math.nan
     if not len(scores):
-        return {"first": nan, "worst_first": nan, "end": nan, "recovered_at": nan}
+        keys = ("first", "worst_first", "end", "recovered_at", "first_episode", "next_episodes", "end_episodes")
+        return dict.fromkeys(keys, nan)
     late = scores[steps >= 0.9 * total_steps]
     recovered_at = nan
     if reference is not None and len(scores) >= window:
@@ -347,6 +349,9 @@ def return_dip(
         "worst_first": float(scores[:first].min()),
         "end": float(late.mean()) if len(late) else nan,
         "recovered_at": recovered_at,
+        "first_episode": float(scores[0]),
+        "next_episodes": float(scores[1:first].mean()) if len(scores) > 1 else nan,
+        "end_episodes": float(len(late)),
     }
 
 
@@ -629,7 +634,7 @@ def report_wsrl(plan: Plan, states: dict[str, sw.RunState], out: Path) -> tuple[
     headers = ["env", "method", "seeds", "pretrained policy", "first 10 online episodes", "worst of them"]
     headers += ["online episodes, last 10% of steps", "step when 5 episodes average the pretrained level (seeds)"]
     headers += ["Q(s, π(s)) at the first update", "lowest Q after it", "Q at the end", "final score"]
-    rows, results, plots, q_plots = [], {}, {}, {}
+    rows, per_run, results, plots, q_plots = [], [], {}, {}, {}
     by_name = {r.name: r for r in plan.runs}
     for (env_id, method), names in plan.cells.items():
         row_states = [states[n] for n in names]
@@ -638,9 +643,18 @@ def report_wsrl(plan: Plan, states: dict[str, sw.RunState], out: Path) -> tuple[
             if not st.result:
                 continue
             run, calql = by_name[st.name], states[plan.reference[st.name]].result or {}
-            dips.append(return_dip(st.result, calql.get("sampled_score"), run.steps))
+            dip = return_dip(st.result, calql.get("sampled_score"), run.steps)
+            dips.append(dip)
             pretrained.append(calql.get("score") if run.after else None)  # SAC from scratch starts from nothing
             res.append(st.result)
+            start = f"{calql['score']:.1f} / {calql.get('sampled_score', math.nan):.1f}" if run.after and calql else "-"
+            recovered = "n/a" if math.isnan(dip["recovered_at"]) else f"{dip['recovered_at']:.0f}"
+            per_run.append(
+                [env_id, method, str(run.args["seed"]), start, f"{dip['first_episode']:.1f}"]
+                + [f"{dip['next_episodes']:.1f}", f"{dip['worst_first']:.1f}"]
+                + [f"{dip['end']:.1f} ({dip['end_episodes']:.0f})", recovered]
+                + [f"{st.result['final']:.1f}"]
+            )
         cell = {k: sw.summarize([d[k] for d in dips]) for k in ("first", "worst_first", "end", "recovered_at")}
         reached = sum(not math.isnan(d["recovered_at"]) for d in dips)
         cell["pretrained"] = sw.summarize(pretrained)
@@ -671,7 +685,13 @@ def report_wsrl(plan: Plan, states: dict[str, sw.RunState], out: Path) -> tuple[
     for env_id, curves in pretraining.items():
         title = f"Offline pretraining (deterministic policy), {env_id}"
         ex.plot_curves(curves, out / f"wsrl_pretrain_{env_id}.png", title, "gradient step", "D4RL score")
-    return ex.markdown_table(headers, rows), results
+    run_headers = ["env", "method", "seed", "pretrained policy (deterministic / sampled)", "first online episode"]
+    run_headers += ["next 9 episodes", "worst of the first 10", "online episodes, last 10% of steps (count)"]
+    run_headers += ["step when 5 episodes average the pretrained level", "final score"]
+    text = ex.markdown_table(headers, rows)
+    if per_run:  # seeds whose pretrained policies differ (one good, one collapsed) make a mean hide the switch
+        text += "\n\nOne row per run:\n\n" + ex.markdown_table(run_headers, per_run)
+    return text, results
 
 
 # ------------------------------------------------------------------------------------------------ entry points
@@ -726,11 +746,15 @@ def select(runs: list[sw.Run], patterns: list[str]) -> list[sw.Run]:
     return [r for r in runs if r.name in wanted]
 
 
-def _adopt(cfg: ReproduceConfig, plan: Plan, out: Path) -> None:
-    """Copy in the finished runs this sweep shares with its sibling sweeps under --out and with --keep's record."""
-    sources = [p for p in Path(cfg.out).iterdir() if p.is_dir() and p != out]
+def _sources(cfg: ReproduceConfig, out: Path) -> list[Path]:
+    """Where the finished runs this sweep shares can be: its sibling sweeps under --out and --keep's record."""
     keep = keep_dir(cfg)
-    for name, src in sw.adopt(out, plan.runs, sources + ([keep] if keep else [])):
+    return [p for p in Path(cfg.out).iterdir() if p.is_dir() and p != out] + ([keep] if keep else [])
+
+
+def _adopt(cfg: ReproduceConfig, plan: Plan, out: Path) -> None:
+    """Copy in the finished runs this sweep shares with its sibling sweeps and with --keep's record."""
+    for name, src in sw.adopt(out, plan.runs, _sources(cfg, out)):
         print(f"{name}: the same run finished in {src}; copied, not rerun")
 
 
@@ -758,6 +782,11 @@ def report(cfg: ReproduceConfig) -> dict:
     plan = PLANS[cfg.suite](cfg, SCALES[cfg.scale], out, False)
     _adopt(cfg, plan, out)
     states = {run.name: sw.inspect(out, run) for run in plan.runs}
+    # a recorded pretraining run is not copied in while runs that start from its checkpoint are unfinished (they
+    # would rerun it); its result still belongs in the table
+    by_name = {run.name: run for run in plan.runs}
+    for name, src in sw.find_finished(out, plan.runs, _sources(cfg, out)).items():
+        states[name] = sw.inspect_dir(src, by_name[name])
     keep = keep_dir(cfg)
     if keep is not None:
         for run in plan.runs:

@@ -174,18 +174,15 @@ def clear_stale(root: str | os.PathLike, runs: Sequence[Run]) -> list[str]:
     return stale
 
 
-def adopt(root: str | os.PathLike, runs: Sequence[Run], sources: Sequence[str | os.PathLike]) -> list[tuple[str, Path]]:
-    """Copy into ``root`` the finished runs of other sweeps (``sources``: their root directories, or records made
-    with ``keep``) whose spec is that of a run of ``runs`` that ``root`` has not started: the same job with the
-    same arguments is the same experiment, so sweeps that share runs run them once. A run that others wait for is
-    copied from a source without its checkpoint (a record) only when every run waiting for it is finished or
-    copied too: the others start from its checkpoint. Each copy appears at once (copied beside, then renamed).
-    Returns (run name, the directory it came from) of each copied run."""
-    import shutil
-
+def find_finished(
+    root: str | os.PathLike, runs: Sequence[Run], sources: Sequence[str | os.PathLike]
+) -> dict[str, Path]:
+    """The finished runs of other sweeps (``sources``: their root directories, or records made with ``keep``) whose
+    spec is that of a run of ``runs`` that ``root`` has not started: run name -> its directory in the source (the
+    first source that has it). The same job with the same arguments is the same experiment."""
     root = Path(root)
     todo = {json.dumps(r.spec(), sort_keys=True): r for r in runs if not (root / r.name).exists()}
-    found: dict[str, Path] = {}  # run name -> where it finished
+    found: dict[str, Path] = {}
     for src in map(Path, sources):
         if not todo or not src.is_dir() or src.resolve() == root.resolve():
             continue
@@ -196,6 +193,18 @@ def adopt(root: str | os.PathLike, runs: Sequence[Run], sources: Sequence[str | 
                 continue
             found[run.name] = spec_file.parent
             del todo[key]
+    return found
+
+
+def adopt(root: str | os.PathLike, runs: Sequence[Run], sources: Sequence[str | os.PathLike]) -> list[tuple[str, Path]]:
+    """Copy into ``root`` the runs :func:`find_finished` finds, so that sweeps that share runs run them once. A run
+    that others wait for is copied from a source without its checkpoint (a record) only when every run waiting for
+    it is finished or copied too: the others start from its checkpoint. Each copy appears at once (copied beside,
+    then renamed). Returns (run name, the directory it came from) of each copied run."""
+    import shutil
+
+    root = Path(root)
+    found = find_finished(root, runs, sources)
     waiting = {r.name: [w.name for w in runs if r.name in w.after] for r in runs}
     copied = []
     for name, src in found.items():
@@ -245,7 +254,11 @@ def _locked(run_dir: Path) -> bool:
 
 def inspect(root: Path, run: Run) -> RunState:
     """Where ``run`` stands (reads ``<root>/<run.name>``; never changes it)."""
-    d = Path(root) / run.name
+    return inspect_dir(Path(root) / run.name, run)
+
+
+def inspect_dir(d: Path, run: Run) -> RunState:
+    """Where ``run`` stands, read from its directory ``d`` (a run directory or a record of one)."""
     st = RunState(run.name, "not started", steps=run.steps)
     done = _read_json(d / FINISHED)
     if done is not None:
