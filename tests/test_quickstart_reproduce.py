@@ -144,7 +144,16 @@ def test_gpu_scale_compares_smollm2_and_every_wsrl_mode(tmp_path):
     }
     wsrl = rp.plan_wsrl(rp.ReproduceConfig(scale="cpu"), rp.SCALES["cpu"], tmp_path, build=False)
     modes = {cell[-1] for cell in wsrl.cells}
-    assert len(modes) == 5 and "keep offline data (appended)" in modes
+    assert len(modes) == 6 and "keep offline data (appended)" in modes
+    # idle optimizer steps: official at the gpu scale; the cpu scale's online runs step only the trained networks
+    # and do not name the option, the spec their recorded runs were made with; one more WSRL row has them
+    online = {run.name: run.args for run in wsrl.runs if run.job.endswith(":wsrl_job")}
+    idle = {name for name, args in online.items() if args.get("idle_steps") is True}
+    assert len(online) == 18 and idle == {f"Hopper-v4/wsrl-idle-s{i}" for i in range(3)}
+    assert all(online[name]["mode"] == "wsrl" for name in idle) and rp.IDLE_ON in modes
+    wsrl_gpu = rp.plan_wsrl(rp.ReproduceConfig(scale="gpu"), gpu, tmp_path, build=False)
+    assert all(run.args["idle_steps"] is True for run in wsrl_gpu.runs if run.job.endswith(":wsrl_job"))
+    assert len({cell[-1] for cell in wsrl_gpu.cells}) == 5  # no ablation at the official setting
 
 
 def test_only_selects_runs_by_pattern_with_the_runs_they_wait_for(tmp_path):

@@ -3,6 +3,7 @@ and the SAC updates."""
 
 from __future__ import annotations
 
+import copy
 import math
 
 import numpy as np
@@ -324,3 +325,61 @@ def test_bf16_updates_track_fp32_and_keep_fp32_state() -> None:
     assert fast.critic(batch["observations"], batch["actions"]).dtype == torch.float32
     for p, q in zip(fast.parameters(), ref.parameters()):
         torch.testing.assert_close(p, q, rtol=0.05, atol=2e-3)  # one Adam step apart by at most rounding
+
+
+def _adam_steps(optim: torch.optim.Optimizer) -> int:
+    return int(next(iter(optim.state.values()))["step"])
+
+
+def test_idle_steps_move_untrained_networks_on_their_adam_momentum() -> None:
+    """The official update_high_utd (optax) steps every optimizer at every update, with a zero gradient for the
+    networks that update does not train: at UTD 2 the actor and temperature take 2 idle steps and 1 real one per
+    round, the critic 2 real steps and 1 idle one."""
+    from pyseqrl.algos.rl_agent import _zero_gradient_step
+
+    torch.manual_seed(0)
+    agents = {idle: SACAgent(3, 1, AgentConfig(hidden_dims=(16,), num_critics=2)) for idle in (True, False)}
+    agents[False].load_full_state_dict(agents[True].full_state_dict())
+    batches = [_batch(8) for _ in range(2)]
+    for idle, agent in agents.items():  # one minibatch: no idle step, the same update either way
+        torch.manual_seed(1)
+        agent.update(batches[:1], "all", idle_steps=idle)
+    for a, b in zip(agents[True].parameters(), agents[False].parameters()):
+        assert torch.equal(a, b)
+    steps = {
+        idle: [_adam_steps(o) for o in (a.actor_optim, a.critic_optim, a.alpha_optim)] for idle, a in agents.items()
+    }
+    for idle, agent in agents.items():
+        torch.manual_seed(2)
+        agent.update(batches, "all", idle_steps=idle)
+    after = {
+        idle: [_adam_steps(o) for o in (a.actor_optim, a.critic_optim, a.alpha_optim)] for idle, a in agents.items()
+    }
+    assert [x - y for x, y in zip(after[True], steps[True])] == [3, 3, 3]
+    assert [x - y for x, y in zip(after[False], steps[False])] == [1, 2, 1]
+    actor = agents[True].actor
+    assert not all(torch.equal(a, b) for a, b in zip(actor.parameters(), agents[False].actor.parameters()))
+
+    # an idle step is Adam's update with g = 0: m <- b1 m, v <- b2 v, p <- p - lr m_hat / (sqrt(v_hat) + eps)
+    optim = agents[True].actor_optim
+    lr, (b1, b2), eps = optim.defaults["lr"], optim.defaults["betas"], optim.defaults["eps"]
+    before = {
+        p: (p.detach().double().clone(), {k: v.double().clone() for k, v in optim.state[p].items()})
+        for p in actor.parameters()
+    }
+    _zero_gradient_step(optim)
+    for p, (p0, st) in before.items():
+        t = float(st["step"]) + 1
+        m, v = b1 * st["exp_avg"], b2 * st["exp_avg_sq"]
+        expected = p0 - lr * (m / (1 - b1**t)) / ((v / (1 - b2**t)).sqrt() + eps)
+        torch.testing.assert_close(p.detach().double(), expected, rtol=1e-5, atol=1e-7)
+        assert p.grad is None
+
+    start = copy.deepcopy(agents[False].full_state_dict())
+    for mode in ("last", "every"):  # the official schedule only: the other schedules ignore idle_steps
+        for idle, agent in agents.items():
+            agent.load_full_state_dict(copy.deepcopy(start))  # optimizer states would share tensors otherwise
+            torch.manual_seed(3)
+            agent.update(batches, mode, idle_steps=idle)
+        for a, b in zip(agents[True].parameters(), agents[False].parameters()):
+            assert torch.equal(a, b)

@@ -106,6 +106,17 @@ def test_updates_start_after_warmup_at_utd(tmp_path, pretrained) -> None:
     assert res.agent.num_updates == 5 * 2 * 2  # 5 vectorised steps x 2 envs x utd 2
 
 
+@pytest.mark.parametrize("idle", [True, False])
+def test_idle_steps_reach_the_optimizers(tmp_path, pretrained, idle: bool) -> None:
+    """At UTD 2 a round steps the actor's Adam 3 times with idle steps (2 zero-gradient, 1 real), else once."""
+    ckpt, _ = pretrained
+    res = train_wsrl(_cfg(tmp_path, ckpt, total_steps=25, warmup_steps=20, idle_steps=idle))
+    rounds = 5 * 2  # 5 vectorised steps x 2 envs
+    actor_steps = int(next(iter(res.agent.actor_optim.state.values()))["step"])
+    critic_steps = int(next(iter(res.agent.critic_optim.state.values()))["step"])
+    assert (actor_steps, critic_steps) == ((3 * rounds, 3 * rounds) if idle else (rounds, 2 * rounds))
+
+
 @pytest.mark.parametrize("mode", MODES)
 def test_offline_data_only_where_a_baseline_asks(tmp_path, pretrained, mode: str) -> None:
     ckpt, _ = pretrained
@@ -186,6 +197,7 @@ def test_official_defaults() -> None:
     cfg = WSRLConfig()
     assert (cfg.utd, cfg.utd * cfg.batch_size, cfg.buffer_size) == (4, 1024, 2_000_000)
     assert cfg.actor_update == "all" and cfg.total_steps == 500_000 and cfg.mix == "concat"
+    assert cfg.idle_steps  # every optimizer steps at every update of update_high_utd, as optax does there
     assert cfg.offline_ratio == 0.5 and cfg.scratch_warmup == "policy"
     assert cfg.agent == AgentConfig() and cfg.agent.backup_entropy is False
 

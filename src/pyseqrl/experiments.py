@@ -336,6 +336,7 @@ def train_wsrl(
     progress: bool = True,
     log_every: int | None = None,
     log_episodes: int = 10,
+    idle_steps: bool = True,
     **agent: Any,
 ) -> dict[str, Any]:
     """One WSRL run (or a baseline ``mode``); returns the online episode returns and the switch metrics.
@@ -345,6 +346,7 @@ def train_wsrl(
     ``log_every``: metrics period in environment steps (None: 20 rows per run).
     ``log_episodes``: episodes after the first update whose returns are logged one by one, with the step at which
     each ended (``switch/episode_return``).
+    ``idle_steps``: :attr:`pyseqrl.algos.wsrl.WSRLConfig.idle_steps`.
     """
     from pyseqrl.algos.wsrl import WSRLConfig
     from pyseqrl.algos.wsrl import train_wsrl as _train
@@ -367,6 +369,7 @@ def train_wsrl(
         min_buffer=min_buffer,
         progress=progress,
         first_episodes_to_log=log_episodes,
+        idle_steps=idle_steps,
     )
     if mode == "scratch":  # the other modes take their agent from the checkpoint
         cfg = replace(cfg, agent=replace(cfg.agent, **agent))

@@ -12,7 +12,8 @@ one directory per run):
 * ``lamo`` -- Shi et al. 2023: DT vs LaMo on 1%, 10% and 100% of a medium dataset's trajectories (by count).
 * ``wsrl`` -- Zhou et al. 2024: CQL pretraining (``--pretrain calql``: Cal-QL), then WSRL vs no warmup vs keeping
   the offline data (appended to the online buffer, or in 50/50 batches) vs SAC from scratch, with the return curve
-  of the online episodes.
+  of the online episodes; at the cpu scale, whose online runs step only the networks an update trains, WSRL once
+  more with the official update's idle optimizer steps (``WSRLConfig.idle_steps``).
 
 Every run is a separate process (one per core; torch threads 1) that checkpoints as it goes. Stop the sweep at any
 moment (Ctrl-C, ``kill``) and run the same command again: finished runs are kept, half-finished ones resume from
@@ -97,6 +98,10 @@ class Scale:
     checkpoints: int = 10
     """checkpoints per run (what a stopped run loses is at most 1/checkpoints of it)"""
     wsrl_min_buffer: int | None = None  # None: official first update after a UTD round of online data (1,024)
+    wsrl_idle_steps: bool = True
+    """the online runs' idle optimizer steps (``WSRLConfig.idle_steps``; True as the official update_high_utd)"""
+    wsrl_idle_ablation: bool = False
+    """also run WSRL with the other idle-step setting (one more row, ``wsrl-idle-s*`` or ``wsrl-noidle-s*``)"""
     envs_lamo_wsrl: list[str] | None = None
     """environments of the lamo and wsrl suites (None: envs)"""
     lamo_lm_seq_len: int | None = None
@@ -158,6 +163,8 @@ SCALES = {
         wsrl_warmup=2000,
         wsrl_steps=20_000,
         num_critics=2,
+        wsrl_idle_steps=False,  # only the trained networks step (stated deviation) ...
+        wsrl_idle_ablation=True,  # ... and WSRL once more with the official idle steps
         envs_lamo_wsrl=HOPPER,
         lamo_lm_seq_len=128,  # LM co-training on 2 x 1,024 tokens would make a LaMo step ~8x a DT step
         ablation_envs=["HalfCheetah-v4"],  # where Wiki-RL and DT differ at this budget
@@ -287,16 +294,22 @@ def _evaluate_sac(run_dir: Path, env_id: str, episodes: int, seed: int, determin
     return float(evaluate(policy, env_id, episodes=episodes, seed=10_000 + seed).normalized_score)
 
 
-def wsrl_job(run_dir: Path, pretrained: str | None, eval_episodes: int, **kwargs: Any) -> dict[str, Any]:
+def wsrl_job(
+    run_dir: Path, pretrained: str | None, eval_episodes: int, idle_steps: bool = False, **kwargs: Any
+) -> dict[str, Any]:
     """One online run (``ex.train_wsrl`` arguments) after the pretraining run ``pretrained`` (a sibling directory): the
     final policy's score, every online episode after the first update (its return, as a D4RL score, and the step
-    at which it ended) and the policy's Q-values."""
+    at which it ended) and the policy's Q-values. ``idle_steps`` is named in a run's arguments only when it is on
+    (a spec without it is a run without idle steps, so that every recorded run keeps its meaning)."""
     from pyseqrl.scores import normalized_score, reference_scores
 
     ckpt = run_dir.parent / pretrained / "checkpoint.pt" if pretrained else Path()
     dataset = Path(kwargs.pop("dataset"))
     env_id = kwargs["env_id"]
-    r = ex.train_wsrl(ckpt, run_dir, dataset=dataset, progress=False, log_episodes=kwargs["total_steps"], **kwargs)
+    log_episodes = kwargs["total_steps"]
+    r = ex.train_wsrl(
+        ckpt, run_dir, dataset=dataset, progress=False, log_episodes=log_episodes, idle_steps=idle_steps, **kwargs
+    )
     final = _evaluate_sac(run_dir, env_id, eval_episodes, kwargs["seed"])
     ep_steps, after_switch = ex.curve(run_dir, "switch/episode_return")  # the online episodes after the switch
     q_steps, q_pi = ex.curve(run_dir, "actor/q_pi")  # Q of the policy's actions on the training batches
@@ -518,10 +531,23 @@ WSRL_MODES = {
 }
 
 
+IDLE_ON = "WSRL, idle optimizer steps (official update)"
+"""Ablation of a scale without idle steps: WSRL with them (``WSRLConfig.idle_steps``)."""
+IDLE_OFF = "WSRL, only trained networks step"
+"""Ablation of a scale with idle steps: WSRL without them."""
+
+
 def plan_wsrl(cfg: ReproduceConfig, s: Scale, out: Path, build: bool) -> Plan:
     envs, seeds = cfg.envs or s.envs_lamo_wsrl or s.envs, cfg.seeds if cfg.seeds is not None else s.seeds
     datasets = _datasets(cfg, s, envs, build)
     critics = cfg.num_critics or s.num_critics
+    methods = {method: (mode, s.wsrl_idle_steps, mode) for method, mode in WSRL_MODES.items()}
+    if s.wsrl_idle_ablation:  # (mode, idle steps, run name)
+        methods[IDLE_OFF if s.wsrl_idle_steps else IDLE_ON] = (
+            "wsrl",
+            not s.wsrl_idle_steps,
+            "wsrl-noidle" if s.wsrl_idle_steps else "wsrl-idle",
+        )
     runs, cells, reference = [], {}, {}
     for env_id, data in datasets.items():
         for seed in seeds:
@@ -531,7 +557,7 @@ def plan_wsrl(cfg: ReproduceConfig, s: Scale, out: Path, build: bool) -> Plan:
             args.update(calql=cfg.pretrain == "calql", eval_every=_every(s.calql_steps, s.evals))
             name = f"{env_id}/{cfg.pretrain}-s{seed}"
             runs.append(sw.Run(name, "pyseqrl.reproduce:calql_job", args, steps=s.calql_steps))
-        for method, mode in WSRL_MODES.items():
+        for method, (mode, idle, tag) in methods.items():
             names = []
             for seed in seeds:
                 pretrained = None if mode == "scratch" else f"{cfg.pretrain}-s{seed}"
@@ -550,7 +576,9 @@ def plan_wsrl(cfg: ReproduceConfig, s: Scale, out: Path, build: bool) -> Plan:
                 }
                 if mode == "scratch":
                     args["num_critics"] = critics
-                name = f"{env_id}/{mode}-s{seed}"
+                if idle:
+                    args["idle_steps"] = True
+                name = f"{env_id}/{tag}-s{seed}"
                 reference[name] = f"{env_id}/{cfg.pretrain}-s{seed}"
                 after = (reference[name],) if pretrained else ()
                 runs.append(sw.Run(name, "pyseqrl.reproduce:wsrl_job", args, steps=s.wsrl_steps, after=after))

@@ -339,7 +339,9 @@ class SACAgent(nn.Module):
             "actor/q_pi": q_agg.detach().mean(),
         }
 
-    def update(self, batches: list[Batch], actor_update: str = "all") -> dict[str, float | torch.Tensor]:
+    def update(
+        self, batches: list[Batch], actor_update: str = "all", idle_steps: bool = False
+    ) -> dict[str, float | torch.Tensor]:
         """One update-to-data round: a critic step on each minibatch, and the actor and temperature steps.
 
         Args:
@@ -347,12 +349,20 @@ class SACAgent(nn.Module):
             actor_update: ``"all"``: one actor/temperature step on all the minibatches together (the official
                 ``update_high_utd``); ``"last"``: one step on the last minibatch (REDQ); ``"every"``: a step after
                 every critic step, on its minibatch (SAC at UTD 1, d3rlpy's ``n_updates``).
+            idle_steps: with ``"all"`` and more than one minibatch, the optimizers of the networks a step does not
+                train take an Adam step with a zero gradient, as in the official ``update_high_utd`` (optax applies
+                every optimizer at every update): the actor and temperature after each critic step, the critic
+                after the actor step. Adam still moves a parameter on its first moment when its gradient is zero,
+                so the actor and temperature drift on their momentum between their real steps.
         """
         if actor_update not in ACTOR_UPDATES:
             raise ValueError(f"actor_update must be one of {ACTOR_UPDATES}, got {actor_update!r}")
+        idle = idle_steps and actor_update == "all" and len(batches) > 1
         metrics: dict[str, Any] = {}
         for batch in batches:
             metrics.update(self.update_critic(batch))
+            if idle:
+                _zero_gradient_step(self.actor_optim, self.alpha_optim)
             if actor_update == "every":
                 metrics.update(self.update_actor(batch))
         if actor_update == "last":
@@ -360,6 +370,8 @@ class SACAgent(nn.Module):
         elif actor_update == "all":
             joined = batches[0] if len(batches) == 1 else {k: torch.cat([b[k] for b in batches]) for k in batches[0]}
             metrics.update(self.update_actor(joined))
+            if idle:
+                _zero_gradient_step(self.critic_optim)
         return metrics
 
     # ------------------------------------------------------------------------------------------- state
@@ -397,6 +409,16 @@ class SACAgent(nn.Module):
         agent = cls(*state["dims"], config, action_low=low, action_high=high)
         agent.load_full_state_dict(state)
         return agent
+
+
+def _zero_gradient_step(*optimizers: torch.optim.Optimizer) -> None:
+    """An optimizer step with every gradient zero (``None`` gradients are skipped by torch, not stepped)."""
+    for optim in optimizers:
+        for group in optim.param_groups:
+            for p in group["params"]:
+                p.grad = torch.zeros_like(p)
+        optim.step()
+        optim.zero_grad(set_to_none=True)
 
 
 def export_actor(checkpoint: str | Path, out: str | Path, **metadata: Any) -> Path:

@@ -91,6 +91,10 @@ class WSRLConfig(RunOptions):
     actor_update: Literal["all", "last", "every"] = "all"
     """actor/temperature steps per UTD round: one on all its minibatches together (official update_high_utd),
     one on the last (REDQ), or one after every critic step"""
+    idle_steps: bool = True
+    """with actor_update 'all' and utd > 1, the networks a step does not train take an Adam step with a zero
+    gradient, as the official update_high_utd does (optax applies every optimizer at every update): the actor and
+    temperature move on their Adam momentum after each critic step; False: only real steps"""
     batch_size: int = 256
     """minibatch of each critic update; a UTD round draws utd * batch_size transitions (official --batch_size
     1024 at --utd 4)"""
@@ -316,7 +320,7 @@ def train_wsrl(cfg: WSRLConfig) -> WSRLResult:
         # ---- update: a UTD round per collected transition, none before update_start
         if step >= update_start:
             for _ in range(len(t)):
-                metrics = agent.update(draw_round(), cfg.actor_update)
+                metrics = agent.update(draw_round(), cfg.actor_update, cfg.idle_steps)
 
         # ---- log, evaluate, checkpoint
         done = step + 1
