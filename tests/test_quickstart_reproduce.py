@@ -205,3 +205,32 @@ def test_return_dip_reads_the_online_episodes_around_the_switch():
     grid = rp._episodes_on_grid([[steps, scores], [[150, 450, 650, 950], [0.0, 10.0, 20.0, 30.0]], None], window=2)
     assert len(grid) == 2 and all(np.array_equal(g[0], grid[0][0]) for g in grid)
     assert grid[0][0][0] == 450 and grid[0][0][-1] == 950  # the steps both smoothed curves cover
+
+
+def test_wsrl_report_pairs_each_online_run_with_the_pretraining_of_its_dataset_sample():
+    from pathlib import Path
+
+    from pyseqrl import reproduce as rp
+    from pyseqrl import sweep as sw
+
+    def finished(name, **result):
+        return sw.RunState(name, "finished", result=result)
+
+    cql_a = finished("cql-s0", dataset_sha256="aaa", score=90.0)
+    online_b = finished("wsrl-s0", dataset_sha256="bbb")
+    # the pretraining in the sweep trained on another sample than the online run: a kept result pairs with it
+    others = [{"dataset_sha256": "ccc", "score": 1.0}, {"dataset_sha256": "bbb", "score": 50.0}]
+    assert rp._pretraining_of(online_b, cql_a, others)["score"] == 50.0
+    assert rp._pretraining_of(online_b, cql_a, others[:1]) is None  # not on record: no wrong pairing
+    assert rp._pretraining_of(finished("wsrl-s0", dataset_sha256="aaa"), cql_a, others)["score"] == 90.0
+    assert rp._pretraining_of(finished("wsrl-s0"), cql_a, others)["score"] == 90.0  # results without fingerprint
+
+    data = "/cache/Hopper-v4-medium.hdf5"
+    runs = [sw.Run(n, "m:f", {"dataset": data}) for n in ("a/cql-s0", "a/cql-s1", "a/wsrl-s0", "a/wsrl-s1")]
+    plan = rp.Plan(runs, {}, {"Hopper-v4": Path(data)})
+    fps = dict(zip([r.name for r in runs], ["aaa", "aaa", "aaa", "bbb"], strict=True))
+    states = {n: finished(n, dataset_sha256=fp) for n, fp in fps.items()}
+    note = rp.dataset_samples(plan, states)
+    assert "different samples" in note and "aaa (3 runs), bbb (a/wsrl-s1)" in note
+    states["a/wsrl-s1"] = sw.RunState("a/wsrl-s1", "not started")
+    assert rp.dataset_samples(plan, states) == "Dataset samples: Hopper-v4-medium.hdf5: aaa (3 runs).\n"

@@ -346,3 +346,34 @@ def test_curve_summary_final_best_and_steps_to_threshold():
     assert (s["to_threshold"].mean, s["to_threshold"].std, s["to_threshold"].n) == (250.0, 50.0, 2)
     assert (s["reached"], s["seeds"]) == (2, 4)
     assert sw.as_json(s)["final"]["n"] == 3
+
+
+def _finished_by_hand(root: Path, run: sw.Run, result: dict, seconds: float = 1.0) -> Path:
+    """A finished run directory as a run process leaves it (spec and result, no checkpoint)."""
+    d = root / run.name
+    d.mkdir(parents=True)
+    (d / sw.SPEC).write_text(json.dumps(run.spec()))
+    (d / sw.FINISHED).write_text(json.dumps({"result": result, "seconds": seconds}))
+    return d
+
+
+def test_a_record_is_never_overwritten_by_another_result(tmp_path):
+    run, keep = sw.Run("env/pretrain-s0", JOB, {"steps": 2}, steps=2), tmp_path / "record"
+    _finished_by_hand(tmp_path / "m1", run, {"dataset_sha256": "aaa", "score": 1.0})
+    assert sw.keep_record(tmp_path / "m1", run, keep)
+    recorded = (keep / run.name / sw.FINISHED).read_bytes()
+    # finished again with the same result (only the time differs): the record stays as it was
+    _finished_by_hand(tmp_path / "m2", run, {"dataset_sha256": "aaa", "score": 1.0}, seconds=9.0)
+    assert sw.keep_record(tmp_path / "m2", run, keep)
+    assert (keep / run.name / sw.FINISHED).read_bytes() == recorded and sw.recorded_variants(keep, run) == []
+    # finished again with another result (another sample of its dataset): kept beside the record
+    _finished_by_hand(tmp_path / "m3", run, {"dataset_sha256": "bbb", "score": 2.0})
+    for _ in range(2):  # recording it twice keeps it once
+        assert sw.keep_record(tmp_path / "m3", run, keep)
+    assert (keep / run.name / sw.FINISHED).read_bytes() == recorded
+    (variant,) = sw.recorded_variants(keep, run)
+    assert variant.name.startswith("pretrain-s0@") and sw.inspect_dir(variant, run).result["score"] == 2.0
+    # a fresh machine restores the first record, not the one kept beside it
+    assert sw.find_finished(tmp_path / "fresh", [run], [keep]) == {run.name: keep / run.name}
+    other = sw.Run("env/pretrain-s0", JOB, {"steps": 3}, steps=3)  # another spec: no variant of it
+    assert sw.recorded_variants(keep, other) == [] and sw.recorded_variants(tmp_path / "none", run) == []

@@ -25,7 +25,10 @@ finished run's options and results (a few kB, no checkpoints) in ``DIR/<suite>-<
 under version control, the record restores the finished runs on a fresh machine (they are copied in, not rerun)
 and ``--report`` rebuilds the tables from it. Runs match by their options; a dataset rebuilt from the same
 parameters on another machine can be another sample of the same policy, so every result names its dataset's
-fingerprint (``dataset_sha256``).
+fingerprint (``dataset_sha256``) and the table names the samples behind it. A recorded run finished again with
+another result (a pretraining rerun on another machine, for the online runs that start from its checkpoint) is
+kept beside its record, never over it, and the WSRL table pairs each online run with the pretraining of its own
+sample.
 
 Datasets are D4RL-style medium sets collected with EnvPool from ``--policy`` (default: pyseqrl's built-in policy for
 the environment) with Gaussian action noise 0.1, built once per machine (cached by their parameters) before the
@@ -63,6 +66,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -654,15 +658,29 @@ def _episodes_on_grid(curves: list, window: int = 5, points: int = 100) -> list[
     return [(grid, np.interp(grid, x, y)) for x, y in smooth]
 
 
-def report_wsrl(plan: Plan, states: dict[str, sw.RunState], out: Path) -> tuple[str, dict]:
+def _pretraining_of(st: sw.RunState, reference: sw.RunState, others: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
+    """The result of the pretraining run an online run started from: ``reference``'s, or one of ``others`` (other
+    results of the same pretraining run, kept from other machines), the one trained on the same dataset sample as
+    the online run; None when none of them was (the pretraining that run started from is not on record)."""
+    fingerprint = (st.result or {}).get("dataset_sha256")
+    for result in [reference.result or {}, *others]:
+        if fingerprint is None or result.get("dataset_sha256") in (None, fingerprint):
+            return result
+    return None
+
+
+def report_wsrl(
+    plan: Plan, states: dict[str, sw.RunState], out: Path, others: dict[str, list[dict]] | None = None
+) -> tuple[str, dict]:
     """The WSRL table, about the switch to online learning: the pretrained (CQL / Cal-QL) policy's score, the online
     episodes' scores after the first update (the first ten, their worst, those at the end of the run, and the step at
     which they reached the pretrained policy's level), the policy's Q-values at the first update, at their lowest
-    after it and at the end, and the final policy's score; score and Q curves with seed bands."""
+    after it and at the end, and the final policy's score; score and Q curves with seed bands. ``others``:
+    pretraining run -> its other recorded results (:func:`_pretraining_of` pairs each online run with its own)."""
     headers = ["env", "method", "seeds", "pretrained policy", "first 10 online episodes", "worst of them"]
     headers += ["online episodes, last 10% of steps", "step when 5 episodes average the pretrained level (seeds)"]
     headers += ["Q(s, π(s)) at the first update", "lowest Q after it", "Q at the end", "final score"]
-    rows, per_run, results, plots, q_plots = [], [], {}, {}, {}
+    rows, per_run, results, plots, q_plots, unpaired = [], [], {}, {}, {}, []
     by_name = {r.name: r for r in plan.runs}
     for (env_id, method), names in plan.cells.items():
         row_states = [states[n] for n in names]
@@ -670,7 +688,11 @@ def report_wsrl(plan: Plan, states: dict[str, sw.RunState], out: Path) -> tuple[
         for st in row_states:
             if not st.result:
                 continue
-            run, calql = by_name[st.name], states[plan.reference[st.name]].result or {}
+            ref = plan.reference[st.name]
+            run, calql = by_name[st.name], _pretraining_of(st, states[ref], (others or {}).get(ref, []))
+            if calql is None:
+                unpaired.append(st.name)
+                calql = {}
             dip = return_dip(st.result, calql.get("sampled_score"), run.steps)
             dips.append(dip)
             pretrained.append(calql.get("score") if run.after else None)  # SAC from scratch starts from nothing
@@ -719,6 +741,11 @@ def report_wsrl(plan: Plan, states: dict[str, sw.RunState], out: Path) -> tuple[
     text = ex.markdown_table(headers, rows)
     if per_run:  # seeds whose pretrained policies differ (one good, one collapsed) make a mean hide the switch
         text += "\n\nOne row per run:\n\n" + ex.markdown_table(run_headers, per_run)
+    if unpaired:
+        text += (
+            f"\n\nThe pretraining runs that {unpaired} started from are not on record (those on record trained on"
+            " another sample of the dataset): their pretrained level is missing from the table."
+        )
     return text, results
 
 
@@ -834,12 +861,46 @@ WSRL_LEGEND = (
 )
 
 
+def _other_results(cfg: ReproduceConfig, plan: Plan, out: Path) -> dict[str, list[dict]]:
+    """[wsrl] pretraining run -> its finished results in the sweep's sources (sibling sweeps, --keep's record,
+    and the results kept beside a record), for :func:`_pretraining_of`."""
+    found: dict[str, list[dict]] = {}
+    for run in plan.runs:
+        if run.name not in plan.reference.values():
+            continue
+        for src in _sources(cfg, out):
+            for d in [src / run.name, *sw.recorded_variants(src, run)]:
+                st = sw.inspect_dir(d, run)
+                if st.state == "finished" and st.result:
+                    found.setdefault(run.name, []).append(st.result)
+    return found
+
+
+def dataset_samples(plan: Plan, states: dict[str, sw.RunState]) -> str:
+    """A line naming the dataset sample (``dataset_sha256``) behind the finished runs of each dataset; where runs
+    of one dataset trained on different samples (datasets rebuilt on different machines), the runs of each."""
+    by_dataset: dict[str, dict[str, list[str]]] = {}
+    for run in plan.runs:
+        st = states.get(run.name)
+        fingerprint = (st.result or {}).get("dataset_sha256") if st is not None else None
+        if fingerprint is not None and "dataset" in run.args:
+            by_dataset.setdefault(Path(run.args["dataset"]).name, {}).setdefault(fingerprint, []).append(run.name)
+    if not by_dataset:
+        return ""
+    parts = []
+    for name, samples in by_dataset.items():  # the sample most runs used, then the others with their runs
+        (main, most), *rest = sorted(samples.items(), key=lambda kv: -len(kv[1]))
+        parts.append(f"{name}: {main} ({len(most)} runs)" + "".join(f", {fp} ({', '.join(r)})" for fp, r in rest))
+    note = "" if all(len(v) == 1 for v in by_dataset.values()) else " (runs of one dataset, different samples)"
+    return f"Dataset samples{note}: " + "; ".join(parts) + ".\n"
+
+
 def write_report(cfg: ReproduceConfig, plan: Plan, states: dict[str, sw.RunState], seconds: float | None) -> dict:
     """Write ``results.md``, ``results.json`` and the plots of a suite into its sweep directory; ``seconds``: how
     long this call ran the sweep (None: a ``--report`` that ran nothing)."""
     s, out = SCALES[cfg.scale], sweep_dir(cfg)
     if cfg.suite == "wsrl":
-        table, results = report_wsrl(plan, states, out)
+        table, results = report_wsrl(plan, states, out, _other_results(cfg, plan, out))
     else:
         table, results = report_dt(cfg.suite, plan, states, out)
     failed = [st for st in states.values() if st.state != "finished"]
@@ -850,6 +911,7 @@ def write_report(cfg: ReproduceConfig, plan: Plan, states: dict[str, sw.RunState
         f"Datasets' average D4RL score (the behaviour policy's level): {scores}.\n"
         + (WSRL_LEGEND if cfg.suite == "wsrl" else DT_LEGEND)
         + "Mean ± std (population) over the seeds that finished.\n"
+        + dataset_samples(plan, states)
         + (
             "Report of the runs finished so far (`--report`); nothing was run.\n"
             if seconds is None

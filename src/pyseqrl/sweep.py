@@ -27,6 +27,7 @@ The numbers of a sweep (mean ± std over seeds, best of the evaluations, steps t
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import json
 import logging
@@ -223,17 +224,36 @@ def adopt(root: str | os.PathLike, runs: Sequence[Run], sources: Sequence[str | 
 
 
 def keep_record(root: str | os.PathLike, run: Run, keep: str | os.PathLike) -> bool:
-    """Copy a finished run's ``run.json`` and ``finished.json`` to ``<keep>/<run.name>`` (each written atomically;
-    files that are already the same are left alone); returns whether ``run`` was finished."""
+    """Copy a finished run's ``run.json`` and ``finished.json`` to ``<keep>/<run.name>`` (each written atomically);
+    returns whether ``run`` was finished. A record is never overwritten by another result: a run finished again
+    with a different result (rerun on another machine, where its dataset can be another sample) is kept beside
+    it, as ``<keep>/<run.name>@<digest of its result>`` (:func:`recorded_variants` lists them)."""
     src, dest = Path(root) / run.name, Path(keep) / run.name
-    if _read_json(src / FINISHED) is None:
+    done = _read_json(src / FINISHED)
+    if done is None:
         return False
+    recorded = _read_json(dest / FINISHED)
+    if recorded is not None and recorded.get("result") != done.get("result"):
+        digest = hashlib.sha256(json.dumps(done.get("result"), sort_keys=True, default=float).encode()).hexdigest()
+        dest = dest.with_name(f"{dest.name}@{digest[:12]}")
+    elif recorded is not None and (dest / SPEC).exists():
+        return True  # the same result is on record already (only its timing can differ)
     dest.mkdir(parents=True, exist_ok=True)
     for name in (SPEC, FINISHED):
         data = (src / name).read_bytes()
         if not (dest / name).exists() or (dest / name).read_bytes() != data:
             atomic_write(dest / name, lambda f, data=data: f.write(data))
     return True
+
+
+def recorded_variants(keep: str | os.PathLike, run: Run) -> list[Path]:
+    """The finished results of ``run`` that :func:`keep_record` kept beside its record (``<run.name>@<digest>``:
+    the same run finished again with another result), oldest name first; the record itself not included."""
+    d = Path(keep) / run.name
+    if not d.parent.is_dir():
+        return []
+    found = sorted(d.parent.glob(f"{d.name}@*"))
+    return [v for v in found if _read_json(v / SPEC) == run.spec() and _read_json(v / FINISHED) is not None]
 
 
 def _locked(run_dir: Path) -> bool:
