@@ -63,3 +63,22 @@ def test_orphans_of_killed_saves_are_removed_by_the_next_save(tmp_path) -> None:
     assert not dead.exists() and alive.exists() and other.exists()
     with pytest.raises(IsADirectoryError, match="is a directory, expected a file path"):
         atomic_write(tmp_path, lambda f: f.write(b"x"))
+
+
+def test_keep_previous_keeps_the_checkpoint_each_save_replaces(tmp_path):
+    from pyseqrl.utils.checkpoint import previous_path
+
+    path = tmp_path / "checkpoint.pt"
+    save_torch({"step": 1}, path, keep_previous=True)
+    assert not previous_path(path).exists()  # nothing replaced yet
+    for step in (2, 3):
+        save_torch({"step": step}, path, keep_previous=True)
+        assert load_torch(path) == {"step": step} and load_torch(previous_path(path)) == {"step": step - 1}
+    assert sorted(os.listdir(tmp_path)) == ["checkpoint.pt", "checkpoint.pt.prev"]  # no temporary file left
+    path.write_bytes(path.read_bytes()[:20])  # the newest damaged after it was written
+    with pytest.raises(ValueError, match=r"corrupt.*checkpoint\.pt\.prev.*rename it"):
+        load_torch(path)
+    assert load_torch(previous_path(path)) == {"step": 2}  # the fallback is intact
+    save_torch({"step": 4}, tmp_path / "plain.pt")  # without keep_previous: no second file
+    save_torch({"step": 5}, tmp_path / "plain.pt")
+    assert not previous_path(tmp_path / "plain.pt").exists()

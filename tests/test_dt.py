@@ -243,8 +243,10 @@ def test_train_without_resolve_and_resume_refuses_another_dataset(assets, tmp_pa
         progress=False,
         tensorboard=False,
         max_ep_len=64,
+        checkpoint_every=1,
     )
     train(cfg)  # no resolve() needed
+    assert torch.load(run / "checkpoint.pt.prev", weights_only=False)["step"] == 1  # the checkpoint before the last
     other = tmp_path / "other.h5"
     load(assets["dataset"]).subset_episodes(0.5, seed=0).save(other)
     with pytest.raises(ValueError, match="cannot resume.*dataset"):
@@ -259,6 +261,7 @@ def test_train_without_resolve_and_resume_refuses_another_dataset(assets, tmp_pa
         train(TrainConfig(**{**cfg.__dict__, "resume": False}))
     train(TrainConfig(**{**cfg.__dict__, "resume": False, "overwrite": True, "steps": 1}))
     assert torch.load(run / "checkpoint.pt", weights_only=False)["step"] == 1
+    assert not (run / "checkpoint.pt.prev").exists()  # the old run's checkpoint is no fallback of the new one
 
 
 def test_unknown_evaluation_env_from_the_dataset_is_refused_before_training(assets, tmp_path):

@@ -196,13 +196,35 @@ def test_a_corrupt_checkpoint_is_reported_and_its_run_restarted(tmp_path, capsys
     good = (broken / "checkpoint.pt").read_bytes()
     (broken / "checkpoint.pt").write_bytes(good[: len(good) // 2])  # a torch checkpoint, truncated
 
-    assert "corrupt checkpoint (restarts from scratch)" in sw.status_table(tmp_path, plan)
+    assert "corrupt checkpoint" in sw.status_table(tmp_path, plan)
+    assert "(the run goes on from scratch)" in sw.status_table(tmp_path, plan)
     states = sw.run_sweep(tmp_path, plan, workers=2)
     assert states[plan[1].name].state == "finished"
     assert starts(tmp_path, plan[1].name)[0][1] == 0  # from scratch
     assert (broken / "checkpoint.pt.corrupt").exists()
     out = capsys.readouterr().out
     assert f"{plan[1].name}: checkpoint" in out and "corrupt" in out and "restarting the run from scratch" in out
+
+
+def test_a_corrupt_checkpoint_falls_back_to_the_one_before(tmp_path, capsys):
+    import pickle
+
+    from pyseqrl.utils.checkpoint import atomic_write, previous_path
+
+    plan = runs(1, steps=4)
+    d = tmp_path / plan[0].name
+    d.mkdir(parents=True)
+    (d / sw.SPEC).write_text(json.dumps(plan[0].spec()))
+    atomic_write(previous_path(d / "checkpoint.pt"), lambda f: pickle.dump({"step": 2}, f))  # the one before
+    atomic_write(d / "checkpoint.pt", lambda f: pickle.dump({"step": 3}, f))
+    (d / "checkpoint.pt").write_bytes((d / "checkpoint.pt").read_bytes()[:10])  # damaged after it was written
+
+    assert "(the run goes on from its previous checkpoint, step 2)" in sw.status_table(tmp_path, plan)
+    states = sw.run_sweep(tmp_path, plan, workers=1)
+    assert states[plan[0].name].state == "finished"
+    assert starts(tmp_path, plan[0].name) and starts(tmp_path, plan[0].name)[0][1] == 2  # not from scratch
+    assert (d / "checkpoint.pt.corrupt").exists()
+    assert "going on from the one before (step 2)" in capsys.readouterr().out
 
 
 def test_status_of_every_state(tmp_path):

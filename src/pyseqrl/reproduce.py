@@ -17,7 +17,8 @@ one directory per run):
 
 Every run is a separate process (one per core; torch threads 1) that checkpoints as it goes. Stop the sweep at any
 moment (Ctrl-C, ``kill``) and run the same command again: finished runs are kept, half-finished ones resume from
-their checkpoint, failed ones are tried again; a corrupt checkpoint is reported and its run restarted from scratch.
+their checkpoint, failed ones are tried again; a corrupt checkpoint is reported and its run goes on from the
+checkpoint before it (``checkpoint.pt.prev``), else from scratch.
 ``--status`` prints where every run stands without running anything. A run that still fails is shown as failed in
 the status and in the results table (which counts the seeds behind every number), never left out silently.
 ``--only`` runs a subset (shell patterns on the run names, e.g. ``'*/lamo-1-s*'``). ``--keep DIR`` records every

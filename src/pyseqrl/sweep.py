@@ -13,7 +13,8 @@ and resumes from it (every ``pyseqrl train`` command does). What a run directory
 :func:`run_sweep` starts ``workers`` runs at a time, each in its own process (``python -m pyseqrl.sweep
 <run_dir>``, torch threads 1), skips finished runs, resumes half-finished ones, and retries a failed run (the
 first retry resumes from its checkpoint, the second starts over). A checkpoint that does not load (truncated,
-corrupt) is reported, moved aside to ``checkpoint.pt.corrupt`` and the run restarted from scratch. A run
+corrupt) is reported and moved aside to ``checkpoint.pt.corrupt``; the run goes on from the checkpoint before it
+(``checkpoint.pt.prev``, which pyseqrl's trainers keep), else restarts from scratch. A run
 process holds a lock on its directory, so two sweeps over the same directory never run the same run twice at
 once. Ctrl-C or SIGTERM stops the run processes (checkpoints are written atomically, so nothing half-written
 stays behind); running the sweep again continues where it stopped. :func:`status_table` says where each run is.
@@ -45,7 +46,7 @@ from typing import Any
 
 import numpy as np
 
-from pyseqrl.utils.checkpoint import atomic_write
+from pyseqrl.utils.checkpoint import atomic_write, previous_path
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +113,7 @@ class RunState:
         if self.state == "failed":
             return f"failed{' ' + at if at else ''}: {self.error}"
         if self.state == "corrupt":
-            return f"corrupt checkpoint (restarts from scratch): {self.error}"
+            return f"corrupt checkpoint: {self.error}"
         return "not started"
 
 
@@ -290,7 +291,9 @@ def inspect_dir(d: Path, run: Run) -> RunState:
         try:
             st.step, st.state = checkpoint_step(ckpt), "partial"
         except ValueError as e:
-            st.state, st.error = "corrupt", str(e)
+            step = _good_step(previous_path(ckpt))
+            again = "from scratch" if step is None else f"from its previous checkpoint, step {step}"
+            st.state, st.error = "corrupt", f"{e} (the run goes on {again})"
     if d.is_dir() and _locked(d):
         st.state = "running"
         return st
@@ -368,18 +371,39 @@ def _prepare(root: Path, run: Run, attempt: int, say: Any) -> str | None:
         )
     if saved is None:
         _write_json(d / SPEC, run.spec())
-    ckpt = d / CHECKPOINT
+    ckpt, prev = d / CHECKPOINT, previous_path(d / CHECKPOINT)
     if ckpt.exists():
         try:
             checkpoint_step(ckpt)
         except ValueError as e:
             os.replace(ckpt, d / (CHECKPOINT + ".corrupt"))
-            say(f"{run.name}: {e}; moved to {CHECKPOINT}.corrupt, restarting the run from scratch")
+            step = _good_step(prev)
+            if step is not None:
+                os.replace(prev, ckpt)
+                say(f"{run.name}: {e}; moved to {CHECKPOINT}.corrupt, going on from the one before (step {step})")
+            else:
+                _set_aside(prev, ".corrupt")
+                say(f"{run.name}: {e}; moved to {CHECKPOINT}.corrupt, restarting the run from scratch")
             return None
         if attempt >= 2:  # resuming failed twice: start over
             os.replace(ckpt, d / (CHECKPOINT + f".failed-{attempt}"))
+            _set_aside(prev, f".failed-{attempt}")
             say(f"{run.name}: failed twice from its checkpoint; restarting it from scratch")
     return None
+
+
+def _good_step(path: Path) -> int | None:
+    """The step of the checkpoint at ``path``, or None when there is none or it does not load."""
+    try:
+        return checkpoint_step(path) if path.is_file() else None
+    except ValueError:
+        return None
+
+
+def _set_aside(path: Path, suffix: str) -> None:
+    """Rename ``path`` (if any) with ``suffix``: a run that starts over must not fall back to it later."""
+    if path.exists():
+        os.replace(path, path.with_name(path.name + suffix))
 
 
 def run_sweep(

@@ -230,6 +230,7 @@ def train_calql(cfg: CalQLConfig, dataset: EpisodeDataset | None = None) -> SACA
                     "method": "calql" if cfg.cql.calql else "cql",
                 },
                 checkpoint_path(cfg),
+                keep_previous=True,
             )
     logger.close()
     return agent

@@ -643,6 +643,7 @@ def train(cfg: TrainConfig) -> dict[str, float]:
                     "centroids": None if centroids is None else centroids.cpu(),
                 },
                 ckpt_path,
+                keep_previous=True,
             )
 
     logger = open_logger(cfg, step if ck is not None else None) if rank == 0 else None

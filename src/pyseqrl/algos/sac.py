@@ -210,6 +210,7 @@ def train_sac(cfg: SACConfig, record_episodes: bool = False) -> SACResult:
                     method="sac",
                 ),
                 checkpoint_path(cfg),
+                keep_previous=True,
             )
         if stop:
             break

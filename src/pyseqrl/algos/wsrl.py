@@ -355,6 +355,7 @@ def train_wsrl(cfg: WSRLConfig) -> WSRLResult:
                     method=f"wsrl-{cfg.mode}",
                 ),
                 checkpoint_path(cfg),
+                keep_previous=True,
             )
     logger.close()
     runner.env.close()

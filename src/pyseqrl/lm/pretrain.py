@@ -401,6 +401,7 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
                     "config": asdict(cfg),
                 },
                 checkpoint_path(cfg),
+                keep_previous=True,
             )
     bar.close()
 

@@ -2,7 +2,9 @@
 
 A checkpoint is written to a temporary file in the same directory, flushed and fsynced, then renamed over the
 target, so an interrupted save never leaves a truncated file behind (the previous checkpoint stays intact). The
-temporary file of a save whose process was killed is removed by the next save of the same file.
+temporary file of a save whose process was killed is removed by the next save of the same file. Trainers keep
+the checkpoint before the newest as ``checkpoint.pt.prev``: a file damaged after it was written (a disk error, a
+partial copy) costs one checkpoint interval, not the run.
 """
 
 from __future__ import annotations
@@ -80,10 +82,30 @@ def _running(pid: int) -> bool:
     return True
 
 
-def save_torch(obj: Any, path: str | os.PathLike) -> Path:
-    """``torch.save`` written atomically."""
+def previous_path(path: str | os.PathLike) -> Path:
+    """Where :func:`save_torch` with ``keep_previous`` keeps the checkpoint that the last save replaced."""
+    path = Path(path)
+    return path.with_name(path.name + ".prev")
+
+
+def save_torch(obj: Any, path: str | os.PathLike, keep_previous: bool = False) -> Path:
+    """``torch.save`` written atomically. With ``keep_previous``, the checkpoint it replaces stays as
+    :func:`previous_path` (a hard link where the filesystem has them, else a copy): a fallback should the newest
+    file be damaged later. Both files exist at every moment of the save."""
+    import shutil
+
     import torch
 
+    path = Path(path)
+    if keep_previous and path.is_file():
+        prev = previous_path(path)
+        remove_orphans(prev)
+        tmp = prev.with_name(f".{prev.name}.{os.getpid()}.{secrets.token_hex(6)}.tmp")
+        try:
+            os.link(path, tmp)
+        except OSError:
+            shutil.copy2(path, tmp)
+        os.replace(tmp, prev)
     return atomic_write(path, lambda f: torch.save(obj, f))
 
 
@@ -97,7 +119,11 @@ def load_torch(path: str | os.PathLike, map_location: Any = "cpu") -> Any:
     try:
         return torch.load(path, map_location=map_location, weights_only=False)
     except Exception as e:  # truncated zip, wrong format, ...
-        raise ValueError(f"checkpoint {str(path)!r} is corrupt or not a torch checkpoint: {e}") from e
+        prev = previous_path(path)
+        hint = f" (the checkpoint before it is {str(prev)!r}: rename it to {path.name!r} to go on from there)"
+        raise ValueError(
+            f"checkpoint {str(path)!r} is corrupt or not a torch checkpoint: {e}" + (hint if prev.is_file() else "")
+        ) from e
 
 
 def rng_state() -> dict[str, Any]:

@@ -31,7 +31,7 @@ import tyro
 import yaml
 
 from pyseqrl.utils import checks
-from pyseqrl.utils.checkpoint import atomic_write, load_torch
+from pyseqrl.utils.checkpoint import atomic_write, load_torch, previous_path
 from pyseqrl.utils.logger import RunLogger
 
 T = TypeVar("T")
@@ -119,6 +119,9 @@ def open_run(
     if state is not None and check is not None:
         check(state)
     if primary:
+        if not options.resume:  # starting over: the old run's checkpoints must not become the new run's fallback
+            for old in (ckpt, previous_path(ckpt)):
+                old.unlink(missing_ok=True)
         run_dir.mkdir(parents=True, exist_ok=True)
         text = yaml.safe_dump(plain(options if config is None else config), sort_keys=False)
         atomic_write(run_dir / "config.yaml", lambda f: f.write(text), mode="w")
