@@ -387,15 +387,17 @@ def test_a_record_is_never_overwritten_by_another_result(tmp_path):
     # finished again with the same result (only the time differs): the record stays as it was
     _finished_by_hand(tmp_path / "m2", run, {"dataset_sha256": "aaa", "score": 1.0}, seconds=9.0)
     assert sw.keep_record(tmp_path / "m2", run, keep)
-    assert (keep / run.name / sw.FINISHED).read_bytes() == recorded and sw.recorded_variants(keep, run) == []
+    assert (keep / run.name / sw.FINISHED).read_bytes() == recorded
+    assert sw.finished_results(keep, run) == [keep / run.name]  # nothing kept beside it
     # finished again with another result (another sample of its dataset): kept beside the record
     _finished_by_hand(tmp_path / "m3", run, {"dataset_sha256": "bbb", "score": 2.0})
     for _ in range(2):  # recording it twice keeps it once
         assert sw.keep_record(tmp_path / "m3", run, keep)
     assert (keep / run.name / sw.FINISHED).read_bytes() == recorded
-    (variant,) = sw.recorded_variants(keep, run)
+    record, variant = sw.finished_results(keep, run)
+    assert record == keep / run.name
     assert variant.name.startswith("pretrain-s0@") and sw.inspect_dir(variant, run).result["score"] == 2.0
     # a fresh machine restores the first record, not the one kept beside it
     assert sw.find_finished(tmp_path / "fresh", [run], [keep]) == {run.name: keep / run.name}
-    other = sw.Run("env/pretrain-s0", JOB, {"steps": 3}, steps=3)  # another spec: no variant of it
-    assert sw.recorded_variants(keep, other) == [] and sw.recorded_variants(tmp_path / "none", run) == []
+    other = sw.Run("env/pretrain-s0", JOB, {"steps": 3}, steps=3)  # another spec: neither the record nor variant
+    assert sw.finished_results(keep, other) == [] and sw.finished_results(tmp_path / "none", run) == []

@@ -870,10 +870,10 @@ def _other_results(cfg: ReproduceConfig, plan: Plan, out: Path) -> dict[str, lis
         if run.name not in plan.reference.values():
             continue
         for src in _sources(cfg, out):
-            for d in [src / run.name, *sw.recorded_variants(src, run)]:
-                st = sw.inspect_dir(d, run)
-                if st.state == "finished" and st.result:
-                    found.setdefault(run.name, []).append(st.result)
+            for d in sw.finished_results(src, run):
+                result = sw.inspect_dir(d, run).result
+                if result:
+                    found.setdefault(run.name, []).append(result)
     return found
 
 

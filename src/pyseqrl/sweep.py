@@ -228,7 +228,7 @@ def keep_record(root: str | os.PathLike, run: Run, keep: str | os.PathLike) -> b
     """Copy a finished run's ``run.json`` and ``finished.json`` to ``<keep>/<run.name>`` (each written atomically);
     returns whether ``run`` was finished. A record is never overwritten by another result: a run finished again
     with a different result (rerun on another machine, where its dataset can be another sample) is kept beside
-    it, as ``<keep>/<run.name>@<digest of its result>`` (:func:`recorded_variants` lists them)."""
+    it, as ``<keep>/<run.name>@<digest of its result>`` (:func:`finished_results` lists them)."""
     src, dest = Path(root) / run.name, Path(keep) / run.name
     done = _read_json(src / FINISHED)
     if done is None:
@@ -247,13 +247,14 @@ def keep_record(root: str | os.PathLike, run: Run, keep: str | os.PathLike) -> b
     return True
 
 
-def recorded_variants(keep: str | os.PathLike, run: Run) -> list[Path]:
-    """The finished results of ``run`` that :func:`keep_record` kept beside its record (``<run.name>@<digest>``:
-    the same run finished again with another result), oldest name first; the record itself not included."""
-    d = Path(keep) / run.name
+def finished_results(src: str | os.PathLike, run: Run) -> list[Path]:
+    """The finished directories of ``run`` (same spec) under ``src``, a sweep's root or a record: its own, then
+    the results :func:`keep_record` kept beside it (``<run.name>@<digest>``: the same run finished again with
+    another result), oldest name first."""
+    d = Path(src) / run.name
     if not d.parent.is_dir():
         return []
-    found = sorted(d.parent.glob(f"{d.name}@*"))
+    found = [d, *sorted(d.parent.glob(f"{d.name}@*"))]
     return [v for v in found if _read_json(v / SPEC) == run.spec() and _read_json(v / FINISHED) is not None]
 
 
